@@ -1,0 +1,12 @@
+"""QGIS entry point of the Semantic Change Detection plugin.
+
+QGIS installs this folder under a name of its own, so everything below is imported
+relatively. Importing the package must stay cheap and must not need torch: the
+algorithms appear even when torch is missing and explain how to install it.
+"""
+
+
+def classFactory(iface):  # noqa: N802 - name required by QGIS
+    from .plugin.plugin import SemanticChangePlugin
+
+    return SemanticChangePlugin(iface)

@@ -1,0 +1,341 @@
+"""Raster input and output: the only module that opens files with rasterio.
+
+* :class:`RasterPair` opens the two dates, warps T2 onto T1's grid, finds the area
+  both cover and reads aligned windows with their combined validity mask.
+* :class:`RasterWriter` writes finished rows to a tiled, compressed GeoTIFF under a
+  temporary name; :func:`publish` moves it (and its sidecars) into place only when
+  everything is complete, so nothing half-written ever looks finished.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window, from_bounds
+
+from .errors import InputError
+
+#: Authalic radius of the WGS84 ellipsoid: a sphere with the ellipsoid's area.
+AUTHALIC_RADIUS_M = 6371007.181
+
+SIDECAR_SUFFIXES = (".aux.xml", ".qml")
+
+
+@dataclass(frozen=True)
+class DateInfo:
+    """What the engine reports about one input."""
+
+    path: str
+    crs: str
+    width: int
+    height: int
+    band_count: int
+    dtypes: tuple[str, ...]
+    bands: tuple[int, ...]
+
+
+def open_raster(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
+    """Open a raster or raise an :class:`InputError` that says why it cannot be read."""
+    path = str(path)
+    if "://" not in path and not path.startswith("/vsi") and not Path(path).exists():
+        raise InputError(f"raster not found: {path}; check the path or choose another layer")
+    try:
+        return rasterio.open(path)
+    except (RasterioError, OSError) as error:
+        raise InputError(f"cannot read {path} as a raster ({error}); is it a GDAL-readable image?") from error
+
+
+def check_bands(bands: Sequence[int], count: int, label: str, needed: int) -> tuple[int, ...]:
+    """Validate 1-based band numbers against the raster and the model."""
+    bands = tuple(int(b) for b in bands)
+    if len(bands) != needed:
+        raise InputError(
+            f"the model takes {needed} bands per date but {len(bands)} were chosen for {label} "
+            f"({', '.join(map(str, bands)) or 'none'}); choose exactly {needed}"
+        )
+    wrong = [b for b in bands if not 1 <= b <= count]
+    if wrong:
+        raise InputError(
+            f"band {wrong[0]} was requested for {label}, which has {count} band{'s' if count != 1 else ''}; "
+            f"choose band numbers from 1 to {count}"
+            + ("" if count >= needed else f" (the model needs {needed} bands: this raster has too few)")
+        )
+    return bands
+
+
+class RasterPair:
+    """Two co-registered views of the dates on T1's grid, limited to the area both cover.
+
+    T1's grid is the master. T2 is read through a warped view (bilinear) onto T1's
+    CRS, transform and size, whatever its own CRS, resolution or extent.
+    """
+
+    def __init__(
+        self,
+        path_t1: str | os.PathLike[str],
+        path_t2: str | os.PathLike[str],
+        bands_t1: Sequence[int],
+        bands_t2: Sequence[int],
+        *,
+        needed_bands: int,
+    ) -> None:
+        self._src1 = open_raster(path_t1)
+        try:
+            self._src2 = open_raster(path_t2)
+        except InputError:
+            self._src1.close()
+            raise
+        try:
+            self.bands_t1 = check_bands(bands_t1, self._src1.count, f"T1 ({path_t1})", needed_bands)
+            self.bands_t2 = check_bands(bands_t2, self._src2.count, f"T2 ({path_t2})", needed_bands)
+            self._check_georeferenced()
+            self.window = self._overlap_window()
+            self._vrt2 = self._warped_t2()
+        except Exception:
+            self.close()
+            raise
+        self.transform: Affine = rasterio.windows.transform(self.window, self._src1.transform)
+        self.crs = self._src1.crs
+        self.height = int(self.window.height)
+        self.width = int(self.window.width)
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _check_georeferenced(self) -> None:
+        for label, src in (("T1", self._src1), ("T2", self._src2)):
+            if src.crs is None:
+                raise InputError(
+                    f"{label} ({src.name}) has no coordinate reference system, so the two dates cannot be "
+                    "aligned; assign its CRS (e.g. Raster > Projections > Assign Projection) and run again"
+                )
+
+    def _overlap_window(self) -> Window:
+        src1, src2 = self._src1, self._src2
+        try:
+            left, bottom, right, top = transform_bounds(src2.crs, src1.crs, *src2.bounds, densify_pts=21)
+        except Exception as error:  # any PROJ failure means the footprints cannot be related
+            raise InputError(f"cannot relate the CRSs of T1 and T2 ({error})") from error
+        b1 = src1.bounds
+        inter = (max(b1.left, left), max(b1.bottom, bottom), min(b1.right, right), min(b1.top, top))
+        if not (inter[0] < inter[2] and inter[1] < inter[3]):
+            raise InputError(
+                f"the two rasters do not overlap: T1 covers {_fmt_bounds(b1)} and T2 covers "
+                f"{_fmt_bounds((left, bottom, right, top))} in T1's CRS ({src1.crs}); "
+                "choose two images of the same area"
+            )
+        window = from_bounds(*inter, transform=src1.transform)
+        col0 = max(0, math.floor(window.col_off + 1e-6))
+        row0 = max(0, math.floor(window.row_off + 1e-6))
+        col1 = min(src1.width, math.ceil(window.col_off + window.width - 1e-6))
+        row1 = min(src1.height, math.ceil(window.row_off + window.height - 1e-6))
+        if col1 <= col0 or row1 <= row0:
+            raise InputError("the overlap of the two rasters is smaller than one T1 pixel; choose overlapping images")
+        return Window(col0, row0, col1 - col0, row1 - row0)
+
+    def _warped_t2(self) -> WarpedVRT:
+        src1, src2 = self._src1, self._src2
+        options: dict[str, Any] = {
+            "crs": src1.crs, "transform": src1.transform, "width": src1.width, "height": src1.height,
+            "resampling": Resampling.bilinear,
+        }
+        if src2.nodata is None:
+            options["add_alpha"] = True  # so that areas outside T2 read as masked
+        return WarpedVRT(src2, **options)
+
+    # -- reading ----------------------------------------------------------------------------
+    def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Read a window of the processing area from both dates.
+
+        Validity follows GDAL's dataset mask (nodata in every band, alpha, mask band),
+        so a single band that happens to equal the nodata value does not blank an RGB
+        pixel; NaN in any selected band does.
+
+        Returns:
+            T1 and T2 pixels as float32 ``[bands, height, width]`` (invalid pixels set to
+            0) and a boolean mask, True where both dates hold valid data.
+        """
+        win = Window(self.window.col_off + col, self.window.row_off + row, width, height)
+        img1 = self._src1.read(self.bands_t1, window=win, out_dtype="float32")
+        img2 = self._vrt2.read(self.bands_t2, window=win, out_dtype="float32")
+        valid = self._src1.dataset_mask(window=win) > 0
+        valid &= self._vrt2.dataset_mask(window=win) > 0
+        valid &= np.isfinite(img1).all(axis=0) & np.isfinite(img2).all(axis=0)
+        img1[:, ~valid] = 0
+        img2[:, ~valid] = 0
+        return img1, img2, valid
+
+    def sample(self, max_pixels: int = 1 << 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A decimated read of the whole processing area, for scaling statistics."""
+        factor = max(1.0, math.sqrt(self.height * self.width / max_pixels))
+        out_h, out_w = max(1, int(self.height / factor)), max(1, int(self.width / factor))
+        win = self.window
+        shape1 = (len(self.bands_t1), out_h, out_w)
+        img1 = self._src1.read(self.bands_t1, window=win, out_shape=shape1, out_dtype="float32",
+                               resampling=Resampling.nearest)
+        img2 = self._vrt2.read(self.bands_t2, window=win, out_shape=shape1, out_dtype="float32",
+                               resampling=Resampling.nearest)
+        m1 = self._src1.dataset_mask(window=win, out_shape=shape1[1:], resampling=Resampling.nearest)
+        m2 = self._vrt2.dataset_mask(window=win, out_shape=shape1[1:], resampling=Resampling.nearest)
+        valid = (m1 > 0) & (m2 > 0)
+        valid &= np.isfinite(img1).all(axis=0) & np.isfinite(img2).all(axis=0)
+        return img1, img2, valid
+
+    # -- facts --------------------------------------------------------------------------------
+    def dtypes(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        d1 = tuple(self._src1.dtypes[b - 1] for b in self.bands_t1)
+        d2 = tuple(self._src2.dtypes[b - 1] for b in self.bands_t2)
+        return d1, d2
+
+    def describe(self) -> tuple[DateInfo, DateInfo]:
+        infos = []
+        for src, bands in ((self._src1, self.bands_t1), (self._src2, self.bands_t2)):
+            infos.append(DateInfo(src.name, str(src.crs), src.width, src.height, src.count,
+                                  tuple(src.dtypes[b - 1] for b in bands), bands))
+        return infos[0], infos[1]
+
+    def pixel_area_m2(self, rows: np.ndarray) -> np.ndarray:
+        """Ground area of one pixel in each of ``rows`` (processing-area rows), in m²."""
+        return pixel_area_m2(self.crs, self.transform, rows)
+
+    def close(self) -> None:
+        for name in ("_vrt2", "_src2", "_src1"):
+            dataset = getattr(self, name, None)
+            if dataset is not None:
+                dataset.close()
+
+    def __enter__(self) -> RasterPair:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def pixel_area_m2(crs: rasterio.crs.CRS, transform: Affine, rows: np.ndarray) -> np.ndarray:
+    """Area of one pixel per row: constant for projected CRSs, by latitude for geographic ones."""
+    rows = np.asarray(rows, dtype=np.float64)
+    if crs is not None and crs.is_geographic:
+        # Cell between two parallels on a sphere of the ellipsoid's area.
+        lat_top = np.radians(np.clip(transform.f + rows * transform.e, -90, 90))
+        lat_bottom = np.radians(np.clip(transform.f + (rows + 1) * transform.e, -90, 90))
+        d_lon = np.radians(abs(transform.a))
+        return AUTHALIC_RADIUS_M**2 * d_lon * np.abs(np.sin(lat_top) - np.sin(lat_bottom))
+    unit = crs.linear_units_factor[1] if crs is not None else 1.0
+    return np.full(rows.shape, abs(transform.a * transform.e - transform.b * transform.d) * unit * unit)
+
+
+def _fmt_bounds(bounds: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in bounds) + ")"
+
+
+# --- writing --------------------------------------------------------------------------------
+
+BLOCK_SIZE = 256
+
+
+def check_output_path(path: str | os.PathLike[str]) -> Path:
+    """Refuse an output whose folder is missing or not writable, before any work is done."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"output folder does not exist: {folder}; create it or choose another location")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"output folder is not writable: {folder}; choose a folder you can write to")
+    if path.is_dir():
+        raise InputError(f"output path is a folder: {path}; give a file name such as change.tif")
+    return path
+
+
+def temporary_path(final: Path) -> Path:
+    """A hidden name beside ``final`` that never looks like a finished output."""
+    return final.with_name(f".{final.stem}.partial-{uuid.uuid4().hex[:8]}{final.suffix}")
+
+
+def sidecars(path: Path) -> list[Path]:
+    return [Path(str(path) + ".aux.xml"), path.with_suffix(".qml")]
+
+
+def publish(temporary: Path, final: Path) -> None:
+    """Move a complete output and its sidecars into place, the raster itself last."""
+    for old, new in zip(sidecars(temporary), sidecars(final), strict=True):
+        if old.exists():
+            os.replace(old, new)
+        elif new.exists():
+            new.unlink()  # a stale legend from an earlier run would describe other data
+    os.replace(temporary, final)
+
+
+def discard(temporary: Path) -> None:
+    for path in (temporary, *sidecars(temporary)):
+        path.unlink(missing_ok=True)
+
+
+class RasterWriter:
+    """Writes rows of one band in order to a tiled, compressed GeoTIFF.
+
+    Rows are buffered until a whole row of 256 x 256 blocks is complete, so no
+    compressed block is ever written twice.
+    """
+
+    def __init__(self, path: Path, *, width: int, height: int, dtype: str, nodata: float,
+                 crs: rasterio.crs.CRS, transform: Affine) -> None:
+        self.path = path
+        self.height, self.width = height, width
+        self.dtype = np.dtype(dtype)
+        profile: dict[str, Any] = {
+            "driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": dtype,
+            "crs": crs, "transform": transform, "nodata": nodata,
+            "compress": "deflate", "zlevel": 6, "BIGTIFF": "IF_SAFER",
+        }
+        if width >= BLOCK_SIZE and height >= BLOCK_SIZE:
+            profile.update(tiled=True, blockxsize=BLOCK_SIZE, blockysize=BLOCK_SIZE)
+        if self.dtype.kind == "f":
+            profile["predictor"] = 3
+        self._block_rows = BLOCK_SIZE if profile.get("tiled") else height
+        self._block_rows = max(1, min(self._block_rows, height))
+        try:
+            self._dst = rasterio.open(path, "w", **profile)
+        except RasterioError as error:
+            raise InputError(f"cannot create {path} ({error}); check the folder and free disk space") from error
+        self._pending: list[np.ndarray] = []
+        self._pending_rows = 0
+        self._next_row = 0
+
+    def write_rows(self, start_row: int, rows: np.ndarray) -> None:
+        if start_row != self._next_row + self._pending_rows:
+            raise ValueError(f"rows must arrive in order: expected {self._next_row + self._pending_rows}, "
+                             f"got {start_row}")
+        self._pending.append(rows.astype(self.dtype, copy=False))
+        self._pending_rows += rows.shape[0]
+        while self._pending_rows >= self._block_rows:
+            self._flush(self._block_rows)
+
+    def _flush(self, count: int) -> None:
+        data = np.concatenate(self._pending, axis=0) if len(self._pending) > 1 else self._pending[0]
+        chunk, rest = data[:count], data[count:]
+        self._dst.write(chunk, 1, window=Window(0, self._next_row, self.width, count))
+        self._next_row += count
+        self._pending = [rest] if rest.shape[0] else []
+        self._pending_rows = rest.shape[0]
+
+    def close(self) -> None:
+        """Write what is left and close; raises if rows are missing."""
+        if self._pending_rows:
+            self._flush(self._pending_rows)
+        self._dst.close()
+        if self._next_row != self.height:
+            raise RuntimeError(f"{self.path}: {self._next_row} of {self.height} rows were written")
+
+    def abort(self) -> None:
+        self._dst.close()

@@ -1,0 +1,106 @@
+"""The model contract every change-detection network in this package follows.
+
+The engine knows nothing about a particular network: it calls ``forward(x1, x2)``
+and reads the keys listed here. Keeping the contract in one place is what lets a
+fifth network slot in without touching the engine, the plugin or the CLI.
+
+Contract (seed digest section 7.2):
+
+* ``forward(x1, x2)`` takes two normalised ``[B, C, H, W]`` float tensors, ``H`` and
+  ``W`` multiples of 32, and returns a ``dict[str, Tensor]``.
+* ``change_prob``: ``[B, 1, H, W]``, probability of change in ``[0, 1]``. Always present.
+* ``change_threshold``: ``[B, 1, H, W]`` learned per-pixel threshold in ``[0, 1]``;
+  present only for networks that learn one (CLDRNet).
+* ``sem_logits_t1`` and ``sem_logits_t2``: ``[B, N + 1, H, W]`` raw class logits, index 0
+  being "no change" (never a prediction target); semantic networks only.
+* ``aux_*``: anything needed only by a training loss; present only in training mode.
+
+Decoding (done by the engine, not here): changed = ``change_prob > 0.5`` and, where a
+threshold map exists, ``change_prob > change_threshold``; class = argmax over
+channels ``1..N`` of the semantic logits, masked by change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+Task = Literal["semantic", "binary"]
+
+CHANGE_PROB = "change_prob"
+CHANGE_THRESHOLD = "change_threshold"
+SEM_LOGITS_T1 = "sem_logits_t1"
+SEM_LOGITS_T2 = "sem_logits_t2"
+AUX_PREFIX = "aux_"
+
+#: Spatial sizes given to a network must be multiples of this (output stride 32).
+SIZE_MULTIPLE = 32
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the registry, the CLI and the checkpoints know about one network.
+
+    Attributes:
+        name: Registry name, e.g. ``"sscfnet"``.
+        task: ``"semantic"`` (two class maps plus change) or ``"binary"``.
+        model_class: The ``nn.Module`` subclass; its keyword arguments are the options.
+        paper: Short citation of the paper the network follows.
+        default_tile_size: Training crop the paper uses; the inference tile default.
+        backbones: Backbone names the constructor accepts; the first is the default.
+        default_options: Keyword options used when none are given.
+        paper_params_m: Parameter count the paper reports, in millions, if any.
+        paper_gflops: Compute the paper reports, in G, at ``paper_flops_size``.
+        paper_flops_size: Square input size the paper's compute figure is for.
+        paper_flops_unit: ``"flops"`` when the paper counts 2 x multiply-accumulates,
+            ``"macs"`` when its "FLOPs" are multiply-accumulates.
+    """
+
+    name: str
+    task: Task
+    model_class: type[nn.Module]
+    paper: str
+    default_tile_size: int
+    backbones: tuple[str, ...]
+    default_options: dict[str, Any] = field(default_factory=dict)
+    paper_params_m: dict[str, float] = field(default_factory=dict)
+    paper_gflops: dict[str, float] = field(default_factory=dict)
+    paper_flops_size: int | None = None
+    paper_flops_unit: Literal["flops", "macs"] = "flops"
+
+
+class ChangeModel(nn.Module):
+    """Base class of every network: declares the task and checks inputs once.
+
+    Subclasses implement :meth:`predict` and set ``task`` and, for semantic
+    networks, ``num_classes`` (land-cover classes, excluding "no change").
+    """
+
+    task: Task = "binary"
+    num_classes: int = 0
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
+        check_pair(x1, x2)
+        outputs = self.predict(x1, x2)
+        if not self.training:
+            outputs = {k: v for k, v in outputs.items() if not k.startswith(AUX_PREFIX)}
+        return outputs
+
+    def predict(self, x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+def check_pair(x1: torch.Tensor, x2: torch.Tensor) -> None:
+    """Refuse inputs the networks cannot take, with a message saying why."""
+    if x1.shape != x2.shape:
+        raise ValueError(f"both dates must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+    if x1.ndim != 4:
+        raise ValueError(f"inputs must be [B, C, H, W], got {x1.ndim} dimensions")
+    height, width = x1.shape[-2:]
+    if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
+        raise ValueError(
+            f"height and width must be multiples of {SIZE_MULTIPLE}, got {height} x {width}; pad the input first"
+        )

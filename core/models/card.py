@@ -1,0 +1,197 @@
+"""The model card: everything a checkpoint says about how to use its weights.
+
+A card is plain data (JSON-serialisable), so it can be read without building a
+network, shown by the plugin's "Model information" algorithm and checked before a
+long run. Presets give the cards of the datasets the papers trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .base import Task
+
+#: Bumped whenever the checkpoint layout changes incompatibly.
+FORMAT_VERSION = 1
+
+RGB = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class LandCoverClass:
+    name: str
+    color: RGB
+
+
+@dataclass(frozen=True)
+class InputScaling:
+    """How non-8-bit input is brought to the 0-255 range the statistics are in.
+
+    8-bit input is always taken as is. ``method`` is ``"range"`` (linear from
+    ``minimum``..``maximum``) or ``"percentile"`` (a per-band ``low``..``high``
+    percentile stretch computed from the scene itself).
+    """
+
+    method: str = "percentile"
+    minimum: float = 0.0
+    maximum: float = 255.0
+    low: float = 2.0
+    high: float = 98.0
+
+    def __post_init__(self) -> None:
+        if self.method not in ("range", "percentile"):
+            raise ValueError(f"input scaling method must be 'range' or 'percentile', got {self.method!r}")
+        if self.method == "range" and not self.maximum > self.minimum:
+            raise ValueError(f"scaling range is empty: {self.minimum}..{self.maximum}")
+        if self.method == "percentile" and not 0 <= self.low < self.high <= 100:
+            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.low}, {self.high}")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Metadata stored in every checkpoint.
+
+    Attributes:
+        model: Registry name of the network.
+        options: Constructor options that rebuild exactly these weights.
+        task: ``"semantic"`` or ``"binary"``.
+        classes: Land-cover classes 1..N for semantic models ("no change" is
+            implicit as class 0); empty for binary models.
+        change_color: Colour of "change" in binary masks.
+        tile_size: Inference tile size (the training crop).
+        bands_t1, bands_t2: Default 1-based input bands per date, in model order.
+        scaling: How non-8-bit input is scaled to 0..255.
+        mean_t1, std_t1, mean_t2, std_t2: Per-date, per-band normalisation in 0..255 units.
+        dataset: What the weights were trained on ("untrained" for ``init``).
+        metrics: Validation metrics by name.
+        created: ISO date-time of writing.
+        software_version: Version of this software that wrote the file.
+        format_version: Checkpoint layout version.
+    """
+
+    model: str
+    options: dict[str, Any]
+    task: Task
+    classes: tuple[LandCoverClass, ...]
+    tile_size: int
+    bands_t1: tuple[int, ...]
+    bands_t2: tuple[int, ...]
+    mean_t1: tuple[float, ...]
+    std_t1: tuple[float, ...]
+    mean_t2: tuple[float, ...]
+    std_t2: tuple[float, ...]
+    scaling: InputScaling = field(default_factory=InputScaling)
+    change_color: RGB = (255, 0, 0)
+    dataset: str = "untrained"
+    metrics: dict[str, float] = field(default_factory=dict)
+    created: str = ""
+    software_version: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        bands = len(self.bands_t1)
+        if len(self.bands_t2) != bands:
+            raise ValueError("both dates must use the same number of bands")
+        for label, values in (("mean_t1", self.mean_t1), ("std_t1", self.std_t1),
+                              ("mean_t2", self.mean_t2), ("std_t2", self.std_t2)):
+            if len(values) != bands:
+                raise ValueError(f"{label} has {len(values)} values but the model takes {bands} bands")
+        if any(s <= 0 for s in (*self.std_t1, *self.std_t2)):
+            raise ValueError("standard deviations must be positive")
+        if self.task == "semantic" and not self.classes:
+            raise ValueError("a semantic model needs at least one land-cover class")
+        if self.tile_size % 32 or self.tile_size < 32:
+            raise ValueError(f"tile size must be a positive multiple of 32, got {self.tile_size}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        """Rebuild a card from :meth:`to_dict` output; unknown keys are an error."""
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model card fields: {', '.join(sorted(unknown))}")
+        data["classes"] = tuple(LandCoverClass(c["name"], tuple(c["color"])) for c in data.get("classes", ()))
+        data["scaling"] = InputScaling(**data.get("scaling", {}))
+        for key in ("bands_t1", "bands_t2", "mean_t1", "std_t1", "mean_t2", "std_t2", "change_color"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+# --- Presets (seed digest sections 2.4, 5.1, 5.2) -------------------------------------------
+
+SECOND_CLASSES = (
+    LandCoverClass("Water", (0, 0, 255)),
+    LandCoverClass("Ground", (128, 128, 128)),
+    LandCoverClass("Low vegetation", (0, 128, 0)),
+    LandCoverClass("Tree", (0, 255, 0)),
+    LandCoverClass("Building", (128, 0, 0)),
+    LandCoverClass("Playground", (255, 0, 0)),
+)
+
+LANDSAT_SCD_CLASSES = (
+    LandCoverClass("Farmland", (0, 155, 0)),
+    LandCoverClass("Desert", (255, 165, 0)),
+    LandCoverClass("Building", (230, 30, 100)),
+    LandCoverClass("Water", (0, 170, 240)),
+)
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Classes, normalisation and tile size of one dataset, for ``init`` and training."""
+
+    name: str
+    task: Task
+    classes: tuple[LandCoverClass, ...]
+    tile_size: int
+    mean_t1: tuple[float, ...]
+    std_t1: tuple[float, ...]
+    mean_t2: tuple[float, ...]
+    std_t2: tuple[float, ...]
+    description: str
+
+
+PRESETS: dict[str, Preset] = {
+    "second": Preset(
+        "second", "semantic", SECOND_CLASSES, 512,
+        (113.40, 114.08, 116.45), (48.30, 46.27, 48.14),
+        (111.07, 114.04, 118.18), (49.41, 47.01, 47.94),
+        "SECOND: 6 land-cover classes, 512 px tiles, 0.5-3 m aerial RGB",
+    ),
+    "landsat-scd": Preset(
+        "landsat-scd", "semantic", LANDSAT_SCD_CLASSES, 512,
+        (141.53, 139.20, 137.73), (81.99, 83.31, 83.89),
+        (137.36, 136.50, 135.144), (85.97, 86.01, 86.81),
+        "Landsat-SCD: 4 land-cover classes, 30 m Landsat RGB (416 px resized to 512)",
+    ),
+    "binary": Preset(
+        "binary", "binary", (), 256,
+        IMAGENET_MEAN, IMAGENET_STD, IMAGENET_MEAN, IMAGENET_STD,
+        "Binary change (LEVIR-CD style): ImageNet normalisation, 256 px tiles",
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

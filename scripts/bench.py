@@ -1,0 +1,253 @@
+"""`make bench`: measurements that are too long or too machine-dependent for tests.
+
+Prints, for one model on this machine in one run:
+1. engine throughput (megapixels per second) and its overhead: the engine's wall time
+   divided by (batches x the network's own per-batch time measured in the same run);
+2. peak memory (RSS) for a 512 px wide raster 4096 and 32768 rows high, each in a fresh
+   process, and their ratio (memory must not grow with the height);
+3. a plain in-memory sliding-window baseline (whole arrays, mean-blended, as mmseg's
+   slide inference does) on the same inputs: its time and peak memory;
+4. fp32 against reduced precision (bf16 autocast): speed-up and label agreement;
+5. for every network: parameters, GFLOPs at its tile size, CPU forward time per tile at
+   batch 1 and at the default batch size.
+
+Usage: python scripts/bench.py [--model lsafnet] [--tile 256] [--batch 4] [--skip-models]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from core import synthetic  # noqa: E402
+from core.engine import OutputPaths, RunOptions, run_change_detection  # noqa: E402
+from core.models.card import PRESETS, SECOND_CLASSES  # noqa: E402
+from core.models.checkpoint import load_checkpoint, make_card, save_checkpoint  # noqa: E402
+from core.models.complexity import count_flops, count_parameters  # noqa: E402
+from core.models.registry import build_model, get_spec, model_names  # noqa: E402
+from core.tiling import TileGrid, pad_to  # noqa: E402
+
+PALETTE = [c.color for c in SECOND_CLASSES]
+DEFAULT_BATCH = 4
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_checkpoint(folder: Path, model: str, tile: int) -> Path:
+    spec = get_spec(model)
+    preset = "second" if spec.task == "semantic" else "binary"
+    network = build_model(model)
+    path = folder / f"{model}.pt"
+    save_checkpoint(path, network, make_card(model, PRESETS[preset], tile_size=tile,
+                                             options=dict(network.build_options)))
+    return path
+
+
+def make_scene_pair(folder: Path, height: int, width: int) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    t1, t2, _ = synthetic.write_pair(folder, PALETTE, height=height, width=width, seed=7)
+    return t1, t2
+
+
+def time_forward(network: torch.nn.Module, batch: int, size: int, dtype: torch.dtype | None, repeats: int = 3) -> float:
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    network = network.eval().to(memory_format=torch.channels_last)
+    times = []
+    with torch.inference_mode():
+        for index in range(repeats + 1):
+            started = time.perf_counter()
+            if dtype is None:
+                network(x, x)
+            else:
+                with torch.autocast("cpu", dtype=dtype):
+                    network(x, x)
+            if index:  # the first call warms up
+                times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+# --- child processes (fresh interpreter, so peak RSS means something) -----------------------
+
+
+def child_engine(args: argparse.Namespace) -> dict[str, float]:
+    out = Path(args.workdir) / f"out_{args.height}"
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    summary = run_change_detection(args.t1, args.t2, args.checkpoint, OutputPaths(fromto=out / "fromto.tif"),
+                                   RunOptions(tile_size=args.tile, batch_size=args.batch, device="cpu",
+                                              precision="fp32"))
+    return {"seconds": time.perf_counter() - started, "peak_rss_mib": peak_rss_mib(),
+            "estimate_mib": summary.memory_estimate_bytes / 2**20, "tiles": summary.tiles_total}
+
+
+def child_baseline(args: argparse.Namespace) -> dict[str, float]:
+    """mmseg-style slide inference: whole rasters in memory, logits summed, divided by a count matrix."""
+    import rasterio
+
+    network, card = load_checkpoint(args.checkpoint)
+    network = network.eval().to(memory_format=torch.channels_last)
+    started = time.perf_counter()
+    with rasterio.open(args.t1) as a, rasterio.open(args.t2) as b:
+        img1 = a.read(out_dtype="float32")
+        img2 = b.read(out_dtype="float32")
+    mean1, std1 = np.asarray(card.mean_t1, np.float32)[:, None, None], np.asarray(card.std_t1, np.float32)[:, None, None]
+    mean2, std2 = np.asarray(card.mean_t2, np.float32)[:, None, None], np.asarray(card.std_t2, np.float32)[:, None, None]
+    img1, img2 = (img1 - mean1) / std1, (img2 - mean2) / std2
+    _, height, width = img1.shape
+    channels = 1 + 2 * (card.num_classes + 1) if card.task == "semantic" else 1
+    sums = np.zeros((channels, height, width), dtype=np.float32)
+    count = np.zeros((height, width), dtype=np.float32)
+    grid = TileGrid(height, width, args.tile, args.tile // 4)
+    windows = list(grid.windows())
+    with torch.inference_mode():
+        for start in range(0, len(windows), args.batch):
+            chunk = windows[start:start + args.batch]
+            x1 = np.stack([pad_to(img1[:, w.row:w.row + w.height, w.col:w.col + w.width], grid.model_size)
+                           for w in chunk])
+            x2 = np.stack([pad_to(img2[:, w.row:w.row + w.height, w.col:w.col + w.width], grid.model_size)
+                           for w in chunk])
+            outputs = network(torch.from_numpy(x1).contiguous(memory_format=torch.channels_last),
+                              torch.from_numpy(x2).contiguous(memory_format=torch.channels_last))
+            parts = [outputs["change_prob"]]
+            if card.task == "semantic":
+                parts += [outputs["sem_logits_t1"], outputs["sem_logits_t2"]]
+            stacked = torch.cat(parts, dim=1).float().numpy()
+            for index, w in enumerate(chunk):
+                sums[:, w.row:w.row + w.height, w.col:w.col + w.width] += stacked[index, :, :w.height, :w.width]
+                count[w.row:w.row + w.height, w.col:w.col + w.width] += 1
+    sums /= count
+    _ = sums[0] > 0.5
+    return {"seconds": time.perf_counter() - started, "peak_rss_mib": peak_rss_mib()}
+
+
+def run_child(kind: str, **values: object) -> dict[str, float]:
+    argv = [sys.executable, __file__, "--child", kind] + [f"--{k}={v}" for k, v in values.items()]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode:
+        raise RuntimeError(f"child {kind} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# --- sections -------------------------------------------------------------------------------
+
+
+def bench_engine(work: Path, checkpoint: Path, tile: int, batch: int) -> None:
+    print(f"\n== 1. engine throughput and overhead ({checkpoint.stem}, tile {tile}, batch {batch}, CPU fp32)")
+    t1, t2 = make_scene_pair(work / "scene_1024", 1024, 1024)
+    network, _ = load_checkpoint(checkpoint)
+    started = time.perf_counter()
+    summary = run_change_detection(t1, t2, checkpoint, OutputPaths(fromto=work / "engine_fromto.tif"),
+                                   RunOptions(tile_size=tile, batch_size=batch, device="cpu", precision="fp32"))
+    wall = time.perf_counter() - started
+    per_batch = time_forward(network, batch, TileGrid(1024, 1024, tile, tile // 4).model_size, None)
+    ideal = summary.batches * per_batch
+    print(f"  raster 1024 x 1024: {summary.tiles_total} tiles in {summary.batches} batches, wall {wall:.2f} s, "
+          f"{1024 * 1024 / 1e6 / wall:.3f} Mpx/s")
+    print(f"  network alone: {per_batch * 1000:.1f} ms per batch of {batch} "
+          f"-> {summary.batches} x {per_batch:.3f} s = {ideal:.2f} s")
+    print(f"  overhead ratio (engine wall / (batches x per-batch model time)): {wall / ideal:.3f}  (target <= 1.15)")
+    print(f"  time inside the network during the run: {summary.model_seconds:.2f} s; "
+          f"memory estimate {summary.memory_estimate_bytes / 2**20:.0f} MiB")
+
+
+def bench_memory(work: Path, checkpoint: Path, tile: int, batch: int) -> None:
+    print("\n== 2./3. peak memory against raster height, engine and in-memory baseline (fresh processes)")
+    results = {}
+    for height in (4096, 32768):
+        t1, t2 = make_scene_pair(work / f"tall_{height}", height, 512)
+        common = {"t1": t1, "t2": t2, "checkpoint": checkpoint, "tile": tile, "batch": batch, "height": height,
+                  "workdir": work}
+        engine = run_child("engine", **common)
+        baseline = run_child("baseline", **common)
+        results[height] = (engine, baseline)
+        print(f"  512 x {height:5d}: engine {engine['seconds']:7.1f} s, peak RSS {engine['peak_rss_mib']:7.0f} MiB "
+              f"(estimate {engine['estimate_mib']:.0f} MiB for buffers and network) | baseline "
+              f"{baseline['seconds']:7.1f} s, peak RSS {baseline['peak_rss_mib']:7.0f} MiB")
+    ratio = results[32768][0]["peak_rss_mib"] / results[4096][0]["peak_rss_mib"]
+    base_ratio = results[32768][1]["peak_rss_mib"] / results[4096][1]["peak_rss_mib"]
+    print(f"  engine peak RSS ratio 32768 / 4096 rows: {ratio:.3f}  (target <= 1.2); baseline ratio {base_ratio:.3f}")
+
+
+def bench_precision(work: Path, checkpoint: Path, tile: int, batch: int) -> None:
+    print("\n== 4. fp32 against bf16 autocast (CPU)")
+    t1, t2 = make_scene_pair(work / "scene_1024", 1024, 1024)
+    timings, codes = {}, {}
+    for precision in ("fp32", "bf16"):
+        out = work / f"prec_{precision}.tif"
+        started = time.perf_counter()
+        run_change_detection(t1, t2, checkpoint, OutputPaths(fromto=out),
+                             RunOptions(tile_size=tile, batch_size=batch, device="cpu", precision=precision))
+        timings[precision] = time.perf_counter() - started
+        import rasterio
+
+        with rasterio.open(out) as src:
+            codes[precision] = src.read(1)
+    agreement = float((codes["fp32"] == codes["bf16"]).mean()) * 100
+    from core.devices import cpu_has_fast_bf16
+
+    print(f"  fp32 {timings['fp32']:.2f} s, bf16 {timings['bf16']:.2f} s, speed-up x{timings['fp32'] / timings['bf16']:.2f}; "
+          f"from-to label agreement {agreement:.2f} % (default on only where >= 99.5 % and the CPU has fast bf16: "
+          f"this CPU {'has' if cpu_has_fast_bf16() else 'has no'} AMX/AVX-512 BF16)")
+
+
+def bench_models(default_batch: int) -> None:
+    print("\n== 5. networks: size and CPU forward time per tile")
+    print(f"  {'model':10s} {'backbone':16s} {'params M':>9s} {'tile':>5s} {'GFLOPs':>8s} "
+          f"{'ms/tile b=1':>12s} {f'ms/tile b={default_batch}':>12s}")
+    for name in model_names():
+        spec = get_spec(name)
+        network = build_model(name)
+        tile = spec.default_tile_size
+        params = count_parameters(network) / 1e6
+        gflops = count_flops(network, tile) / 1e9
+        one = time_forward(network, 1, tile, None, repeats=2) * 1000
+        many = time_forward(network, default_batch, tile, None, repeats=1) * 1000 / default_batch
+        print(f"  {name:10s} {network.build_options.get('backbone', '-'):16s} {params:9.2f} {tile:5d} "
+              f"{gflops:8.2f} {one:12.0f} {many:12.0f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="lsafnet", choices=model_names())
+    parser.add_argument("--tile", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH)
+    parser.add_argument("--skip-models", action="store_true", help="leave out section 5")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    for key in ("t1", "t2", "checkpoint", "workdir"):
+        parser.add_argument(f"--{key}", help=argparse.SUPPRESS)
+    parser.add_argument("--height", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        result = child_engine(args) if args.child == "engine" else child_baseline(args)
+        print(json.dumps(result))
+        return 0
+    torch.manual_seed(0)
+    print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+          f"CUDA {'available' if torch.cuda.is_available() else 'not available'}")
+    with tempfile.TemporaryDirectory(prefix="scd-bench-") as folder:
+        work = Path(folder)
+        checkpoint = make_checkpoint(work, args.model, args.tile)
+        bench_engine(work, checkpoint, args.tile, args.batch)
+        bench_memory(work, checkpoint, args.tile, args.batch)
+        bench_precision(work, checkpoint, args.tile, args.batch)
+    if not args.skip_models:
+        bench_models(args.batch)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,25 @@
+"""Shared fixtures: tiny models with known behaviour and synthetic two-date rasters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import PointwiseModel, make_card
+from torch import nn
+
+from core import synthetic
+from core.models.card import SECOND_CLASSES, ModelCard
+
+
+@pytest.fixture
+def pointwise() -> tuple[nn.Module, ModelCard]:
+    return PointwiseModel().eval(), make_card()
+
+
+@pytest.fixture
+def scene_pair(tmp_path: Path) -> tuple[Path, Path, synthetic.Scene]:
+    """A 200 x 150 px 8-bit RGB pair on one UTM grid."""
+    palette = [c.color for c in SECOND_CLASSES]
+    return synthetic.write_pair(tmp_path / "in", palette, height=200, width=150, seed=3)
+
