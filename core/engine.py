@@ -344,6 +344,8 @@ class _Run:
         self.writers: dict[str, RasterWriter] = {}
         self.code_dtype = encode.code_dtype(card.num_classes) if heads.semantic else np.dtype(np.uint8)
         self.counter = encode.TransitionCounter(max(card.num_classes, 1))
+        self.class_counters = (encode.CodeCounter(card.num_classes + 1), encode.CodeCounter(card.num_classes + 1))
+        self.mask_counter = encode.CodeCounter(2)
         self.accumulator: RowBandAccumulator | None = None
         self._stop = threading.Event()
         self.written_csv: Path | None = None
@@ -489,9 +491,12 @@ class _Run:
             codes = encode.fromto_codes(c1, c2, changed, heads.num_classes)
             self.counter.add(codes, valid, area)
             products["fromto"] = _with_nodata(codes, valid)
-            products["t1_classes"] = _with_nodata(np.where(changed, c1, 0).astype(self.code_dtype), valid)
-            products["t2_classes"] = _with_nodata(np.where(changed, c2, 0).astype(self.code_dtype), valid)
+            products["t1_classes"] = _with_nodata(encode.mask_classes(c1, changed), valid)
+            products["t2_classes"] = _with_nodata(encode.mask_classes(c2, changed), valid)
+            self.class_counters[0].add(products["t1_classes"], valid, area)
+            self.class_counters[1].add(products["t2_classes"], valid, area)
         products["change_mask"] = _with_nodata(changed.astype(np.uint8), valid)
+        self.mask_counter.add(products["change_mask"], valid, area)
         products["change_prob"] = np.where(valid, prob, encode.NODATA_FLOAT32).astype(np.float32)
         self.summary.valid_pixels += int(valid.sum())
         self.summary.changed_pixels += int(changed.sum())
@@ -517,16 +522,22 @@ class _Run:
         for writer in self.writers.values():
             writer.close()
         classes = self.card.classes
-        stats = self.counter.stats() if self.heads.semantic else {}
+        written: list[legend.LegendFiles] = []
         for name, temporary in self.temporaries.items():
             if name == "fromto":
-                legend.write_legend(temporary, legend.fromto_legend(classes), stats=stats)
+                written.append(legend.write_legend(temporary, legend.fromto_legend(classes),
+                                                   stats=self.counter.stats()))
             elif name in ("t1_classes", "t2_classes"):
-                legend.write_legend(temporary, legend.class_legend(classes))
+                counter = self.class_counters[0 if name == "t1_classes" else 1]
+                written.append(legend.write_legend(temporary, legend.class_legend(classes), stats=counter.stats()))
             elif name == "change_mask":
-                legend.write_legend(temporary, legend.binary_legend(self.card.change_color))
+                written.append(legend.write_legend(temporary, legend.binary_legend(self.card.change_color),
+                                                   stats=self.mask_counter.stats()))
             elif name == "change_prob":
                 legend.write_probability_style(temporary)
+        for files in written:
+            for warning in files.warnings:
+                self.progress.info(f"warning: {warning}")
         if self.heads.semantic:
             self.summary.transitions = legend.transition_table_rows(classes, self.counter)
         if outputs.transitions_csv is not None:

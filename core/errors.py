@@ -19,5 +19,5 @@ class CheckpointError(ChangeDetectionError):
     """A model file that is missing, damaged, foreign, tampered with or inconsistent."""
 
 
-class Cancelled(ChangeDetectionError):
+class Cancelled(ChangeDetectionError):  # noqa: N818 - reads as "raise Cancelled(...)"
     """The user asked to stop; nothing finished-looking was written."""

@@ -104,9 +104,11 @@ def child_baseline(args: argparse.Namespace) -> dict[str, float]:
     with rasterio.open(args.t1) as a, rasterio.open(args.t2) as b:
         img1 = a.read(out_dtype="float32")
         img2 = b.read(out_dtype="float32")
-    mean1, std1 = np.asarray(card.mean_t1, np.float32)[:, None, None], np.asarray(card.std_t1, np.float32)[:, None, None]
-    mean2, std2 = np.asarray(card.mean_t2, np.float32)[:, None, None], np.asarray(card.std_t2, np.float32)[:, None, None]
-    img1, img2 = (img1 - mean1) / std1, (img2 - mean2) / std2
+    def column(values: tuple[float, ...]) -> np.ndarray:
+        return np.asarray(values, np.float32)[:, None, None]
+
+    img1 = (img1 - column(card.mean_t1)) / column(card.std_t1)
+    img2 = (img2 - column(card.mean_t2)) / column(card.std_t2)
     _, height, width = img1.shape
     channels = 1 + 2 * (card.num_classes + 1) if card.task == "semantic" else 1
     sums = np.zeros((channels, height, width), dtype=np.float32)
@@ -199,7 +201,8 @@ def bench_precision(work: Path, checkpoint: Path, tile: int, batch: int) -> None
     agreement = float((codes["fp32"] == codes["bf16"]).mean()) * 100
     from core.devices import cpu_has_fast_bf16
 
-    print(f"  fp32 {timings['fp32']:.2f} s, bf16 {timings['bf16']:.2f} s, speed-up x{timings['fp32'] / timings['bf16']:.2f}; "
+    speedup = timings["fp32"] / timings["bf16"]
+    print(f"  fp32 {timings['fp32']:.2f} s, bf16 {timings['bf16']:.2f} s, speed-up x{speedup:.2f}; "
           f"from-to label agreement {agreement:.2f} % (default on only where >= 99.5 % and the CPU has fast bf16: "
           f"this CPU {'has' if cpu_has_fast_bf16() else 'has no'} AMX/AVX-512 BF16)")
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 from core import synthetic  # noqa: E402
 from core.engine import OutputPaths, Progress, RunOptions, run_change_detection  # noqa: E402
 from core.models.card import SECOND_CLASSES  # noqa: E402
-from training_cli.__main__ import main as cli  # noqa: E402
+from training_cli.cli import main as cli  # noqa: E402
 
 OUT = ROOT / "build" / "demo"
 

@@ -75,12 +75,12 @@ def test_from_to_output_is_georeferenced_and_carries_its_legend(tmp_path: Path, 
     assert summary.changed_pixels == int((codes > 0).sum())
     ds = gdal.Open(str(out.fromto))
     band = ds.GetRasterBand(1)
+    assert band.GetDefaultRAT() is not None  # GDAL 3.6 loads the PAM sidecar on this first call
     names = band.GetCategoryNames()
     assert names[0] == "No change"
     assert names[1 + 2 * 6 + 4] == "Low vegetation -> Building"
     table = band.GetColorTable()
     assert table is not None and table.GetColorEntry(0)[3] == 0  # no change is transparent
-    assert band.GetDefaultRAT() is not None
     assert Path(str(out.fromto).replace(".tif", ".qml")).exists()
     csv_text = Path(out.transitions_csv).read_text()
     assert "Building" in csv_text
@@ -106,7 +106,7 @@ def test_t2_in_another_crs_and_resolution_with_nodata_borders(tmp_path: Path) ->
         col = (dst.transform.c - src.transform.c) / src.res[0]
         row = (src.transform.f - dst.transform.f) / src.res[1]
         assert abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6
-        left = int(round(col))
+        left = round(col)
     assert np.all(codes[:, : max(0, 12 - left)] == 255)  # T1's nodata border stays nodata
     assert (codes != 255).mean() > 0.5
     assert summary.valid_pixels == int((codes != 255).sum())
@@ -293,3 +293,25 @@ def test_failure_midway_leaves_no_finished_looking_output(tmp_path: Path, scene_
         run_change_detection(t1, t2, (Exploding().eval(), make_card()), _outputs(folder, "fromto", "change_prob"),
                              RunOptions(tile_size=64, batch_size=1))
     assert _finished_files(folder) == []
+
+
+def test_alpha_transparency_and_nan_make_nodata(tmp_path: Path) -> None:
+    scene = synthetic.make_scene(96, 96, 6, seed=4)
+    rgb1 = synthetic.render(scene.labels_t1, PALETTE)
+    alpha = np.full((1, 96, 96), 255, dtype=np.uint8)
+    alpha[:, :20, :] = 0  # top rows transparent in T1
+    t1 = tmp_path / "t1_rgba.tif"
+    with rasterio.open(t1, "w", driver="GTiff", width=96, height=96, count=4, dtype="uint8", crs="EPSG:32633",
+                       transform=Affine(1, 0, 500000.0, 0, -1, 5000000.0), photometric="RGB",
+                       alpha="YES") as dst:
+        dst.write(np.concatenate([rgb1, alpha]))
+    image2 = synthetic.render(scene.labels_t2, PALETTE, seed=8).astype(np.float32)
+    image2[1, 50:60, 50:60] = np.nan  # NaN in one band of T2
+    t2 = synthetic.write_geotiff(tmp_path / "t2.tif", image2, dtype="float32")
+    out = _outputs(tmp_path / "out", "fromto")
+    summary = run_change_detection(t1, t2, (PointwiseModel().eval(), make_card()), out, RunOptions(tile_size=64))
+    codes = read_band(Path(out.fromto))
+    assert np.all(codes[:20] == 255)
+    assert np.all(codes[50:60, 50:60] == 255)
+    assert np.all(codes[20:50] != 255)
+    assert summary.valid_pixels == 96 * 96 - 20 * 96 - 100
