@@ -1,0 +1,83 @@
+"""CLDRNet's two training losses (paper eqs. 14-22).
+
+Stage 1 (``stage=1``): ``L1 = L_DM + L_DA`` with ``L_DM = L_ce + L_tver + L_contra``.
+Stage 2 (``stage=2``): ``L2 = L_DM + L_TM`` with ``L_TM = L_C + L_UC + L_FP + L_FN``.
+
+Choices where the paper is silent: ``L_contra`` is averaged over pixels (the paper writes a
+sum, which would scale with the tile size); the Tversky sums run over every pixel of the
+batch with a smoothing term of 1 so that an all-unchanged batch still has a gradient; the
+stage-2 indicators ``1[P > 0.5]`` use the live DM, detached; logarithms are clamped at
+``1e-6``. ``L_ce`` uses the DM logits when the model provides them (training mode), which is
+the numerically stable form of eq. 17. All terms are computed in float32.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..base import CHANGE_PROB, CHANGE_THRESHOLD
+from .model import AUX_CHANGE_LOGIT, AUX_RECON_T1, AUX_RECON_T2, AUX_REPR_T1, AUX_REPR_T2
+
+#: Tversky weight of false negatives (stage 1 favours recall).
+TVERSKY_ALPHA = 0.9
+#: Margin of the contrastive loss and of L_C.
+MARGIN = 0.5
+_EPS = 1e-6
+
+
+def compute_loss(
+    outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], stage: int = 1
+) -> dict[str, torch.Tensor]:
+    """Total loss of ``stage`` (1 or 2) under ``"loss"``, plus every named term so a trainer can log them."""
+    if stage not in (1, 2):
+        raise ValueError(f"CLDRNet trains in stage 1 or 2, got stage={stage!r}")
+    with torch.autocast(device_type=outputs[CHANGE_PROB].device.type, enabled=False):
+        label = targets["change"].float()
+        prob = outputs[CHANGE_PROB].float()
+        terms = dm_loss(prob, label, outputs.get(AUX_CHANGE_LOGIT))
+        if stage == 1:
+            terms["da"] = reconstruction_loss(outputs)
+        else:
+            terms.update(threshold_loss(prob, outputs[CHANGE_THRESHOLD].float(), label))
+        terms["loss"] = torch.stack(list(terms.values())).sum()
+    return terms
+
+
+def dm_loss(prob: torch.Tensor, label: torch.Tensor, logit: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """``L_DM`` terms (eqs. 16-19): cross-entropy, Tversky (alpha 0.9) and contrastive (m 0.5)."""
+    if logit is not None:
+        ce = F.binary_cross_entropy_with_logits(logit.float(), label)
+    else:
+        p = prob.clamp(_EPS, 1 - _EPS)
+        ce = -(label * p.log() + (1 - label) * (1 - p).log()).mean()
+    tp = (label * prob).sum()
+    fn = (label * (1 - prob)).sum()
+    fp = ((1 - label) * prob).sum()
+    tversky = 1 - (tp + 1.0) / (tp + TVERSKY_ALPHA * fn + (1 - TVERSKY_ALPHA) * fp + 1.0)
+    contrastive = (0.5 * (1 - label) * prob.square() + 0.5 * label * (MARGIN - prob).clamp(min=0).square()).mean()
+    return {"ce": ce, "tversky": tversky, "contrastive": contrastive}
+
+
+def reconstruction_loss(outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``L_DA`` (eq. 15): ``||v - v_hat||^2`` summed over D, averaged over pixels, summed over the two dates."""
+    keys = (AUX_REPR_T1, AUX_RECON_T1, AUX_REPR_T2, AUX_RECON_T2)
+    missing = [k for k in keys if k not in outputs]
+    if missing:
+        raise ValueError(f"stage-1 loss needs the training outputs {missing}; run the model in training mode")
+    total = outputs[AUX_REPR_T1].new_zeros((), dtype=torch.float32)
+    for repr_key, recon_key in ((AUX_REPR_T1, AUX_RECON_T1), (AUX_REPR_T2, AUX_RECON_T2)):
+        diff = outputs[repr_key].float() - outputs[recon_key].float()
+        total = total + diff.square().sum(dim=1).mean()
+    return total
+
+
+def threshold_loss(prob: torch.Tensor, threshold: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``L_TM`` terms (eqs. 21-22), keyed ``tm_c``, ``tm_uc``, ``tm_fp``, ``tm_fn``."""
+    unchanged = 1 - label
+    detected = (prob.detach() > 0.5).float()
+    tm_c = (label * ((threshold - prob).clamp(min=0).square() + (MARGIN - prob).clamp(min=0).square())).mean()
+    tm_uc = (unchanged * (prob - threshold).clamp(min=0).square()).mean()
+    tm_fp = (-unchanged * detected * ((threshold - prob + 1) / 2).clamp(min=_EPS).log()).mean()
+    tm_fn = (-label * (1 - detected) * prob.clamp(min=_EPS).log()).mean()
+    return {"tm_c": tm_c, "tm_uc": tm_uc, "tm_fp": tm_fp, "tm_fn": tm_fn}
