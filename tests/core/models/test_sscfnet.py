@@ -1,0 +1,226 @@
+"""SSCFNet: model contract, paper sizes, regrouping and loss (CPU, random weights, small inputs)."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import pytest
+import torch
+
+from core.models.complexity import count_flops, count_parameters
+from core.models.registry import build_model, get_spec
+from core.models.sscfnet import SPEC, SSCFNet, compute_loss
+from core.models.sscfnet.blocks import latin_square_regroup
+from core.models.sscfnet.losses import AUX_WEIGHT, BRANCH_LOGITS, MAIN_LOGITS
+
+AUX_KEYS = {MAIN_LOGITS, *BRANCH_LOGITS}
+SIZES = [(64, 64), (64, 96)]
+
+#: Table VI of the paper: parameters (M) and FLOPs (G, = 2 x MACs) at 256 x 256.
+PAPER = {
+    "resnet50": (29.21, 73.06),
+    "resnext50_32x4d": (28.68, 72.12),
+    "resnet101": (48.20, 111.95),
+}
+
+
+@functools.cache
+def _meta_model(backbone: str, lightweight_head: bool = False) -> SSCFNet:
+    """Build on the meta device: sizes need shapes only, and no weights are initialised."""
+    with torch.device("meta"):
+        return build_model("sscfnet", backbone=backbone, lightweight_head=lightweight_head)  # type: ignore[return-value]
+
+
+@functools.cache
+def _gflops(backbone: str) -> float:
+    return count_flops(_meta_model(backbone), 256) / 1e9
+
+
+def _pair(height: int, width: int, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return (
+        torch.randn(batch, 3, height, width, generator=generator),
+        torch.randn(batch, 3, height, width, generator=generator),
+    )
+
+
+@pytest.fixture(scope="module")
+def model() -> SSCFNet:
+    """One randomly initialised ResNet-50 SSCFNet shared by the tests (copied where a test changes it)."""
+    torch.manual_seed(0)
+    built = build_model("sscfnet", backbone="resnet50")
+    assert isinstance(built, SSCFNet)
+    return built
+
+
+def test_registry_builds_sscfnet() -> None:
+    spec = get_spec("sscfnet")
+    assert spec is SPEC
+    assert spec.task == "binary"
+    assert spec.default_tile_size == 256
+    assert spec.backbones == ("resnet50", "resnext50_32x4d", "resnet101")
+    assert spec.paper_flops_size == 256 and spec.paper_flops_unit == "flops"
+    with torch.device("meta"):  # no weights needed to check the build
+        built = build_model("sscfnet", backbone="resnet50")
+    assert isinstance(built, SSCFNet)
+    assert built.task == "binary"
+    assert built.build_options["backbone"] == "resnet50"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("height", "width"), SIZES)
+def test_eval_outputs(model: SSCFNet, height: int, width: int) -> None:
+    model.eval()
+    with torch.no_grad():
+        outputs = model(*_pair(height, width))
+    assert set(outputs) == {"change_prob"}
+    prob = outputs["change_prob"]
+    assert prob.shape == (1, 1, height, width)
+    assert prob.dtype == torch.float32
+    assert torch.isfinite(prob).all()
+    assert prob.min() >= 0.0 and prob.max() <= 1.0
+
+
+@pytest.mark.parametrize(("height", "width"), SIZES)
+def test_training_outputs_add_aux_logits(model: SSCFNet, height: int, width: int) -> None:
+    model = copy.deepcopy(model).train()  # training mode updates BN statistics: keep the shared model clean
+    with torch.no_grad():
+        outputs = model(*_pair(height, width))
+    assert set(outputs) == {"change_prob", *AUX_KEYS}
+    for key, value in outputs.items():
+        assert value.shape == (1, 1, height, width), key
+        assert torch.isfinite(value).all(), key
+    # the main logits are exactly what the probability came from
+    torch.testing.assert_close(torch.sigmoid(outputs[MAIN_LOGITS]), outputs["change_prob"])
+
+
+def test_eval_is_deterministic(model: SSCFNet) -> None:
+    model.eval()
+    x1, x2 = _pair(64, 96)
+    with torch.no_grad():
+        first = model(x1, x2)["change_prob"]
+        second = model(x1, x2)["change_prob"]
+    assert torch.equal(first, second)
+
+
+def test_backward_reaches_every_parameter(model: SSCFNet) -> None:
+    model = copy.deepcopy(model).train()
+    x1, x2 = _pair(32, 32, batch=2)  # smallest legal size keeps the backward cheap; two images for BatchNorm
+    outputs = model(x1, x2)
+    target = (torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(2)) > 0.5).float()
+    losses = compute_loss(outputs, {"change": target})
+    assert set(losses) == {"loss", "loss_main", "loss_aux0", "loss_aux1", "loss_aux2", "loss_aux3"}
+    losses["loss"].backward()
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    not_finite = [
+        name for name, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()
+    ]
+    assert not missing, f"parameters without gradient: {missing}"
+    assert not not_finite, f"parameters with non-finite gradient: {not_finite}"
+
+
+def test_compute_loss_weights_main_one_aux_half() -> None:
+    torch.manual_seed(3)
+    target = (torch.rand(1, 1, 32, 32) > 0.5).float()
+    outputs = {key: torch.randn(1, 1, 32, 32) for key in AUX_KEYS}
+    outputs["change_prob"] = torch.sigmoid(outputs[MAIN_LOGITS])
+    losses = compute_loss(outputs, {"change": target})
+    expected = losses["loss_main"] + AUX_WEIGHT * sum(losses[f"loss_aux{i}"] for i in range(4))
+    torch.testing.assert_close(losses["loss"], expected)
+    assert AUX_WEIGHT == 0.5
+    # eval-mode outputs (probability only) give the main term alone, equal to BCE on the logits
+    eval_losses = compute_loss({"change_prob": outputs["change_prob"]}, {"change": target[:, 0]})
+    assert set(eval_losses) == {"loss", "loss_main"}
+    torch.testing.assert_close(eval_losses["loss"], losses["loss_main"], rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_autocast_and_nearest_unifier(model: SSCFNet) -> None:
+    model = copy.deepcopy(model).eval()
+    model.upsample_mode = "nearest"  # the paper's eq. 1; the option only sets this attribute
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        prob = model(*_pair(32, 64))["change_prob"]
+    assert prob.shape == (1, 1, 32, 64)
+    assert prob.dtype == torch.float32
+    assert torch.isfinite(prob).all() and prob.min() >= 0.0 and prob.max() <= 1.0
+
+
+def test_latin_square_regroup_follows_eq_2() -> None:
+    # level a, chunk b (0-based) is filled with the value 10 * a + b; chunk widths differ per level
+    levels = [
+        torch.cat([torch.full((1, width, 2, 2), float(10 * a + b)) for b in range(4)], dim=1)
+        for a, width in enumerate((1, 2, 4, 8))
+    ]
+    blocks = latin_square_regroup(levels)
+    # eq. 2 with 0-based levels and chunks: F0 = [X1,0 X2,1 X3,2 X0,3], F3 = [X0,0 X1,1 X2,2 X3,3], ...
+    expected_order = [
+        [(1, 0), (2, 1), (3, 2), (0, 3)],
+        [(2, 0), (3, 1), (0, 2), (1, 3)],
+        [(3, 0), (0, 1), (1, 2), (2, 3)],
+        [(0, 0), (1, 1), (2, 2), (3, 3)],
+    ]
+    widths = (1, 2, 4, 8)
+    for block, order in zip(blocks, expected_order, strict=True):
+        expected = torch.cat([torch.full((widths[a],), float(10 * a + b)) for a, b in order])
+        assert block.shape == (1, 15, 2, 2)
+        torch.testing.assert_close(block[0, :, 0, 0], expected)
+
+
+@pytest.mark.parametrize(
+    "backbone",
+    [
+        "resnet50",
+        "resnext50_32x4d",
+        pytest.param(
+            "resnet101",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="paper's R101 FLOPs (111.95 G) exceed R50's by 38.9 G, twice torchvision's "
+                "ResNet-101/50 difference (19.4 G for two 256 x 256 images); see the sscfnet.model docstring",
+            ),
+        ),
+    ],
+)
+def test_flops_match_paper(backbone: str) -> None:
+    assert SPEC.paper_flops_size == 256
+    flops = _gflops(backbone)
+    paper = PAPER[backbone][1]
+    assert SPEC.paper_gflops[backbone] == paper
+    assert abs(flops - paper) / paper <= 0.10, f"{backbone}: {flops:.2f} GFLOPs vs paper {paper}"
+
+
+def test_resnet101_flops_gap_is_the_backbone_alone() -> None:
+    """The R101 shortfall comes from the backbone increment only: the SSCF part is the same for all three."""
+    r50, r101 = _gflops("resnet50"), _gflops("resnet101")
+    assert r101 - r50 == pytest.approx(19.39, abs=0.05)  # 17 extra layer3 bottlenecks, two images
+    paper_increment = PAPER["resnet101"][1] - PAPER["resnet50"][1]
+    assert paper_increment == pytest.approx(2 * (r101 - r50), rel=0.01)
+
+
+@pytest.mark.parametrize("backbone", list(PAPER))
+def test_parameters_match_paper(backbone: str) -> None:
+    params = count_parameters(_meta_model(backbone)) / 1e6
+    paper = PAPER[backbone][0]
+    assert SPEC.paper_params_m[backbone] == paper
+    assert abs(params - paper) / paper <= 0.05, f"{backbone}: {params:.2f} M vs paper {paper}"
+
+
+@pytest.mark.parametrize("backbone", list(PAPER))
+def test_lightweight_head_reproduces_paper_parameter_counts(backbone: str) -> None:
+    """The code's depthwise-separable head plus the auxiliary heads gives Table VI's counts to 0.01 M."""
+    params = count_parameters(_meta_model(backbone, True)) / 1e6
+    assert params == pytest.approx(PAPER[backbone][0], abs=0.01)
+
+
+def test_bad_inputs_raise(model: SSCFNet) -> None:
+    model.eval()
+    with pytest.raises(ValueError, match="multiples of 32"):
+        model(torch.zeros(1, 3, 64, 63), torch.zeros(1, 3, 64, 63))
+    with pytest.raises(ValueError, match="same shape"):
+        model(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 96))
+
+
+def test_bad_options_raise() -> None:
+    with pytest.raises(ValueError, match="backbone"):
+        build_model("sscfnet", backbone="resnet34")
+    with pytest.raises(ValueError, match="upsample_mode"):
+        build_model("sscfnet", upsample_mode="bicubic")
