@@ -315,3 +315,27 @@ def test_alpha_transparency_and_nan_make_nodata(tmp_path: Path) -> None:
     assert np.all(codes[50:60, 50:60] == 255)
     assert np.all(codes[20:50] != 255)
     assert summary.valid_pixels == 96 * 96 - 20 * 96 - 100
+
+
+@pytest.mark.parametrize("model_name", ["gapl_scd", "lsafnet", "sscfnet", "cldrnet"])
+def test_every_network_runs_through_the_engine_from_an_init_checkpoint(tmp_path: Path, model_name: str) -> None:
+    from core.models.registry import get_spec
+    from training_cli.cli import main as cli
+
+    semantic = get_spec(model_name).task == "semantic"
+    checkpoint = tmp_path / f"{model_name}.pt"
+    preset = "second" if semantic else "binary"
+    assert cli(["init", "--model", model_name, "--preset", preset, "--tile-size", "64", "--out", str(checkpoint)]) == 0
+    t1, t2_utm, _ = synthetic.write_pair(tmp_path / "in", PALETTE, height=96, width=80, seed=11)
+    t2 = synthetic.reproject_geotiff(t2_utm, tmp_path / "in" / "t2_3857.tif", "EPSG:3857")
+    names = ("fromto", "change_prob") if semantic else ("change_mask", "change_prob")
+    out = _outputs(tmp_path / "out", *names)
+    summary = run_change_detection(t1, t2, checkpoint, out, RunOptions(batch_size=2, overlap=16))
+    assert summary.tiles_run == summary.tiles_total == 4
+    with rasterio.open(t1) as src, rasterio.open(summary.outputs[names[0]]) as dst:
+        assert dst.crs == src.crs and dst.res == src.res
+        values = dst.read(1)
+    limit = 36 if semantic else 1
+    assert values[values != 255].max() <= limit
+    prob = read_band(Path(out.change_prob))
+    assert prob[prob != -1].min() >= 0 and prob.max() <= 1

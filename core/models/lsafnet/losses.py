@@ -1,0 +1,68 @@
+"""LSAFNet training loss (eq. 18): ``L_BCD + 0.5 * (L_SS1 + L_SS2) + L_SC``.
+
+* ``L_BCD`` (eq. 16): plain binary cross-entropy on the change map (the public code's
+  0.25 / 0.75 class-balanced variant is not used), computed from the logits when the
+  model gives them (training mode) and from clamped probabilities otherwise.
+* ``L_SS`` (eq. 15): per-pixel cross-entropy over the N + 1 logits with
+  ``ignore_index=0``: only changed pixels carry a land-cover label. A batch without a
+  single labelled pixel contributes 0 (instead of PyTorch's NaN).
+* ``L_SC`` (eq. 17, from Bi-SRNet) with the intended sign convention (seed digest 2.3,
+  7.5 item 9; eq. 17 as printed inverts it): per pixel, with ``x_t`` the softmax over the
+  land-cover logits 1..N (channel 0 dropped, as in the code), unchanged pixels cost
+  ``1 - cos(x1, x2)`` and changed pixels ``max(0, cos(x1, x2))``, averaged over all pixels
+  (``CosineEmbeddingLoss(margin=0)`` in the code).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..base import CHANGE_PROB, SEM_LOGITS_T1, SEM_LOGITS_T2
+from .model import AUX_CHANGE_LOGITS
+
+#: Weight of each semantic segmentation term in eq. 18.
+SS_WEIGHT = 0.5
+#: Label of "no change" in the semantic targets, never a training target.
+IGNORE_INDEX = 0
+
+
+def compute_loss(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Total LSAFNet loss and its named terms.
+
+    Args:
+        outputs: The model's outputs (``change_prob``, ``sem_logits_t1/t2``, optionally ``aux_change_logits``).
+        targets: ``change`` [B, 1, H, W] float 0/1 and ``sem_t1``, ``sem_t2`` [B, H, W] long (0 = no change).
+
+    Returns:
+        ``{"loss", "bcd", "ss_t1", "ss_t2", "sc"}``, all scalar tensors.
+    """
+    change = targets["change"].float()
+    if AUX_CHANGE_LOGITS in outputs:
+        bcd = F.binary_cross_entropy_with_logits(outputs[AUX_CHANGE_LOGITS].float(), change)
+    else:
+        prob = outputs[CHANGE_PROB].float().clamp(1e-7, 1.0 - 1e-7)
+        bcd = F.binary_cross_entropy_with_logits(torch.logit(prob), change)
+    logits1 = outputs[SEM_LOGITS_T1].float()
+    logits2 = outputs[SEM_LOGITS_T2].float()
+    ss1 = _masked_cross_entropy(logits1, targets["sem_t1"])
+    ss2 = _masked_cross_entropy(logits2, targets["sem_t2"])
+    sc = semantic_consistency_loss(logits1, logits2, change)
+    total = bcd + SS_WEIGHT * (ss1 + ss2) + sc
+    return {"loss": total, "bcd": bcd, "ss_t1": ss1, "ss_t2": ss2, "sc": sc}
+
+
+def semantic_consistency_loss(logits1: torch.Tensor, logits2: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
+    """Pull the two dates' class distributions together where unchanged, apart where changed."""
+    prob1 = torch.softmax(logits1[:, 1:], dim=1)
+    prob2 = torch.softmax(logits2[:, 1:], dim=1)
+    cos = F.cosine_similarity(prob1, prob2, dim=1, eps=1e-8)
+    changed = change.reshape(cos.shape) > 0.5
+    return torch.where(changed, cos.clamp(min=0.0), 1.0 - cos).mean()
+
+
+def _masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    target = target.long()
+    if not bool((target != IGNORE_INDEX).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
