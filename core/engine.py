@@ -28,7 +28,7 @@ from torch import nn
 from . import encode, legend
 from .devices import inference_context, select_device, select_precision
 from .errors import Cancelled, ChangeDetectionError, InputError
-from .io import RasterPair, RasterWriter, check_output_path, discard, publish, temporary_path
+from .io import RasterPair, RasterWriter, check_output_path, discard, publish, read_rows, temporary_path
 from .models.base import CHANGE_PROB, CHANGE_THRESHOLD, SEM_LOGITS_T1, SEM_LOGITS_T2
 from .models.card import ModelCard
 from .preprocess import BandScaling, plan_scaling
@@ -51,6 +51,8 @@ class RunOptions:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
         prefetch_batches: Batches the reader thread may prepare ahead.
+        min_patch_pixels: Minimum mapping unit: connected change patches smaller than
+            this many pixels become "no change" in every output (0 keeps all).
     """
 
     bands_t1: Sequence[int] | None = None
@@ -61,6 +63,7 @@ class RunOptions:
     device: str = "auto"
     precision: str = "auto"
     prefetch_batches: int = 2
+    min_patch_pixels: int = 0
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,8 @@ def run_change_detection(
     overlap = int(options.overlap if options.overlap is not None else tile_size // 4)
     if options.batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {options.batch_size}")
+    if options.min_patch_pixels < 0:
+        raise InputError(f"the minimum patch size must be 0 or more pixels, got {options.min_patch_pixels}")
     device_choice = select_device(options.device)
     autocast_dtype, precision_reason = select_precision(device_choice.device, options.precision)
 
@@ -341,6 +346,9 @@ class _Run:
         self.options, self.progress, self.summary = options, progress, summary
         self.finals = rasters
         self.temporaries = {name: temporary_path(path) for name, path in rasters.items()}
+        if options.min_patch_pixels > 1 and "fromto" not in rasters and "change_mask" not in rasters:
+            # sieving needs a change raster; write one that is never published
+            self.temporaries["change_mask"] = temporary_path(Path(next(iter(rasters.values()), "change.tif")))
         self.writers: dict[str, RasterWriter] = {}
         self.code_dtype = encode.code_dtype(card.num_classes) if heads.semantic else np.dtype(np.uint8)
         self.counter = encode.TransitionCounter(max(card.num_classes, 1))
@@ -348,7 +356,6 @@ class _Run:
         self.mask_counter = encode.CodeCounter(2)
         self.accumulator: RowBandAccumulator | None = None
         self._stop = threading.Event()
-        self.written_csv: Path | None = None
 
     # -- reader thread ------------------------------------------------------------------------
     def _batches(self) -> Iterator[_Batch]:
@@ -518,12 +525,16 @@ class _Run:
                                               transform=self.pair.transform)
 
     def finish(self, outputs: OutputPaths) -> None:
-        """Close the rasters, add their legends, then move everything into place."""
+        """Close the rasters, sieve, add their legends, then move everything into place."""
         for writer in self.writers.values():
             writer.close()
+        if self.options.min_patch_pixels > 1:
+            self._sieve()
         classes = self.card.classes
         written: list[legend.LegendFiles] = []
         for name, temporary in self.temporaries.items():
+            if name not in self.finals:
+                continue  # an internal raster, discarded below
             if name == "fromto":
                 written.append(legend.write_legend(temporary, legend.fromto_legend(classes),
                                                    stats=self.counter.stats()))
@@ -543,11 +554,46 @@ class _Run:
         if outputs.transitions_csv is not None:
             final_csv = Path(outputs.transitions_csv)
             legend.write_transition_matrix(final_csv, classes, self.counter)
-            self.written_csv = final_csv
             self.summary.outputs["transitions_csv"] = str(final_csv)
         for name, temporary in self.temporaries.items():
-            publish(temporary, self.finals[name])
-            self.summary.outputs[name] = str(self.finals[name])
+            if name in self.finals:
+                publish(temporary, self.finals[name])
+                self.summary.outputs[name] = str(self.finals[name])
+            else:
+                discard(temporary)
+
+    def _sieve(self) -> None:
+        """Remove change patches below the minimum mapping unit, then count again."""
+        from .postprocess import sieve_small_changes
+
+        reference = self.temporaries.get("fromto") or self.temporaries["change_mask"]
+        dependents = [path for name, path in self.temporaries.items()
+                      if path != reference and name != "change_prob"]
+        removed = sieve_small_changes(reference, self.options.min_patch_pixels, dependents=dependents,
+                                      progress=_CancelOnly(self.progress))
+        self.progress.info(f"minimum mapping unit {self.options.min_patch_pixels} px: "
+                           f"{removed} changed pixels in smaller patches set to no change")
+        self._recount()
+
+    def _recount(self) -> None:
+        """Rebuild the counters and the summary from the finished (sieved) rasters."""
+        counters: dict[str, encode.CodeCounter] = {"change_mask": encode.CodeCounter(2)}
+        if self.heads.semantic:
+            counters |= {"fromto": encode.TransitionCounter(self.card.num_classes),
+                         "t1_classes": encode.CodeCounter(self.card.num_classes + 1),
+                         "t2_classes": encode.CodeCounter(self.card.num_classes + 1)}
+        counters = {name: c for name, c in counters.items() if name in self.temporaries}
+        for name, counter in counters.items():
+            for start, values in read_rows(self.temporaries[name]):
+                valid = values != encode.nodata_for(values.dtype)
+                counter.add(values, valid, self.pair.pixel_area_m2(np.arange(start, start + values.shape[0])))
+        reference = counters.get("fromto") or counters["change_mask"]
+        self.summary.changed_pixels = int(reference.total_pixels - reference.count(0))
+        self.summary.changed_area_m2 = float(reference.total_area_m2 - reference.area_m2(0))
+        self.counter = counters.get("fromto", self.counter)  # type: ignore[assignment]
+        self.class_counters = (counters.get("t1_classes", self.class_counters[0]),
+                               counters.get("t2_classes", self.class_counters[1]))
+        self.mask_counter = counters.get("change_mask", self.mask_counter)
 
     def discard(self) -> None:
         for writer in self.writers.values():
@@ -557,6 +603,16 @@ class _Run:
                 log.debug("could not close %s", writer.path, exc_info=True)
         for temporary in self.temporaries.values():
             discard(temporary)
+
+
+class _CancelOnly(Progress):
+    """Lets a post-processing step check for cancel without moving the finished progress bar."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+
+    def is_cancelled(self) -> bool:
+        return self._progress.is_cancelled()
 
 
 def _with_nodata(values: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -279,6 +279,14 @@ def publish(temporary: Path, final: Path) -> None:
 def discard(temporary: Path) -> None:
     for path in (temporary, *sidecars(temporary)):
         path.unlink(missing_ok=True)
+
+
+def read_rows(path: Path, rows_per_chunk: int = BLOCK_SIZE) -> Iterator[tuple[int, np.ndarray]]:
+    """Band 1 of a raster in chunks of rows, for passes over finished outputs."""
+    with rasterio.open(path) as src:
+        for start in range(0, src.height, rows_per_chunk):
+            count = min(rows_per_chunk, src.height - start)
+            yield start, src.read(1, window=Window(0, start, src.width, count))
 
 
 class RasterWriter:

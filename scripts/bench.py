@@ -11,7 +11,7 @@ Prints, for one model on this machine in one run:
 5. for every network: parameters, GFLOPs at its tile size, CPU forward time per tile at
    batch 1 and at the default batch size.
 
-Usage: python scripts/bench.py [--model lsafnet] [--tile 256] [--batch 4] [--skip-models]
+Usage: python scripts/bench.py [--model gapl_scd] [--tile 256] [--batch 4] [--skip-models]
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def bench_models(default_batch: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="lsafnet", choices=model_names())
+    parser.add_argument("--model", default="gapl_scd", choices=model_names())
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH)
     parser.add_argument("--skip-models", action="store_true", help="leave out section 5")

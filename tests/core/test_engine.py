@@ -339,3 +339,47 @@ def test_every_network_runs_through_the_engine_from_an_init_checkpoint(tmp_path:
     assert values[values != 255].max() <= limit
     prob = read_band(Path(out.change_prob))
     assert prob[prob != -1].min() >= 0 and prob.max() <= 1
+
+
+def _patch_sizes(mask: np.ndarray) -> list[float]:
+    """Pixel counts of the 8-connected patches of ``mask`` (polygon areas on a 1-pixel grid)."""
+    from rasterio.features import shapes
+
+    def ring_area(ring: list) -> float:
+        xy = np.asarray(ring)
+        return abs(float(np.dot(xy[:-1, 0], xy[1:, 1]) - np.dot(xy[1:, 0], xy[:-1, 1]))) / 2
+
+    return [ring_area(geom["coordinates"][0]) - sum(ring_area(h) for h in geom["coordinates"][1:])
+            for geom, _ in shapes(mask.astype(np.uint8), mask=mask, connectivity=8)]
+
+
+def test_minimum_mapping_unit_removes_small_change_patches_everywhere(tmp_path: Path, scene_pair) -> None:
+    t1, t2, _ = scene_pair
+    model = (PointwiseModel().eval(), make_card())
+    names = ("fromto", "t1_classes", "change_mask", "transitions_csv")
+    raw = run_change_detection(t1, t2, model, _outputs(tmp_path / "raw", *names), RunOptions(tile_size=64))
+    sieved = run_change_detection(t1, t2, model, _outputs(tmp_path / "sieved", *names),
+                                  RunOptions(tile_size=64, min_patch_pixels=40))
+    codes = read_band(tmp_path / "sieved/fromto.tif")
+    changed = (codes != 0) & (codes != 255)
+    assert min(_patch_sizes(read_band(tmp_path / "raw/fromto.tif") % 255 > 0)) < 40  # there was something to remove
+    assert min(_patch_sizes(changed)) >= 40
+    assert sieved.changed_pixels == int(changed.sum()) < raw.changed_pixels
+    np.testing.assert_array_equal(read_band(tmp_path / "sieved/change_mask.tif") == 1, changed)
+    classes = read_band(tmp_path / "sieved/t1_classes.tif")
+    np.testing.assert_array_equal((classes != 0) & (classes != 255), changed)
+    assert _finished_files(tmp_path / "sieved") == sorted([
+        "change_mask.qml", "change_mask.tif", "change_mask.tif.aux.xml", "fromto.qml", "fromto.tif",
+        "fromto.tif.aux.xml", "t1_classes.qml", "t1_classes.tif", "t1_classes.tif.aux.xml", "transitions.csv"])
+
+
+def test_minimum_mapping_unit_without_a_change_raster_publishes_only_what_was_asked(tmp_path: Path,
+                                                                                     scene_pair) -> None:
+    t1, t2, _ = scene_pair
+    summary = run_change_detection(t1, t2, (PointwiseModel().eval(), make_card()),
+                                   _outputs(tmp_path / "out", "t2_classes"), RunOptions(min_patch_pixels=40))
+    classes = read_band(tmp_path / "out/t2_classes.tif")
+    changed = (classes != 0) & (classes != 255)
+    assert min(_patch_sizes(changed)) >= 40
+    assert summary.changed_pixels == int(changed.sum())
+    assert [p for p in _finished_files(tmp_path / "out") if p.endswith(".tif")] == ["t2_classes.tif"]
