@@ -105,7 +105,10 @@ def load_pretrained(net: nn.Module, name: str, pretrained: PretrainedSource) -> 
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise ValueError(f"weights do not fit a {name}: {str(error).splitlines()[-1].strip()}") from error
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
         raise ValueError(
