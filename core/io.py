@@ -80,7 +80,8 @@ class RasterPair:
     """Two co-registered views of the dates on T1's grid, limited to the area both cover.
 
     T1's grid is the master. T2 is read through a warped view (bilinear) onto T1's
-    CRS, transform and size, whatever its own CRS, resolution or extent.
+    CRS, transform and size, whatever its own CRS, resolution or extent; when T2
+    already lies on T1's grid it is read directly at the matching offset.
     """
 
     def __init__(
@@ -103,7 +104,8 @@ class RasterPair:
             self.bands_t2 = check_bands(bands_t2, self._src2.count, f"T2 ({path_t2})", needed_bands)
             self._check_georeferenced()
             self.window = self._overlap_window()
-            self._vrt2 = self._warped_t2()
+            self._t2_offset = self._grid_offset()
+            self._vrt2 = None if self._t2_offset is not None else self._warped_t2()
         except Exception:
             self.close()
             raise
@@ -144,6 +146,30 @@ class RasterPair:
             raise InputError("the overlap of the two rasters is smaller than one T1 pixel; choose overlapping images")
         return Window(col0, row0, col1 - col0, row1 - row0)
 
+    def _grid_offset(self) -> tuple[int, int] | None:
+        """T2's pixel offset from T1 when both share one grid, so T2 can be read without warping.
+
+        Co-registered pairs (the same CRS, pixel size and pixel alignment, e.g. two
+        tiles cut from one mosaic grid) are the common case; warping them would only
+        resample every pixel onto itself and cost CPU time that the network needs.
+        """
+        src1, src2 = self._src1, self._src2
+        a, b = src1.transform, src2.transform
+        if src1.crs != src2.crs or (a.a, a.b, a.d, a.e) != (b.a, b.b, b.d, b.e) or a.b or a.d:
+            return None
+        col = (a.c - b.c) / a.a
+        row = (a.f - b.f) / a.e
+        if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+            return None
+        return round(row), round(col)
+
+    def _t2_source(self, window: Window) -> tuple[rasterio.io.DatasetReaderBase, Window]:
+        """The dataset to read T2 from and the window there that matches ``window`` of T1."""
+        if self._t2_offset is None:
+            return self._vrt2, window
+        row, col = self._t2_offset
+        return self._src2, Window(window.col_off + col, window.row_off + row, window.width, window.height)
+
     def _warped_t2(self) -> WarpedVRT:
         src1, src2 = self._src1, self._src2
         options: dict[str, Any] = {
@@ -168,9 +194,10 @@ class RasterPair:
         """
         win = Window(self.window.col_off + col, self.window.row_off + row, width, height)
         img1 = self._src1.read(self.bands_t1, window=win, out_dtype="float32")
-        img2 = self._vrt2.read(self.bands_t2, window=win, out_dtype="float32")
+        source2, win2 = self._t2_source(win)
+        img2 = source2.read(self.bands_t2, window=win2, out_dtype="float32")
         valid = self._src1.dataset_mask(window=win) > 0
-        valid &= self._vrt2.dataset_mask(window=win) > 0
+        valid &= source2.dataset_mask(window=win2) > 0
         valid &= np.isfinite(img1).all(axis=0) & np.isfinite(img2).all(axis=0)
         img1[:, ~valid] = 0
         img2[:, ~valid] = 0
@@ -184,10 +211,11 @@ class RasterPair:
         shape1 = (len(self.bands_t1), out_h, out_w)
         img1 = self._src1.read(self.bands_t1, window=win, out_shape=shape1, out_dtype="float32",
                                resampling=Resampling.nearest)
-        img2 = self._vrt2.read(self.bands_t2, window=win, out_shape=shape1, out_dtype="float32",
+        source2, win2 = self._t2_source(win)
+        img2 = source2.read(self.bands_t2, window=win2, out_shape=shape1, out_dtype="float32",
                                resampling=Resampling.nearest)
         m1 = self._src1.dataset_mask(window=win, out_shape=shape1[1:], resampling=Resampling.nearest)
-        m2 = self._vrt2.dataset_mask(window=win, out_shape=shape1[1:], resampling=Resampling.nearest)
+        m2 = source2.dataset_mask(window=win2, out_shape=shape1[1:], resampling=Resampling.nearest)
         valid = (m1 > 0) & (m2 > 0)
         valid &= np.isfinite(img1).all(axis=0) & np.isfinite(img2).all(axis=0)
         return img1, img2, valid

@@ -383,3 +383,21 @@ def test_minimum_mapping_unit_without_a_change_raster_publishes_only_what_was_as
     assert min(_patch_sizes(changed)) >= 40
     assert summary.changed_pixels == int(changed.sum())
     assert [p for p in _finished_files(tmp_path / "out") if p.endswith(".tif")] == ["t2_classes.tif"]
+
+
+def test_t2_on_the_same_grid_with_an_offset_is_read_without_warping(tmp_path: Path) -> None:
+    from core.io import RasterPair
+
+    scene = synthetic.make_scene(64, 64, 6, seed=6)
+    image1 = synthetic.render(scene.labels_t1, PALETTE)
+    image2 = synthetic.render(scene.labels_t2, PALETTE, seed=2)
+    t1 = synthetic.write_geotiff(tmp_path / "t1.tif", image1[:, :, :48])
+    shifted = Affine(1.0, 0.0, 500016.0, 0.0, -1.0, 5000000.0)  # starts 16 px to the right of T1
+    t2 = synthetic.write_geotiff(tmp_path / "t2.tif", image2[:, :, 16:], transform=shifted)
+    with RasterPair(t1, t2, (1, 2, 3), (1, 2, 3), needed_bands=3) as pair:
+        assert pair._vrt2 is None  # no warping for an aligned grid
+        assert (pair.width, pair.height) == (32, 64)
+        img1, img2, valid = pair.read(0, 0, 64, 32)
+    np.testing.assert_array_equal(img1, image1[:, :, 16:48])
+    np.testing.assert_array_equal(img2, image2[:, :, 16:48])
+    assert valid.all()
