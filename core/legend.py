@@ -240,7 +240,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 @contextmanager
-def _gdal() -> Iterator[Any]:
+def gdal_session() -> Iterator[Any]:
     """GDAL with exceptions on and PAM enabled for this thread, both restored afterwards.
 
     PAM is forced on because the RAT and category names of a GeoTIFF can only live in
@@ -376,7 +376,7 @@ def write_legend(
         aux.unlink(missing_ok=True)
     warnings: list[str] = []
     max_value = ordered[-1].value
-    with _gdal() as gdal:
+    with gdal_session() as gdal:
         flags = gdal.OF_RASTER | (gdal.OF_UPDATE if embed_color_table else gdal.OF_READONLY)
         ds = gdal.OpenEx(str(raster), flags)
         try:

@@ -48,7 +48,7 @@ import secrets
 import warnings
 from collections import deque
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -265,7 +265,7 @@ def make_card(
             std_t2=preset_obj.std_t2,
             dataset=dataset,
             metrics=dict(metrics or {}),
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             software_version=__version__,
         )
     except ValueError as error:

@@ -55,7 +55,7 @@ def second_codes():
 
 def read_back(path):
     """What a fresh GDAL open reports: category names, colour table, RAT."""
-    with legend._gdal() as gdal:
+    with legend.gdal_session() as gdal:
         ds = gdal.Open(str(path))
         band = ds.GetRasterBand(1)
         # Touch the RAT first: GDAL 3.6's GTiff loads the .aux.xml lazily and

@@ -1,0 +1,75 @@
+"""``scd:semanticchange``: a from-to change map ("Low vegetation -> Building") from two dates."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from qgis.core import (
+    QgsProcessingOutputFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterRasterDestination,
+)
+
+from .change_algorithm import COMMON_HELP, ChangeAlgorithm
+
+
+class SemanticChangeAlgorithm(ChangeAlgorithm):
+    """Runs a semantic change model and writes the from-to map, optional class maps, polygons and report."""
+
+    OUTPUT_FROMTO = "OUTPUT_FROMTO"
+    OUTPUT_T1_CLASSES = "OUTPUT_T1_CLASSES"
+    OUTPUT_T2_CLASSES = "OUTPUT_T2_CLASSES"
+    OUTPUT_REPORT = "OUTPUT_REPORT"
+    OUTPUT_REPORT_CSV = "OUTPUT_REPORT_CSV"
+
+    task = "semantic"
+    products: ClassVar[dict[str, str]] = {
+        "fromto": OUTPUT_FROMTO,
+        "t1_classes": OUTPUT_T1_CLASSES,
+        "t2_classes": OUTPUT_T2_CLASSES,
+        "change_prob": ChangeAlgorithm.OUTPUT_CHANGE_PROB,
+        "polygons": ChangeAlgorithm.OUTPUT_POLYGONS,
+        "report": OUTPUT_REPORT,
+        "transitions_csv": OUTPUT_REPORT_CSV,
+    }
+
+    def name(self) -> str:
+        return "semanticchange"
+
+    def displayName(self) -> str:
+        return "Semantic change (from-to)"
+
+    def shortDescription(self) -> str:
+        return "What became what between two dates, as a styled from-to map with areas."
+
+    def tags(self) -> list[str]:
+        return ["change detection", "semantic change", "from-to", "land cover", "transition", "deep learning"]
+
+    def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
+        self.add_inputs()
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_FROMTO, "From-to change"))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.OUTPUT_T1_CLASSES, "Land cover of T1 (inside change)", optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.OUTPUT_T2_CLASSES, "Land cover of T2 (inside change)", optional=True, createByDefault=False))
+        self.add_common_outputs()
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_REPORT, "Transition report", "HTML files (*.html)", optional=True, createByDefault=False))
+        self.addOutput(QgsProcessingOutputFile(self.OUTPUT_REPORT_CSV, "Transition matrix (CSV)"))
+
+    def shortHelpString(self) -> str:
+        return """
+<p>Finds what changed between two images of the same area and what it became, with a semantic change model
+(GAPL-SCD, LSAFNet). The main result is a <b>from-to map</b>: every changed pixel holds a transition such as
+<i>Low vegetation -> Building</i>; unchanged pixels are transparent. The layer's legend lists the transitions found,
+in colours of the class each area became.</p>
+""" + COMMON_HELP + """
+<p><b>Outputs.</b> <i>From-to change</i>: the transition map (GeoTIFF, with its legend stored beside it so other
+GIS software shows the same labels). <i>Land cover of T1 / T2</i> (optional): the class at each date,
+<b>only meaningful inside changed areas</b>: the networks learn land-cover classes only where change happened,
+so unchanged pixels are 0 (no change) in these maps. <i>Change probability</i> (optional): how sure the model is that
+each pixel changed (0 to 1). <i>Change polygons</i> (optional): one polygon per connected patch of one transition,
+with its from and to classes, label and area in m². <i>Transition report</i> (optional): the transition matrix with
+areas as an HTML page with a chart, and the same numbers as a CSV file beside it.</p>
+<p>A model file for binary change cannot make a from-to map: use <i>Binary change</i> with it.</p>
+"""

@@ -1,0 +1,284 @@
+"""The algorithms run through Processing in a real QGIS: outputs, legends, styling, log and refusals."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import processing
+import pytest
+import rasterio
+from osgeo import gdal, ogr
+from qgis.core import (
+    QgsCategorizedSymbolRenderer,
+    QgsPalettedRasterRenderer,
+    QgsProcessingException,
+    QgsProject,
+    QgsRasterLayer,
+    QgsSingleBandPseudoColorRenderer,
+    QgsVectorLayer,
+)
+
+from core.encode import NODATA_UINT8, fromto_pairs
+from core.legend import PROBABILITY_RAMP, binary_legend, fromto_legend
+from core.models.card import SECOND_CLASSES
+from core.postprocess import polygonize_changes
+
+pytestmark = pytest.mark.qgis
+
+N = len(SECOND_CLASSES)
+LEGEND = {e.value: e for e in fromto_legend(SECOND_CLASSES)}
+
+
+def inputs(pair: tuple[Path, Path], model: Path, **extra: object) -> dict[str, object]:
+    return {"INPUT_T1": str(pair[0]), "INPUT_T2": str(pair[1]), "MODEL": str(model), **extra}
+
+
+def layer_named(project: QgsProject, prefix: str) -> QgsRasterLayer | QgsVectorLayer:
+    (layer,) = [lyr for lyr in project.mapLayers().values() if lyr.name().startswith(prefix)]
+    return layer
+
+
+def read(path: str | Path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(1)
+
+
+def palette(layer: QgsRasterLayer) -> dict[int, tuple[str, int]]:
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsPalettedRasterRenderer)
+    return {int(c.value): (c.label, c.color.alpha()) for c in renderer.classes()}
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_semantic_change_puts_styled_layers_on_the_map(scd_provider, semantic_model, image_pair, project, feedback,
+                                                       tmp_path):
+    out = {name: str(tmp_path / file) for name, file in (
+        ("OUTPUT_FROMTO", "fromto.tif"), ("OUTPUT_T1_CLASSES", "t1.tif"), ("OUTPUT_T2_CLASSES", "t2.tif"),
+        ("OUTPUT_CHANGE_PROB", "prob.tif"), ("OUTPUT_POLYGONS", "changes.gpkg"), ("OUTPUT_REPORT", "report.html"))}
+
+    results = processing.runAndLoadResults("scd:semanticchange", inputs(image_pair, semantic_model, **out),
+                                           feedback=feedback)
+
+    for name, path in out.items():
+        assert results[name] == path and Path(path).exists()
+    assert results["OUTPUT_REPORT_CSV"] == str(tmp_path / "report.csv")
+    codes = read(out["OUTPUT_FROMTO"])
+    valid = codes != NODATA_UINT8
+    assert valid.all()  # both dates cover the whole area
+    present = {int(v) for v in np.unique(codes)}
+    assert results["CHANGED_PIXELS"] == int((codes > 0).sum())
+    assert results["CHANGED_AREA_M2"] == pytest.approx((codes > 0).sum() * 1.0)
+    assert results["DEVICE_USED"] == "cpu"
+
+    # The from-to layer: a paletted renderer listing exactly the transitions present, "No change" transparent.
+    fromto = layer_named(project, "From-to change")
+    assert fromto.name() == "From-to change: t1 -> t2"
+    classes = palette(fromto)
+    assert set(classes) == present | {0}
+    assert classes[0] == ("No change", 0)
+    for value in present - {0}:
+        label, alpha = classes[value]
+        from_class, to_class = (int(c) for c in fromto_pairs(value, N))
+        assert label == LEGEND[value].label and alpha == 255
+        if from_class != to_class:
+            assert label == f"{SECOND_CLASSES[from_class - 1].name} -> {SECOND_CLASSES[to_class - 1].name}"
+
+    # Class maps: the dataset palette; probability: the fixed ramp.
+    t1_classes = palette(layer_named(project, "Land cover of T1"))
+    assert [t1_classes[i][0] for i in range(1, N + 1)] == [c.name for c in SECOND_CLASSES]
+    assert t1_classes[0] == ("No change", 0)
+    assert set(palette(layer_named(project, "Land cover of T2"))) == set(t1_classes)
+    prob = layer_named(project, "Change probability").renderer()
+    assert isinstance(prob, QgsSingleBandPseudoColorRenderer)
+    assert (prob.classificationMin(), prob.classificationMax()) == (0.0, 1.0)
+    items = prob.shader().rasterShaderFunction().colorRampItemList()
+    assert [(i.value, i.color.getRgb()[:3]) for i in items] == [(v, c) for v, c in PROBABILITY_RAMP]
+
+    # Class maps hold classes only inside change.
+    t1 = read(out["OUTPUT_T1_CLASSES"])
+    assert ((t1 > 0) == (codes > 0)).all()
+
+    # Polygons: one per patch, with the transition's names and the raster's colours.
+    polygons = layer_named(project, "Change polygons")
+    assert isinstance(polygons.renderer(), QgsCategorizedSymbolRenderer)
+    assert {f.name() for f in polygons.fields()} >= {"value", "from_class", "to_class", "label", "area_m2"}
+    features = list(polygons.getFeatures())
+    assert sum(f["area_m2"] for f in features) == pytest.approx(results["CHANGED_AREA_M2"])
+    assert {f["value"] for f in features} == present - {0}
+    categories = {c.value(): c.label() for c in polygons.renderer().categories()}
+    assert categories == {v: LEGEND[v].label for v in present - {0}}
+
+    # Report: HTML with a chart, and the CSV beside it.
+    page = Path(out["OUTPUT_REPORT"]).read_text(encoding="utf-8")
+    assert "<svg" in page and "Transition matrix" in page and "only meaningful inside" in page
+    rows = list(csv.reader(Path(results["OUTPUT_REPORT_CSV"]).read_text(encoding="utf-8").splitlines()))
+    assert rows[0] == ["unit", "from", *[c.name for c in SECOND_CLASSES], "total"]
+
+    # The log: diagnostics, device, memory estimate, tiles and time.
+    log = feedback.log
+    assert "Diagnostics: QGIS 3." in log and "Python 3." in log and "torch 2." in log and "GDAL 3." in log
+    assert "CUDA" in log and "device found: cpu" in log
+    assert "estimated memory" in log and "4 tiles" in log
+    (summary,) = [line for line in feedback.lines if line.startswith("summary:")]
+    assert summary.startswith("summary: device cpu; estimated memory") and summary.endswith(" s")
+
+
+def test_legend_travels_with_the_file(scd_provider, semantic_model, image_pair, tmp_path):
+    """Outside QGIS too (other GIS, qgis_process): colour table, category names and a .qml beside the raster."""
+    target = tmp_path / "fromto.tif"
+    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(target)))
+    dataset = gdal.Open(str(target))
+    band = dataset.GetRasterBand(1)
+    band.GetDefaultRAT()  # GDAL 3.6 reads the .aux.xml lazily
+    names = band.GetCategoryNames()
+    assert names[0] == "No change" and names[1 + 4 * N + 2] == "Building -> Low vegetation"
+    assert (tmp_path / "fromto.qml").exists()
+    assert files_in(tmp_path) == ["fromto.qml", "fromto.tif", "fromto.tif.aux.xml"]
+
+
+@pytest.mark.parametrize("model_fixture", ["binary_model", "semantic_model"])
+def test_binary_change_with_either_kind_of_model(request, scd_provider, image_pair, project, tmp_path,
+                                                 model_fixture):
+    model = request.getfixturevalue(model_fixture)
+    out = {"OUTPUT_CHANGE": str(tmp_path / "change.tif"), "OUTPUT_CHANGE_PROB": str(tmp_path / "prob.tif"),
+           "OUTPUT_POLYGONS": str(tmp_path / "change.shp")}
+
+    results = processing.runAndLoadResults("scd:binarychange", inputs(image_pair, model, **out))
+
+    mask = read(results["OUTPUT_CHANGE"])
+    assert set(np.unique(mask)) <= {0, 1}
+    assert palette(layer_named(project, "Change mask")) == {0: ("No change", 0), 1: ("Change", 255)}
+    polygons = layer_named(project, "Change polygons")
+    dataset = ogr.Open(out["OUTPUT_POLYGONS"])
+    assert polygons.featureCount() == dataset.GetLayer(0).GetFeatureCount()
+    assert all(f["label"] == "Change" for f in polygons.getFeatures())
+    assert isinstance(layer_named(project, "Change probability").renderer(), QgsSingleBandPseudoColorRenderer)
+
+
+def test_model_information(scd_provider, semantic_model, binary_model, feedback, tmp_path):
+    report = tmp_path / "model.html"
+    results = processing.run("scd:modelinfo", {"MODEL": str(semantic_model), "OUTPUT_HTML": str(report)},
+                             feedback=feedback)
+    assert results["TASK"] == "semantic" and results["NETWORK"] == "gapl_scd"
+    assert results["CLASSES"] == ", ".join(c.name for c in SECOND_CLASSES)
+    assert results["NUM_CLASSES"] == N and results["TILE_SIZE"] == 64
+    assert results["BANDS_T1"] == "1, 2, 3" and results["DATASET"] == "untrained"
+    assert "Building (#800000)" in feedback.log and "Semantic change (from-to)" in feedback.log
+    assert "Diagnostics:" in feedback.log
+    assert "Low vegetation" in report.read_text(encoding="utf-8")
+
+    binary = processing.run("scd:modelinfo", {"MODEL": str(binary_model), "OUTPUT_HTML": None})
+    assert binary["TASK"] == "binary" and binary["NUM_CLASSES"] == 0 and "OUTPUT_HTML" not in binary
+
+
+# --- refusals: the engine's message reaches the user, and nothing is left behind ---------------
+
+
+def run_expecting_error(algorithm: str, parameters: dict[str, object], folder: Path, project: QgsProject) -> str:
+    before = files_in(folder)
+    with pytest.raises(QgsProcessingException) as error:
+        processing.runAndLoadResults(algorithm, parameters)
+    assert files_in(folder) == before
+    assert not project.mapLayers()
+    return str(error.value)
+
+
+def test_semantic_change_refuses_a_binary_model(scd_provider, binary_model, image_pair, project, tmp_path):
+    message = run_expecting_error(
+        "scd:semanticchange", inputs(image_pair, binary_model, OUTPUT_FROMTO=str(tmp_path / "f.tif")), tmp_path,
+        project)
+    assert "binary change model" in message and "scd:binarychange" in message
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"BANDS_T1": [1, 2, 5]}, "band 5 was requested for T1"),
+    ({"MODEL": "__missing__"}, "model file not found"),
+    ({"MODEL": "__garbage__"}, "is not a PyTorch model file"),
+    ({"TILE_SIZE": 16}, "tile size 16 is out of range"),
+    ({"OUTPUT_FROMTO": "__png__"}, "give a file name ending in .tif"),
+    ({"OUTPUT_POLYGONS": "__xyz__"}, "no vector format"),
+])
+def test_engine_refusals_reach_the_user(scd_provider, semantic_model, image_pair, project, tmp_path, change,
+                                        expected):
+    garbage = tmp_path.parent / f"{tmp_path.name}-garbage.pt"
+    garbage.write_bytes(b"not a model at all")
+    special = {"__missing__": str(tmp_path / "nope.pt"), "__garbage__": str(garbage),
+               "__png__": str(tmp_path / "f.png"), "__xyz__": str(tmp_path / "p.xyz")}
+    change = {k: special.get(v, v) if isinstance(v, str) else v for k, v in change.items()}
+    parameters = inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(tmp_path / "f.tif"),
+                        OUTPUT_CHANGE_PROB=str(tmp_path / "p.tif"))
+    parameters.update(change)
+    assert expected in run_expecting_error("scd:semanticchange", parameters, tmp_path, project)
+
+
+def test_cancel_stops_and_leaves_nothing(scd_provider, semantic_model, image_pair, project, make_feedback, tmp_path):
+    feedback = make_feedback(cancel_at=0.0)  # cancels at the first progress report
+    before = files_in(tmp_path)
+    parameters = inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(tmp_path / "f.tif"),
+                        OUTPUT_POLYGONS=str(tmp_path / "p.gpkg"), BATCH_SIZE=1)
+    with pytest.raises(QgsProcessingException, match="cancelled"):
+        processing.runAndLoadResults("scd:semanticchange", parameters, feedback=feedback)
+    assert "done:" not in feedback.log  # stopped after the first of four batches, not at the end
+    assert files_in(tmp_path) == before
+    assert not project.mapLayers()
+
+
+def test_web_layers_are_refused_clearly(scd_provider, semantic_model, image_pair, project, tmp_path):
+    web = QgsRasterLayer("type=xyz&url=http://localhost:9/%7Bz%7D/%7Bx%7D/%7By%7D.png&zmax=19&zmin=0", "tiles", "wms")
+    assert web.isValid()
+    project.addMapLayer(web)
+    parameters = inputs(image_pair, semantic_model, INPUT_T2=web.id(), OUTPUT_FROMTO=str(tmp_path / "f.tif"))
+    with pytest.raises(QgsProcessingException, match=r"T2: layer 'tiles' is a web layer \(wms provider\)"):
+        processing.run("scd:semanticchange", parameters)
+    assert files_in(tmp_path) == []
+
+
+def test_layers_that_are_not_plain_files_are_read_through_gdal_or_qgis(scd_provider, semantic_model, image_pair,
+                                                                       project, feedback, tmp_path):
+    # A raster table inside a GeoPackage: a GDAL connection string, read through a VRT.
+    gpkg = tmp_path / "dates.gpkg"
+    gdal.Translate(str(gpkg), str(image_pair[0]), format="GPKG", creationOptions=["RASTER_TABLE=t1"])
+    table = QgsRasterLayer(f"GPKG:{gpkg}:t1", "t1 in a GeoPackage", "gdal")
+    assert table.isValid() and not Path(table.source()).is_file()
+    # A virtual raster (a QGIS provider, no file at all), read through QGIS into a temporary GeoTIFF.
+    uri = (f"?crs=EPSG:32633&extent=500000,4999904,500096,5000000&width=96&height=96"
+           f"&formula=%22t2%401%22&t2:uri={image_pair[1]}&t2:provider=gdal")
+    virtual = QgsRasterLayer(uri, "virtual t2", "virtualraster")
+    assert virtual.isValid() and virtual.bandCount() == 1
+    project.addMapLayers([table, virtual])
+    target = tmp_path / "fromto.tif"
+
+    processing.run("scd:semanticchange", {
+        "INPUT_T1": table.id(), "INPUT_T2": virtual.id(), "MODEL": str(semantic_model), "BANDS_T2": [1, 1, 1],
+        "OUTPUT_FROMTO": str(target)}, feedback=feedback)
+
+    assert read(target).shape == (96, 96)
+    assert "reading layer 'virtual t2' (virtualraster provider) through QGIS" in feedback.log
+    assert not any(p.name.startswith("scd-inputs-") for p in tmp_path.iterdir())
+
+
+def test_minimum_change_patch(scd_provider, semantic_model, image_pair, feedback, tmp_path):
+    plain, sieved = tmp_path / "plain.tif", tmp_path / "sieved.tif"
+    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(plain)))
+    results = processing.run("scd:semanticchange", inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(sieved),
+                                                           MIN_AREA=20), feedback=feedback)
+    before, after = read(plain), read(sieved)
+    assert ((after == 0) | (after == before)).all()  # only removals
+    assert (after > 0).sum() < (before > 0).sum()
+    assert results["CHANGED_PIXELS"] == int((after > 0).sum())
+    assert "minimum mapping unit 20 px" in feedback.log
+    # Every 8-connected patch of change that is left has at least 20 px (1 m pixels: 20 m²).
+    mask = tmp_path / "mask.tif"
+    with rasterio.open(sieved) as src:
+        profile = src.profile
+    with rasterio.open(mask, "w", **profile) as dst:
+        dst.write((after > 0).astype(np.uint8), 1)
+    polygonize_changes(mask, tmp_path / "patches.gpkg", binary_legend(), connectedness=8)
+    dataset = ogr.Open(str(tmp_path / "patches.gpkg"))
+    areas = [f.GetField("area_m2") for f in dataset.GetLayer(0)]
+    assert areas and min(areas) >= 20

@@ -1,0 +1,125 @@
+"""The plugin zip, installed and run from the shell with ``qgis_process``, with and without torch.
+
+Debian 12's ``/usr/bin/qgis_process`` wrapper passes an option QGIS 3.22 rejects, so
+the binary is called directly. ``qgis_process`` runs the system Python: the venv's
+packages (torch) are added through ``PYTHONPATH`` for the runs that need them; the runs
+that show what a user without torch sees get a ``torch`` package on ``PYTHONPATH``
+whose import fails, so they do not depend on what the system Python has.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+from osgeo import gdal
+
+pytestmark = pytest.mark.qgis
+
+REPO = Path(__file__).resolve().parents[2]
+QGIS_PROCESS = Path("/usr/bin/qgis_process.bin")
+PLUGIN = "semantic_change"
+VENV = sysconfig.get_paths()["purelib"]  # this venv's packages, torch among them
+
+requires_qgis_process = pytest.mark.skipif(not QGIS_PROCESS.exists(), reason=f"{QGIS_PROCESS} is not installed")
+
+
+@pytest.fixture(scope="module")
+def plugin_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run([sys.executable, str(REPO / "scripts" / "package.py"), "--out", str(out)], check=True,
+                   capture_output=True, text=True)
+    (archive,) = out.glob("*.zip")
+    return archive
+
+
+@pytest.fixture(scope="module")
+def installed(plugin_zip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The zip unpacked into a plugin folder, as QGIS's plugin installer does."""
+    folder = tmp_path_factory.mktemp("installed-plugins")
+    with zipfile.ZipFile(plugin_zip) as archive:
+        archive.extractall(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("qgis-profile")
+
+
+@pytest.fixture(scope="module")
+def no_torch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder whose ``torch`` fails to import, as if it were not installed."""
+    folder = tmp_path_factory.mktemp("no-torch")
+    (folder / "torch").mkdir()
+    (folder / "torch" / "__init__.py").write_text('raise ModuleNotFoundError("No module named \'torch\'")\n')
+    return folder
+
+
+def qgis_process(*args: str, plugins: Path, profile: Path, python_path: Path | str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "QGIS_OPTIONS_PATH")}
+    env.update(QT_QPA_PLATFORM="offscreen", QGIS_PLUGINPATH=str(plugins), QGIS_CUSTOM_CONFIG_PATH=str(profile),
+               OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(python_path))
+    return subprocess.run([str(QGIS_PROCESS), *args], env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
+def test_zip_holds_the_plugin_and_nothing_else(plugin_zip: Path):
+    with zipfile.ZipFile(plugin_zip) as archive:
+        names = archive.namelist()
+    assert plugin_zip.stat().st_size < 25 * 1024 * 1024
+    assert all(name.startswith(f"{PLUGIN}/") for name in names)
+    top = {name.split("/")[1] for name in names}
+    assert {"metadata.txt", "__init__.py", "plugin", "core", "resources"} <= top
+    assert not top & {"tests", "training_cli", "scripts", ".venv", "build", "dist", ".git", "Makefile"}
+    assert f"{PLUGIN}/resources/icon.svg" in names and f"{PLUGIN}/core/postprocess.py" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pt", ".pth", ".tif"))]
+    assert not [n for n in names if "/docs/dev" in n or "/." in n]
+
+
+@requires_qgis_process
+def test_qgis_process_runs_the_installed_zip(installed, profile, semantic_model, image_pair, tmp_path):
+    enable = qgis_process("plugins", "enable", PLUGIN, plugins=installed, profile=profile, python_path=VENV)
+    assert enable.returncode == 0, enable.stderr
+    target = tmp_path / "fromto.tif"
+
+    run = qgis_process("--json", "run", "scd:semanticchange", "--", f"INPUT_T1={image_pair[0]}",
+                       f"INPUT_T2={image_pair[1]}", f"MODEL={semantic_model}", f"OUTPUT_FROMTO={target}",
+                       f"OUTPUT_REPORT={tmp_path / 'report.html'}", plugins=installed, profile=profile,
+                       python_path=VENV)
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    answer = json.loads(run.stdout[run.stdout.index("{"):])
+    assert answer["results"]["OUTPUT_FROMTO"] == str(target)
+    assert answer["results"]["DEVICE_USED"] == "cpu"
+    assert any(line.startswith("Diagnostics: QGIS 3.22") for line in answer["log"]["info"])
+    assert (tmp_path / "report.html").exists() and (tmp_path / "report.csv").exists()
+    # Without a canvas the style travels with the file: a .qml QGIS loads and labels GDAL reads.
+    assert (tmp_path / "fromto.qml").exists()
+    dataset = gdal.Open(str(target))
+    band = dataset.GetRasterBand(1)
+    band.GetDefaultRAT()  # GDAL 3.6 reads the .aux.xml lazily
+    assert band.GetCategoryNames()[1 + 2] == "Water -> Low vegetation"
+
+
+@requires_qgis_process
+def test_qgis_process_without_torch_lists_the_algorithms_and_says_what_to_install(
+        installed, profile, no_torch, semantic_model, tmp_path):
+    qgis_process("plugins", "enable", PLUGIN, plugins=installed, profile=profile, python_path=no_torch)
+    listing = qgis_process("list", plugins=installed, profile=profile, python_path=no_torch)
+    for algorithm in ("scd:semanticchange", "scd:binarychange", "scd:modelinfo"):
+        assert algorithm in listing.stdout
+
+    run = qgis_process("run", "scd:modelinfo", "--", f"MODEL={semantic_model}", plugins=installed, profile=profile,
+                       python_path=no_torch)
+
+    assert run.returncode != 0
+    output = run.stdout + run.stderr
+    assert "cannot import: torch" in output and "pip install --user torch" in output
+    assert "torch: not installed" in output

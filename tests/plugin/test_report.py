@@ -1,0 +1,52 @@
+"""The transition report page (plain Python)."""
+
+from __future__ import annotations
+
+import importlib
+import xml.etree.ElementTree as ET
+
+import pytest
+
+CLASSES = ["Water", "Low vegetation", "Building"]
+ROWS = [
+    {"value": 0, "from": None, "to": None, "label": "No change", "pixels": 9000, "area_ha": 0.9},
+    {"value": 3, "from": "Water", "to": "Building", "label": "Water -> Building", "pixels": 300, "area_ha": 0.03},
+    {"value": 6, "from": "Low vegetation", "to": "Building", "label": "Low vegetation -> Building", "pixels": 700,
+     "area_ha": 0.07},
+    {"value": 5, "from": "Low vegetation", "to": "Low vegetation", "label": "Changed (Low vegetation, <unresolved>)",
+     "pixels": 0, "area_ha": 0.0},
+]
+
+
+@pytest.fixture
+def report(plugin_package):
+    return importlib.import_module("semantic_change.plugin.report")
+
+
+def render(report, rows=ROWS):
+    return report.render_report(title="Semantic change: a -> b", facts=[("Device", "cpu <fast>")], transitions=rows,
+                                colors={3: "#112233", 6: "#445566", 5: "#778899"}, class_names=CLASSES,
+                                csv_name="report.csv")
+
+
+def test_report_chart_table_and_matrix(report):
+    page = render(report)
+    svg = page[page.index("<svg"):page.index("</svg>") + 6]
+    ET.fromstring(svg)  # well-formed
+    bars = [e.attrib["fill"] for e in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}rect")]
+    assert bars[:2] == ["#445566", "#112233"]  # largest first, in the map's colours
+    assert "cpu &lt;fast&gt;" in page and "&lt;unresolved&gt;" in page  # text is escaped
+    assert "0.1000 ha (10.00 % of the area" in page
+    assert '<a href="report.csv">' in page and "only meaningful inside" in page
+    # Matrix row "Low vegetation": 0 to Water, 0 to Low vegetation, 0.07 to Building.
+    assert '<th class="name">Low vegetation</th><td>0.0000</td><td>0.0000</td><td>0.0700</td><td>0.0700</td>' in page
+
+
+def test_report_without_change_and_long_tails(report, tmp_path):
+    assert "No change was detected." in render(report, ROWS[:1])
+    many = [ROWS[0]] + [{"value": v, "from": "Water", "to": "Building", "label": f"t{v}", "pixels": v,
+                         "area_ha": v / 100} for v in range(1, 21)]
+    page = render(report, many)
+    assert "5 other transitions" in page
+    path = report.write_report(tmp_path / "r.html", page)
+    assert path.read_text(encoding="utf-8") == page and [p.name for p in tmp_path.iterdir()] == ["r.html"]
