@@ -11,6 +11,8 @@ every row is written the legends are added and the files are moved into place.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import queue
@@ -50,7 +52,11 @@ class RunOptions:
         batch_size: Tiles per forward pass.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
-        prefetch_batches: Batches the reader thread may prepare ahead.
+        prefetch_batches: Batches a reader thread may prepare while the network runs;
+            0 reads in the calling thread, between forward passes. ``None`` (default):
+            2 on a GPU, where reading would otherwise leave it idle, and 0 on a CPU,
+            where the network already uses every core and a reader thread measurably
+            slows it (``make bench``).
         min_patch_pixels: Minimum mapping unit: connected change patches smaller than
             this many pixels become "no change" in every output (0 keeps all).
     """
@@ -62,7 +68,7 @@ class RunOptions:
     batch_size: int = 4
     device: str = "auto"
     precision: str = "auto"
-    prefetch_batches: int = 2
+    prefetch_batches: int | None = None
     min_patch_pixels: int = 0
 
 
@@ -181,6 +187,8 @@ def run_change_detection(
         raise InputError(f"the minimum patch size must be 0 or more pixels, got {options.min_patch_pixels}")
     device_choice = select_device(options.device)
     autocast_dtype, precision_reason = select_precision(device_choice.device, options.precision)
+    if options.prefetch_batches is None:
+        options = dataclasses.replace(options, prefetch_batches=0 if device_choice.device.type == "cpu" else 2)
 
     summary = RunSummary(model=card.model, task=card.task, device=str(device_choice.device),
                          device_reason=device_choice.reason, precision=precision_reason,
@@ -387,6 +395,8 @@ class _Run:
                 yield _Batch(pending, run_flags, None, None, None)
 
     def _reader(self, out: queue.Queue[Any]) -> None:
+        if self.device.type == "cpu":
+            _lower_thread_priority()
         try:
             for batch in self._batches():
                 if not self._put(out, batch):
@@ -408,27 +418,39 @@ class _Run:
     # -- main loop ----------------------------------------------------------------------------
     def execute(self) -> None:
         self._open_writers()
-        batches: queue.Queue[Any] = queue.Queue(maxsize=max(1, self.options.prefetch_batches))
-        reader = threading.Thread(target=self._reader, args=(batches,), name="scd-reader", daemon=True)
-        reader.start()
+        reader: threading.Thread | None = None
+        if self.options.prefetch_batches > 0:
+            prepared: queue.Queue[Any] = queue.Queue(maxsize=self.options.prefetch_batches)
+            reader = threading.Thread(target=self._reader, args=(prepared,), name="scd-reader", daemon=True)
+            reader.start()
+            source: Iterator[_Batch] = self._received(prepared)
+        else:
+            source = self._batches()
         try:
             done_tiles = 0
-            while True:
+            for batch in source:
                 if self.progress.is_cancelled():
                     raise Cancelled("cancelled by the user; no output was written")
-                item = batches.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                self._process(item)
-                done_tiles += len(item.windows)
+                self._process(batch)
+                done_tiles += len(batch.windows)
                 self.summary.batches += 1
                 self.progress.set_progress(done_tiles / max(1, len(self.grid)))
             self._flush(self.grid.height)
         finally:
             self._stop.set()
-            reader.join(timeout=30)
+            if reader is not None:
+                reader.join(timeout=30)
+
+    @staticmethod
+    def _received(prepared: queue.Queue[Any]) -> Iterator[_Batch]:
+        """Batches from the reader thread, re-raising its errors here."""
+        while True:
+            item = prepared.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
 
     def _process(self, batch: _Batch) -> None:
         probs = None
@@ -483,9 +505,9 @@ class _Run:
             prob = np.zeros((count, width), dtype=np.float32)
             threshold = None
         else:
-            valid = np.nan_to_num(values[0], nan=0.0) > 0.5
-            prob = np.nan_to_num(values[1], nan=0.0)
-            threshold = None if heads.threshold is None else np.nan_to_num(values[heads.threshold], nan=1.0)
+            valid = values[0] > 0.5  # pixels no tile covered hold 0: invalid
+            prob = values[1]
+            threshold = None if heads.threshold is None else values[heads.threshold]
         changed = encode.decode_change(prob, threshold) & valid
         area = self.pair.pixel_area_m2(np.arange(start, start + count))
         products: dict[str, np.ndarray] = {}
@@ -493,8 +515,8 @@ class _Run:
             if values is None:
                 c1 = c2 = np.ones((count, width), dtype=np.uint8)
             else:
-                c1 = encode.decode_classes(np.nan_to_num(values[heads.t1], nan=0.0))
-                c2 = encode.decode_classes(np.nan_to_num(values[heads.t2], nan=0.0))
+                c1 = encode.decode_classes(values[heads.t1])
+                c2 = encode.decode_classes(values[heads.t2])
             codes = encode.fromto_codes(c1, c2, changed, heads.num_classes)
             self.counter.add(codes, valid, area)
             products["fromto"] = _with_nodata(codes, valid)
@@ -603,6 +625,19 @@ class _Run:
                 log.debug("could not close %s", writer.path, exc_info=True)
         for temporary in self.temporaries.values():
             discard(temporary)
+
+
+def _lower_thread_priority() -> None:
+    """Let the network's threads win the CPU over the reader thread.
+
+    On a CPU the network's OpenMP threads wait for each other at every layer, so a
+    reader thread that takes a core from one of them slows the whole forward pass far
+    more than its own work costs. Lowered in priority, the reader fills the gaps
+    between forward passes instead. Linux applies a nice value per thread; elsewhere
+    this does nothing.
+    """
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 class _CancelOnly(Progress):

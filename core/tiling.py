@@ -17,6 +17,7 @@ processing area (the part of the T1 grid both dates cover), rows first.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -89,10 +90,9 @@ class TileGrid:
                 )
 
     def weights(self, window: TileWindow) -> np.ndarray:
-        """Blend weight of every pixel of ``window`` (float32, ``height`` x ``width``)."""
-        wy = _taper(window.height, self.overlap, not window.at_top, not window.at_bottom)
-        wx = _taper(window.width, self.overlap, not window.at_left, not window.at_right)
-        return np.outer(wy, wx).astype(np.float32)
+        """Blend weight of every pixel of ``window`` (float32, ``height`` x ``width``; read-only, shared)."""
+        return _weights(window.height, window.width, self.overlap,
+                        (not window.at_top, not window.at_bottom, not window.at_left, not window.at_right))
 
 
 def validate_tiling(tile_size: int, overlap: int) -> None:
@@ -135,6 +135,16 @@ def _offsets(length: int, tile: int, stride: int) -> list[int]:
     offsets = list(range(0, length - tile, stride))
     offsets.append(length - tile)
     return offsets
+
+
+@functools.lru_cache(maxsize=64)
+def _weights(height: int, width: int, overlap: int, tapered: tuple[bool, bool, bool, bool]) -> np.ndarray:
+    """Weights of one window shape; a scene has at most nine (inner, edges, corners), so they are cached."""
+    wy = _taper(height, overlap, tapered[0], tapered[1])
+    wx = _taper(width, overlap, tapered[2], tapered[3])
+    weights = np.outer(wy, wx).astype(np.float32)
+    weights.flags.writeable = False
+    return weights
 
 
 def _taper(length: int, overlap: int, taper_start: bool, taper_end: bool) -> np.ndarray:
@@ -186,14 +196,12 @@ class RowBandAccumulator:
 
         Returns:
             The first released raster row, the blended values (``channels`` x rows x
-            width; NaN where no tile contributed) and the accumulated weights.
+            width; 0 where no tile contributed) and the accumulated weights.
         """
         count = min(max(row - self.origin, 0), self.band_height)
         start = self.origin
         weights = self._weights[:count].copy()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            values = self._sums[:, :count] / weights
-        values[:, weights == 0] = np.nan
+        values = self._sums[:, :count] / np.where(weights > 0, weights, 1.0)
         # shift the remaining rows up and clear the freed space
         self._sums[:, : self.band_height - count] = self._sums[:, count:]
         self._sums[:, self.band_height - count:] = 0

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import PointwiseModel, make_card
 from torch import nn
 
 from core import synthetic
 from core.models.card import SECOND_CLASSES, ModelCard
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """The tests' convolutions are tiny: one intra-op thread runs them faster than two spinning OpenMP threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

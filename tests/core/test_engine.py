@@ -39,7 +39,7 @@ def test_tiled_run_of_a_pointwise_model_equals_the_whole_image(tmp_path: Path, s
     whole = run_change_detection(t1, t2, (model, card), _outputs(tmp_path / "whole", *names),
                                  RunOptions(tile_size=256, overlap=0))
     tiled = run_change_detection(t1, t2, (model, card), _outputs(tmp_path / "tiled", *names),
-                                 RunOptions(tile_size=64, overlap=16, batch_size=3))
+                                 RunOptions(tile_size=64, overlap=16, batch_size=3, prefetch_batches=2))
     assert whole.tiles_total == 1 and tiled.tiles_total > 6
     np.testing.assert_allclose(read_band(tmp_path / "tiled/change_prob.tif"),
                                read_band(tmp_path / "whole/change_prob.tif"), rtol=0, atol=1e-5)
@@ -189,7 +189,8 @@ def test_progress_is_reported_and_cancel_leaves_nothing(tmp_path: Path, scene_pa
     folder = tmp_path / "cancelled"
     out = _outputs(folder, "fromto", "change_prob", "transitions_csv")
     with pytest.raises(Cancelled):
-        run_change_detection(t1, t2, pointwise, out, RunOptions(tile_size=64, batch_size=2), Recorder(2))
+        run_change_detection(t1, t2, pointwise, out, RunOptions(tile_size=64, batch_size=2, prefetch_batches=2),
+                             Recorder(2))
     assert _finished_files(folder) == []
     assert threading.active_count() < 5  # the reader thread is gone
 
@@ -291,7 +292,7 @@ def test_failure_midway_leaves_no_finished_looking_output(tmp_path: Path, scene_
     folder = tmp_path / "out"
     with pytest.raises(RuntimeError, match="boom"):
         run_change_detection(t1, t2, (Exploding().eval(), make_card()), _outputs(folder, "fromto", "change_prob"),
-                             RunOptions(tile_size=64, batch_size=1))
+                             RunOptions(tile_size=64, batch_size=1, prefetch_batches=2))
     assert _finished_files(folder) == []
 
 

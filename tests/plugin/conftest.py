@@ -33,15 +33,6 @@ BINARY_NETWORK = "cldrnet"
 TILE = 64
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # CI runs on 2 cores beside other jobs; two spinning OpenMP threads there are slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def plugins_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding ``semantic_change`` -> the repository, as QGIS's plugin folder would."""

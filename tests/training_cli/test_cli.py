@@ -10,15 +10,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import TinySCD, register_tiny_models
 from torch import nn
 
 from core.models import registry
-from core.models.base import CHANGE_PROB, SEM_LOGITS_T1, SEM_LOGITS_T2, ChangeModel, ModelSpec
+from core.models.base import ModelSpec
 from core.models.card import PRESETS
 from core.models.checkpoint import load_checkpoint
 from core.models.complexity import count_parameters
@@ -28,72 +28,12 @@ from training_cli.commands.init import parse_options
 
 REPO = Path(__file__).resolve().parents[2]
 
-# --- Two tiny networks, registered only for these tests -------------------------------------
-
-
-class TinySCD(ChangeModel):
-    task = "semantic"
-
-    def __init__(
-        self,
-        *,
-        num_classes: int = 6,
-        backbone: str = "tiny",
-        pretrained: str | None = None,
-        in_channels: int = 3,
-        width: int = 4,
-    ) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.encoder = nn.Conv2d(in_channels, width, 3, padding=1)
-        self.change_head = nn.Conv2d(width, 1, 1)
-        self.sem_head = nn.Conv2d(width, num_classes + 1, 1)
-        if pretrained is not None:
-            self.encoder.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
-
-    def predict(self, x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
-        f1, f2 = self.encoder(x1), self.encoder(x2)
-        return {
-            CHANGE_PROB: torch.sigmoid(self.change_head((f1 - f2).abs())),
-            SEM_LOGITS_T1: self.sem_head(f1),
-            SEM_LOGITS_T2: self.sem_head(f2),
-        }
-
-
-class TinyBCD(ChangeModel):
-    task = "binary"
-
-    def __init__(self, *, backbone: str = "tiny", pretrained: str | None = None, in_channels: int = 3) -> None:
-        super().__init__()
-        self.encoder = nn.Conv2d(in_channels, 4, 3, padding=1)
-        self.change_head = nn.Conv2d(4, 1, 1)
-        if pretrained is not None:
-            self.encoder.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
-
-    def predict(self, x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {CHANGE_PROB: torch.sigmoid(self.change_head((self.encoder(x1) - self.encoder(x2)).abs()))}
-
-
-TINY_SPECS = (
-    ModelSpec("tiny_scd", "semantic", TinySCD, "test", 64, ("tiny",), {"backbone": "tiny", "num_classes": 6},
-              paper_params_m={"tiny": 0.0001}, paper_gflops={"tiny": 0.01}, paper_flops_size=64,
-              paper_flops_unit="macs"),
-    ModelSpec("tiny_bcd", "binary", TinyBCD, "test", 64, ("tiny",), {"backbone": "tiny"}),
-)
 TINY = "tiny_scd", "tiny_bcd"
-
-
-def _register_tiny(monkeypatch: pytest.MonkeyPatch) -> None:
-    for spec in TINY_SPECS:
-        module = types.ModuleType(f"core.models._test_{spec.name}")
-        module.SPEC = spec  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, module.__name__, module)
-        monkeypatch.setitem(registry._PACKAGES, spec.name, f"_test_{spec.name}")
 
 
 @pytest.fixture
 def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
-    _register_tiny(monkeypatch)
+    register_tiny_models(monkeypatch)
 
 
 def _importable_real_networks() -> dict[str, ModelSpec]:
@@ -153,7 +93,7 @@ def test_runs_as_a_module() -> None:
 def test_models_json_lists_every_network(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _register_tiny(monkeypatch)
+    register_tiny_models(monkeypatch)
     monkeypatch.setitem(sys.modules, "core.models._test_broken", None)  # importing it raises ImportError
     monkeypatch.setitem(registry._PACKAGES, "broken_net", "_test_broken")
 
@@ -189,7 +129,7 @@ def test_models_table_shows_paper_numbers_and_broken_networks(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(registry, "_PACKAGES", {})
-    _register_tiny(monkeypatch)
+    register_tiny_models(monkeypatch)
     monkeypatch.setitem(sys.modules, "core.models._test_broken", None)
     monkeypatch.setitem(registry._PACKAGES, "broken_net", "_test_broken")
 
@@ -243,18 +183,18 @@ def test_init_options_backbone_and_tile_size_reach_the_card(tiny: None, tmp_path
     model, card = load_checkpoint(out)
     assert card.options == {"backbone": "tiny", "num_classes": 6, "width": 8}
     assert card.tile_size == 256
-    assert model.encoder.out_channels == 8
+    assert model.encoder[0].out_channels == 8
 
 
 def test_init_pretrained_weights_are_used_but_not_referenced(tiny: None, tmp_path: Path) -> None:
-    start = nn.Conv2d(3, 4, 3, padding=1)
+    start = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
     torch.save(start.state_dict(), tmp_path / "start.pth")
     out = tmp_path / "m.pt"
     argv = ["init", "--model", "tiny_bcd", "--preset", "binary", "--out", str(out),
             "--pretrained", str(tmp_path / "start.pth")]
     assert main(argv) == 0
     model, card = load_checkpoint(out)
-    assert torch.equal(model.encoder.weight, start.weight.detach())
+    assert torch.equal(model.encoder[0].weight, start[0].weight.detach())
     assert "pretrained" not in card.options or card.options["pretrained"] is None
 
 

@@ -11,17 +11,15 @@ import dataclasses
 import json
 import os
 import pickle
-import sys
-import types
 from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from helpers import random_pair, register_tiny_models
 
 from core.errors import CheckpointError, InputError
 from core.models import registry
-from core.models.base import CHANGE_PROB, SEM_LOGITS_T1, SEM_LOGITS_T2, ChangeModel, ModelSpec
+from core.models.base import ChangeModel
 from core.models.card import FORMAT_VERSION, PRESETS, ModelCard
 from core.models.checkpoint import (
     FORMAT_NAME,
@@ -33,63 +31,10 @@ from core.models.checkpoint import (
 )
 from core.version import __version__
 
-# --- Two tiny networks, registered only for these tests -------------------------------------
-
-
-class _TinyBase(ChangeModel):
-    def __init__(
-        self, *, backbone: str = "tiny", pretrained: str | None = None, in_channels: int = 3, width: int = 4
-    ) -> None:
-        super().__init__()
-        self.encoder = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
-        self.change_head = nn.Conv2d(width, 1, 1)
-        if pretrained is not None:
-            self.encoder.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
-
-
-class TinySCD(_TinyBase):
-    task = "semantic"
-
-    def __init__(self, *, num_classes: int = 6, **options: object) -> None:
-        super().__init__(**options)  # type: ignore[arg-type]
-        self.num_classes = num_classes
-        self.sem_head = nn.Conv2d(self.change_head.in_channels, num_classes + 1, 1)
-
-    def predict(self, x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
-        f1, f2 = self.encoder(x1), self.encoder(x2)
-        return {
-            CHANGE_PROB: torch.sigmoid(self.change_head((f1 - f2).abs())),
-            SEM_LOGITS_T1: self.sem_head(f1),
-            SEM_LOGITS_T2: self.sem_head(f2),
-        }
-
-
-class TinyBCD(_TinyBase):
-    task = "binary"
-
-    def predict(self, x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {CHANGE_PROB: torch.sigmoid(self.change_head((self.encoder(x1) - self.encoder(x2)).abs()))}
-
-
-TINY_SPECS = (
-    ModelSpec("tiny_scd", "semantic", TinySCD, "test", 64, ("tiny",), {"backbone": "tiny", "num_classes": 6}),
-    ModelSpec("tiny_bcd", "binary", TinyBCD, "test", 64, ("tiny",), {"backbone": "tiny"}),
-)
-
 
 @pytest.fixture(autouse=True)
 def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Register the tiny networks the way real ones are: a ``core.models`` sub-package with ``SPEC``."""
-    for spec in TINY_SPECS:
-        module = types.ModuleType(f"core.models._test_{spec.name}")
-        module.SPEC = spec  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, module.__name__, module)
-        monkeypatch.setitem(registry._PACKAGES, spec.name, f"_test_{spec.name}")
-
-
-def _pair(size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(1, 3, size, size, generator=generator), torch.randn(1, 3, size, size, generator=generator)
+    register_tiny_models(monkeypatch)
 
 
 def _save_tiny(path: Path, name: str = "tiny_scd", preset: str = "landsat-scd") -> tuple[ChangeModel, ModelCard]:
@@ -127,7 +72,7 @@ def test_round_trip_gives_identical_outputs_and_card(tmp_path: Path, name: str, 
     path = tmp_path / "model.pt"
     model, card = _save_tiny(path, name, preset)
     with torch.no_grad():  # give BatchNorm non-default running statistics, so buffers are tested too
-        model.train()(*_pair(seed=1))
+        model.train()(*random_pair(seed=1))
     save_checkpoint(path, model, card)
 
     loaded, loaded_card = load_checkpoint(path)
@@ -136,7 +81,7 @@ def test_round_trip_gives_identical_outputs_and_card(tmp_path: Path, name: str, 
     assert read_card(path) == card
     assert not loaded.training
     model.eval()
-    x1, x2 = _pair()
+    x1, x2 = random_pair()
     with torch.no_grad():
         expected, got = model(x1, x2), loaded(x1, x2)
     assert expected.keys() == got.keys()
@@ -427,7 +372,7 @@ def test_real_network_round_trip(tmp_path: Path, name: str) -> None:
     loaded, loaded_card = load_checkpoint(path)
 
     assert loaded_card == card
-    x1, x2 = _pair(64)
+    x1, x2 = random_pair(1, 64, 64)
     with torch.no_grad():
         expected, got = model(x1, x2), loaded(x1, x2)
     assert expected.keys() == got.keys()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import random_pair
 
 from core.models.base import AUX_PREFIX, CHANGE_PROB, CHANGE_THRESHOLD
 from core.models.cldrnet import SPEC, CLDRNet, compute_loss, stage_parameters
@@ -35,12 +36,6 @@ def model() -> CLDRNet:
     return CLDRNet()
 
 
-def _pair(batch: int, height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    shape = (batch, 3, height, width)
-    return torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
-
-
 def _targets(batch: int, height: int, width: int) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
     return {"change": (torch.rand(batch, 1, height, width, generator=generator) > 0.5).float()}
@@ -50,7 +45,7 @@ def _targets(batch: int, height: int, width: int) -> dict[str, torch.Tensor]:
 def test_eval_outputs_have_contract_keys_shapes_and_ranges(model: CLDRNet, height: int, width: int) -> None:
     model.eval()
     with torch.no_grad():
-        out = model(*_pair(2, height, width))
+        out = model(*random_pair(2, height, width))
     assert set(out) == MAIN_KEYS
     for key in MAIN_KEYS:
         assert out[key].shape == (2, 1, height, width)
@@ -60,7 +55,7 @@ def test_eval_outputs_have_contract_keys_shapes_and_ranges(model: CLDRNet, heigh
 
 def test_training_mode_adds_aux_outputs(model: CLDRNet) -> None:
     model.train()
-    out = model(*_pair(2, 64, 96))
+    out = model(*random_pair(2, 64, 96))
     model.eval()
     assert set(out) == MAIN_KEYS | AUX_KEYS
     assert all(key.startswith(AUX_PREFIX) for key in AUX_KEYS)
@@ -71,7 +66,7 @@ def test_training_mode_adds_aux_outputs(model: CLDRNet) -> None:
 
 def test_eval_mode_is_deterministic(model: CLDRNet) -> None:
     model.eval()
-    x1, x2 = _pair(1, 64, 96)
+    x1, x2 = random_pair(1, 64, 96)
     with torch.no_grad():
         first = model(x1, x2)
         second = model(x1, x2)
@@ -82,7 +77,7 @@ def test_eval_mode_is_deterministic(model: CLDRNet) -> None:
 def test_bf16_autocast_gives_float_probabilities(model: CLDRNet) -> None:
     model.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(*_pair(1, 64, 64))
+        out = model(*random_pair(1, 64, 64))
     for key in MAIN_KEYS:
         assert out[key].dtype == torch.float32
         assert torch.isfinite(out[key]).all()
@@ -91,7 +86,7 @@ def test_bf16_autocast_gives_float_probabilities(model: CLDRNet) -> None:
 def test_both_stage_losses_reach_every_parameter() -> None:
     torch.manual_seed(0)
     net = CLDRNet().train()
-    out = net(*_pair(1, 64, 64))
+    out = net(*random_pair(1, 64, 64))
     targets = _targets(1, 64, 64)
     stage1 = compute_loss(out, targets, stage=1)
     stage2 = compute_loss(out, targets, stage=2)
@@ -122,7 +117,7 @@ def test_stage_parameters_split_the_network(model: CLDRNet) -> None:
 def test_stage1_loss_needs_training_outputs(model: CLDRNet) -> None:
     model.eval()
     with torch.no_grad():
-        out = model(*_pair(1, 64, 64))
+        out = model(*random_pair(1, 64, 64))
     with pytest.raises(ValueError, match="training mode"):
         compute_loss(out, _targets(1, 64, 64), stage=1)
     assert torch.isfinite(compute_loss(out, _targets(1, 64, 64), stage=2)["loss"])

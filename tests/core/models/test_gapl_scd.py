@@ -5,10 +5,10 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
+from helpers import random_pair
 
 from core.models.complexity import count_flops, count_parameters
 from core.models.gapl_scd import GAPLSCD, SPEC, compute_loss, project_conflicting
@@ -28,29 +28,12 @@ def _model(**options: object) -> GAPLSCD:
     return GAPLSCD(num_classes=NUM_CLASSES, **options)
 
 
-def _pair(batch: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(1)
-    return (
-        torch.randn(batch, 3, height, width, generator=generator),
-        torch.randn(batch, 3, height, width, generator=generator),
-    )
-
-
 def _targets(batch: int, height: int, width: int) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(2)
     change = (torch.rand(batch, 1, height, width, generator=generator) > 0.5).float()
     sem1 = torch.randint(1, NUM_CLASSES + 1, (batch, height, width), generator=generator) * change[:, 0].long()
     sem2 = torch.randint(1, NUM_CLASSES + 1, (batch, height, width), generator=generator) * change[:, 0].long()
     return {"change": change, "sem_t1": sem1, "sem_t2": sem2}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Run this file on one intra-op thread: on a shared 2-core machine OpenMP spinning makes 2 threads ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +43,7 @@ def eval_model() -> GAPLSCD:
 
 @pytest.mark.parametrize(("height", "width"), SIZES)
 def test_eval_outputs(eval_model: GAPLSCD, height: int, width: int) -> None:
-    x1, x2 = _pair(2, height, width)
+    x1, x2 = random_pair(2, height, width, seed=1)
     with torch.no_grad():
         out = eval_model(x1, x2)
     assert set(out) == {"change_prob", "sem_logits_t1", "sem_logits_t2"}
@@ -75,7 +58,7 @@ def test_eval_outputs(eval_model: GAPLSCD, height: int, width: int) -> None:
 @pytest.mark.parametrize(("height", "width"), SIZES)
 def test_training_outputs_have_aux(height: int, width: int) -> None:
     model = _model().train()
-    out = model(*_pair(2, height, width))
+    out = model(*random_pair(2, height, width, seed=1))
     aux = {k for k in out if k.startswith("aux_")}
     assert aux == {
         "aux_affinity_t1",
@@ -96,7 +79,7 @@ def test_training_outputs_have_aux(height: int, width: int) -> None:
 
 
 def test_eval_is_deterministic(eval_model: GAPLSCD) -> None:
-    x1, x2 = _pair(1, 64, 96)
+    x1, x2 = random_pair(1, 64, 96, seed=1)
     with torch.no_grad():
         first, second = eval_model(x1, x2), eval_model(x1, x2)
     for key, value in first.items():
@@ -106,7 +89,7 @@ def test_eval_is_deterministic(eval_model: GAPLSCD) -> None:
 def test_global_prototypes_follow_eq9_ema() -> None:
     model = _model().train()
     fresh = copy.deepcopy(model)  # same weights, empty library: its prototypes are the local ones
-    x1, x2 = _pair(2, 64, 64)
+    x1, x2 = random_pair(2, 64, 64, seed=1)
     out = model(x1, x2)
     assert bool(model.gapl.global_initialised)
     first = model.gapl.global_prototypes.clone()
@@ -125,7 +108,7 @@ def test_global_prototypes_follow_eq9_ema() -> None:
 
 def test_backward_reaches_every_parameter() -> None:
     model = _model().train()
-    out = model(*_pair(2, 64, 64))
+    out = model(*random_pair(2, 64, 64, seed=1))
     losses = compute_loss(out, _targets(2, 64, 64))
     assert losses["loss_cpa"].requires_grad
     losses["loss"].backward()
@@ -138,7 +121,7 @@ def test_backward_reaches_every_parameter() -> None:
 def test_bf16_autocast() -> None:
     """Both paths run under bfloat16 autocast; outputs stay float32 (the graph branch runs in float32)."""
     model = _model()
-    x1, x2 = _pair(1, 64, 64)
+    x1, x2 = random_pair(1, 64, 64, seed=1)
     for training in (False, True):
         model.train(training)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -151,7 +134,7 @@ def test_bf16_autocast() -> None:
 
 def test_squared_kernel_option() -> None:
     model = _model(graph_kernel="squared").train()
-    out = model(*_pair(1, 64, 64))
+    out = model(*random_pair(1, 64, 64, seed=1))
     assert torch.isfinite(out["aux_affinity_t12"]).all()
 
 
@@ -237,7 +220,7 @@ def test_sizes_match_the_docstring() -> None:
 def test_bad_input_and_options_raise() -> None:
     model = _model().eval()
     with pytest.raises(ValueError, match="multiples of 32"):
-        model(*_pair(1, 64, 48))
+        model(*random_pair(1, 64, 48, seed=1))
     with pytest.raises(ValueError, match="same shape"):
         model(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 96))
     with pytest.raises(ValueError, match="ResNet-34"):

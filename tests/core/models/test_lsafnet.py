@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
+from helpers import random_pair
 from torch import nn
 
 from core.models.base import AUX_PREFIX, CHANGE_PROB, SEM_LOGITS_T1, SEM_LOGITS_T2
@@ -29,16 +28,6 @@ DOCUMENTED_PARAMS = {"paper": 24_446_607, "code": 27_857_807}
 DOCUMENTED_GFLOPS_512 = {"paper": 430.2, "code": 1040.6}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Run these small convolutions on one thread: with two OpenMP threads on a busy 2-core machine they
-    were measured 60 x slower (threads spin-waiting for each other), with one they take milliseconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module", params=VARIANTS)
 def model(request: pytest.FixtureRequest) -> LSAFNet:
     return _light(request.param)
@@ -47,12 +36,6 @@ def model(request: pytest.FixtureRequest) -> LSAFNet:
 def _light(variant: str, **options: int) -> LSAFNet:
     torch.manual_seed(0)
     return LSAFNet(num_classes=NUM_CLASSES, variant=variant, decoder_channels=LIGHT_WIDTH, **options)
-
-
-def _pair(batch: int, height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    shape = (batch, 3, height, width)
-    return torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
 
 
 def _targets(batch: int, height: int, width: int) -> dict[str, torch.Tensor]:
@@ -71,7 +54,7 @@ def _targets(batch: int, height: int, width: int) -> dict[str, torch.Tensor]:
 def test_eval_outputs_have_contract_keys_shapes_and_ranges(model: LSAFNet, height: int, width: int) -> None:
     model.eval()
     with torch.no_grad():
-        out = model(*_pair(2, height, width))
+        out = model(*random_pair(2, height, width))
     _check_eval_outputs(out, 2, height, width)
 
 
@@ -79,7 +62,7 @@ def test_eval_outputs_have_contract_keys_shapes_and_ranges(model: LSAFNet, heigh
 def test_default_width_model_keeps_the_contract(variant: str) -> None:
     net = build_model("lsafnet", variant=variant).eval()
     with torch.no_grad():
-        out = net(*_pair(1, 32, 64))
+        out = net(*random_pair(1, 32, 64))
     _check_eval_outputs(out, 1, 32, 64)
 
 
@@ -96,7 +79,7 @@ def _check_eval_outputs(out: dict[str, torch.Tensor], batch: int, height: int, w
 
 def test_training_mode_adds_aux_change_logits(model: LSAFNet) -> None:
     model.train()
-    out = model(*_pair(2, 32, 32))
+    out = model(*random_pair(2, 32, 32))
     model.eval()
     assert set(out) == {*MAIN_KEYS, AUX_CHANGE_LOGITS}
     assert all(key.startswith(AUX_PREFIX) for key in set(out) - MAIN_KEYS)
@@ -105,7 +88,7 @@ def test_training_mode_adds_aux_change_logits(model: LSAFNet) -> None:
 
 def test_eval_mode_is_deterministic(model: LSAFNet) -> None:
     model.eval()
-    x1, x2 = _pair(1, 32, 64)
+    x1, x2 = random_pair(1, 32, 64)
     with torch.no_grad():
         first = model(x1, x2)
         second = model(x1, x2)
@@ -117,7 +100,7 @@ def test_eval_mode_is_deterministic(model: LSAFNet) -> None:
 def test_backward_reaches_every_parameter(variant: str) -> None:
     torch.manual_seed(0)
     net = LSAFNet(num_classes=NUM_CLASSES, variant=variant).train()
-    losses = compute_loss(net(*_pair(2, 64, 64)), _targets(2, 64, 64))
+    losses = compute_loss(net(*random_pair(2, 64, 64)), _targets(2, 64, 64))
     assert set(losses) == {"loss", "bcd", "ss_t1", "ss_t2", "sc"}
     assert all(torch.isfinite(value) for value in losses.values())
     losses["loss"].backward()
@@ -131,7 +114,7 @@ def test_backward_reaches_every_parameter(variant: str) -> None:
 def test_trains_with_a_batch_of_one(variant: str) -> None:
     net = _light(variant).train()
     # 32 x 64 rather than 32 x 32: the backbone's own BatchNorm needs more than one value per channel at 1/32.
-    out = net(*_pair(1, 32, 64))
+    out = net(*random_pair(1, 32, 64))
     out[CHANGE_PROB].mean().backward()
     assert out[CHANGE_PROB].shape == (1, 1, 32, 64)
 
@@ -139,7 +122,7 @@ def test_trains_with_a_batch_of_one(variant: str) -> None:
 def test_bf16_autocast_gives_float32_outputs(model: LSAFNet) -> None:
     model.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(*_pair(1, 32, 32))
+        out = model(*random_pair(1, 32, 32))
     assert set(out) == MAIN_KEYS
     for value in out.values():
         assert value.dtype == torch.float32
@@ -173,7 +156,7 @@ def test_invalid_options_raise_value_error(options: dict[str, object]) -> None:
 def test_bad_input_raises_value_error() -> None:
     net = _light("paper").eval()
     with pytest.raises(ValueError, match="multiples of 32"):
-        net(*_pair(1, 48, 64))
+        net(*random_pair(1, 48, 64))
     with pytest.raises(ValueError, match="same shape"):
         net(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 96))
 

@@ -7,6 +7,7 @@ import functools
 
 import pytest
 import torch
+from helpers import random_pair
 
 from core.models.complexity import count_flops, count_parameters
 from core.models.registry import build_model, get_spec
@@ -37,14 +38,6 @@ def _gflops(backbone: str) -> float:
     return count_flops(_meta_model(backbone), 256) / 1e9
 
 
-def _pair(height: int, width: int, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(1)
-    return (
-        torch.randn(batch, 3, height, width, generator=generator),
-        torch.randn(batch, 3, height, width, generator=generator),
-    )
-
-
 @pytest.fixture(scope="module")
 def model() -> SSCFNet:
     """One randomly initialised ResNet-50 SSCFNet shared by the tests (copied where a test changes it)."""
@@ -72,7 +65,7 @@ def test_registry_builds_sscfnet() -> None:
 def test_eval_outputs(model: SSCFNet, height: int, width: int) -> None:
     model.eval()
     with torch.no_grad():
-        outputs = model(*_pair(height, width))
+        outputs = model(*random_pair(1, height, width, seed=1))
     assert set(outputs) == {"change_prob"}
     prob = outputs["change_prob"]
     assert prob.shape == (1, 1, height, width)
@@ -85,7 +78,7 @@ def test_eval_outputs(model: SSCFNet, height: int, width: int) -> None:
 def test_training_outputs_add_aux_logits(model: SSCFNet, height: int, width: int) -> None:
     model = copy.deepcopy(model).train()  # training mode updates BN statistics: keep the shared model clean
     with torch.no_grad():
-        outputs = model(*_pair(height, width))
+        outputs = model(*random_pair(1, height, width, seed=1))
     assert set(outputs) == {"change_prob", *AUX_KEYS}
     for key, value in outputs.items():
         assert value.shape == (1, 1, height, width), key
@@ -96,7 +89,7 @@ def test_training_outputs_add_aux_logits(model: SSCFNet, height: int, width: int
 
 def test_eval_is_deterministic(model: SSCFNet) -> None:
     model.eval()
-    x1, x2 = _pair(64, 96)
+    x1, x2 = random_pair(1, 64, 96, seed=1)
     with torch.no_grad():
         first = model(x1, x2)["change_prob"]
         second = model(x1, x2)["change_prob"]
@@ -105,7 +98,7 @@ def test_eval_is_deterministic(model: SSCFNet) -> None:
 
 def test_backward_reaches_every_parameter(model: SSCFNet) -> None:
     model = copy.deepcopy(model).train()
-    x1, x2 = _pair(32, 32, batch=2)  # smallest legal size keeps the backward cheap; two images for BatchNorm
+    x1, x2 = random_pair(2, 32, 32, seed=1)  # smallest legal size keeps the backward cheap; two images for BatchNorm
     outputs = model(x1, x2)
     target = (torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(2)) > 0.5).float()
     losses = compute_loss(outputs, {"change": target})
@@ -138,7 +131,7 @@ def test_bf16_autocast_and_nearest_unifier(model: SSCFNet) -> None:
     model = copy.deepcopy(model).eval()
     model.upsample_mode = "nearest"  # the paper's eq. 1; the option only sets this attribute
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        prob = model(*_pair(32, 64))["change_prob"]
+        prob = model(*random_pair(1, 32, 64, seed=1))["change_prob"]
     assert prob.shape == (1, 1, 32, 64)
     assert prob.dtype == torch.float32
     assert torch.isfinite(prob).all() and prob.min() >= 0.0 and prob.max() <= 1.0
