@@ -213,8 +213,9 @@ def run_change_detection(
         network = network.to(device_choice.device).eval()
         if device_choice.device.type != "mps":
             network = network.to(memory_format=torch.channels_last)
+        csv = Path(outputs.transitions_csv) if outputs.transitions_csv is not None else None
         run = _Run(pair, grid, card, heads, scalings, rasters, network, device_choice.device, autocast_dtype,
-                   options, progress, summary)
+                   options, progress, summary, csv)
         try:
             run.execute()
             run.finish(outputs)
@@ -347,16 +348,19 @@ class _Run:
     def __init__(self, pair: RasterPair, grid: TileGrid, card: ModelCard, heads: _Heads,
                  scalings: tuple[BandScaling, BandScaling], rasters: dict[str, Path], network: nn.Module,
                  device: torch.device, autocast_dtype: torch.dtype | None, options: RunOptions,
-                 progress: Progress, summary: RunSummary) -> None:
+                 progress: Progress, summary: RunSummary, transitions_csv: Path | None = None) -> None:
         self.pair, self.grid, self.card, self.heads = pair, grid, card, heads
         self.scalings = scalings
         self.network, self.device, self.autocast_dtype = network, device, autocast_dtype
         self.options, self.progress, self.summary = options, progress, summary
         self.finals = rasters
         self.temporaries = {name: temporary_path(path) for name, path in rasters.items()}
-        if options.min_patch_pixels > 1 and "fromto" not in rasters and "change_mask" not in rasters:
-            # sieving needs a change raster; write one that is never published
-            self.temporaries["change_mask"] = temporary_path(Path(next(iter(rasters.values()), "change.tif")))
+        reference = "fromto" if heads.semantic else "change_mask"
+        if options.min_patch_pixels > 1 and reference not in rasters:
+            # The sieve works on this raster and every count is taken from it afterwards: write it
+            # beside the outputs even when it was not asked for, and never publish it.
+            beside = next(iter(rasters.values()), None) or Path(str(transitions_csv)).with_suffix(".tif")
+            self.temporaries[reference] = temporary_path(beside)
         self.writers: dict[str, RasterWriter] = {}
         self.code_dtype = encode.code_dtype(card.num_classes) if heads.semantic else np.dtype(np.uint8)
         self.counter = encode.TransitionCounter(max(card.num_classes, 1))
@@ -588,7 +592,7 @@ class _Run:
         """Remove change patches below the minimum mapping unit, then count again."""
         from .postprocess import sieve_small_changes
 
-        reference = self.temporaries.get("fromto") or self.temporaries["change_mask"]
+        reference = self.temporaries["fromto" if self.heads.semantic else "change_mask"]
         dependents = [path for name, path in self.temporaries.items()
                       if path != reference and name != "change_prob"]
         removed = sieve_small_changes(reference, self.options.min_patch_pixels, dependents=dependents,
@@ -609,7 +613,7 @@ class _Run:
             for start, values in read_rows(self.temporaries[name]):
                 valid = values != encode.nodata_for(values.dtype)
                 counter.add(values, valid, self.pair.pixel_area_m2(np.arange(start, start + values.shape[0])))
-        reference = counters.get("fromto") or counters["change_mask"]
+        reference = counters["fromto" if self.heads.semantic else "change_mask"]
         self.summary.changed_pixels = int(reference.total_pixels - reference.count(0))
         self.summary.changed_area_m2 = float(reference.total_area_m2 - reference.area_m2(0))
         self.counter = counters.get("fromto", self.counter)  # type: ignore[assignment]

@@ -402,3 +402,15 @@ def test_t2_on_the_same_grid_with_an_offset_is_read_without_warping(tmp_path: Pa
     np.testing.assert_array_equal(img1, image1[:, :, 16:48])
     np.testing.assert_array_equal(img2, image2[:, :, 16:48])
     assert valid.all()
+
+
+def test_transition_matrix_alone_with_a_minimum_mapping_unit(tmp_path: Path, scene_pair, monkeypatch) -> None:
+    t1, t2, _ = scene_pair
+    monkeypatch.chdir(tmp_path)  # nothing may land in the working folder
+    out = _outputs(tmp_path / "out", "transitions_csv")
+    summary = run_change_detection(t1, t2, (PointwiseModel().eval(), make_card()), out,
+                                   RunOptions(tile_size=64, min_patch_pixels=40))
+    assert _finished_files(tmp_path / "out") == ["transitions.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+    total_changed = sum(row["pixels"] for row in summary.transitions if row["value"] != 0)
+    assert total_changed == summary.changed_pixels
