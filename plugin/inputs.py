@@ -109,18 +109,14 @@ def describe_layer(layer: QgsRasterLayer | None, label: str) -> LayerSource:
 
 
 def _build_vrt(source: str, target: Path, label: str, layer_name: str) -> None:
-    from osgeo import gdal
+    from ..core.legend import gdal_session
 
-    previous = gdal.GetUseExceptions()
-    gdal.UseExceptions()
     try:
-        dataset: Any = gdal.BuildVRT(str(target), [source])
-        if dataset is None:
-            raise RuntimeError("GDAL returned no dataset")
-        dataset = None
+        with gdal_session() as gdal:
+            dataset: Any = gdal.BuildVRT(str(target), [source])
+            if dataset is None:
+                raise RuntimeError("GDAL returned no dataset")
+            dataset = None
     except RuntimeError as error:
         raise QgsProcessingException(
             f"{label}: GDAL cannot read layer '{layer_name}' ({source}): {error}") from error
-    finally:
-        if not previous:
-            gdal.DontUseExceptions()

@@ -1,4 +1,7 @@
-"""Tests of CLDRNet: the model contract, both training stages, the registry and the sizes."""
+"""Tests of CLDRNet: the training outputs, both training stages, the registry and the sizes.
+
+The model contract shared by every network is checked in ``test_contract.py``.
+"""
 
 from __future__ import annotations
 
@@ -41,18 +44,6 @@ def _targets(batch: int, height: int, width: int) -> dict[str, torch.Tensor]:
     return {"change": (torch.rand(batch, 1, height, width, generator=generator) > 0.5).float()}
 
 
-@pytest.mark.parametrize(("height", "width"), [(64, 64), (64, 96)])
-def test_eval_outputs_have_contract_keys_shapes_and_ranges(model: CLDRNet, height: int, width: int) -> None:
-    model.eval()
-    with torch.no_grad():
-        out = model(*random_pair(2, height, width))
-    assert set(out) == MAIN_KEYS
-    for key in MAIN_KEYS:
-        assert out[key].shape == (2, 1, height, width)
-        assert out[key].dtype == torch.float32
-        assert out[key].min() >= 0.0 and out[key].max() <= 1.0
-
-
 def test_training_mode_adds_aux_outputs(model: CLDRNet) -> None:
     model.train()
     out = model(*random_pair(2, 64, 96))
@@ -62,25 +53,6 @@ def test_training_mode_adds_aux_outputs(model: CLDRNet) -> None:
     torch.testing.assert_close(torch.sigmoid(out[AUX_CHANGE_LOGIT]), out[CHANGE_PROB])
     for key in (AUX_REPR_T1, AUX_REPR_T2, AUX_RECON_T1, AUX_RECON_T2):
         assert out[key].shape == (2, 3, 2, 3)  # [B, D, H/32, W/32]
-
-
-def test_eval_mode_is_deterministic(model: CLDRNet) -> None:
-    model.eval()
-    x1, x2 = random_pair(1, 64, 96)
-    with torch.no_grad():
-        first = model(x1, x2)
-        second = model(x1, x2)
-    for key in first:
-        assert torch.equal(first[key], second[key]), key
-
-
-def test_bf16_autocast_gives_float_probabilities(model: CLDRNet) -> None:
-    model.eval()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(*random_pair(1, 64, 64))
-    for key in MAIN_KEYS:
-        assert out[key].dtype == torch.float32
-        assert torch.isfinite(out[key]).all()
 
 
 def test_both_stage_losses_reach_every_parameter() -> None:
@@ -177,10 +149,3 @@ def test_flops_match_the_paper(model: CLDRNet) -> None:
         gmacs = count_flops(model, size) / 2e9
         assert gmacs == pytest.approx(DOCUMENTED_GMACS[size], rel=2e-3)
         assert abs(gmacs - paper) / paper < 0.10
-
-
-def test_bad_input_raises(model: CLDRNet) -> None:
-    with pytest.raises(ValueError):
-        model(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 96))
-    with pytest.raises(ValueError):
-        model(torch.zeros(1, 3, 60, 64), torch.zeros(1, 3, 60, 64))

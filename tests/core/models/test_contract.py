@@ -1,0 +1,155 @@
+"""The model contract of ``core.models.base``, checked once for every registered network.
+
+Each network is built once per module, through the registry, with the cheapest options that keep
+its architecture. What only one network does (its auxiliary outputs, losses, sizes, variants) is
+tested in that network's own file.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, NamedTuple
+
+import pytest
+import torch
+from helpers import random_pair
+
+from core.models.base import (
+    AUX_PREFIX,
+    CHANGE_PROB,
+    CHANGE_THRESHOLD,
+    SEM_LOGITS_T1,
+    SEM_LOGITS_T2,
+    ChangeModel,
+)
+from core.models.registry import build_model, get_spec, model_names
+
+#: Options that keep a network's architecture at a fraction of the CPU time; one build per entry.
+#: A network not listed is built with its defaults.
+LIGHT_OPTIONS: dict[str, tuple[dict[str, Any], ...]] = {
+    "gapl_scd": ({"sqmlfi_channels": 32, "head_channels": 16, "btff_channels": 16},),
+    "lsafnet": ({"variant": "paper", "decoder_channels": 16}, {"variant": "code", "decoder_channels": 16}),
+}
+
+#: Networks that learn a per-pixel threshold map (``change_threshold``).
+LEARNED_THRESHOLD = frozenset({"cldrnet"})
+
+#: Eval sizes: square and non-square, both multiples of 32.
+SIZES = [(64, 64), (64, 96)]
+
+#: Sizes that are not multiples of 32, in height and in width.
+BAD_SIZES = [(48, 64), (60, 64), (64, 48), (64, 63)]
+
+
+#: Output dictionaries keyed by input ``(height, width)``.
+Outputs = dict[tuple[int, int], dict[str, torch.Tensor]]
+
+
+class Built(NamedTuple):
+    name: str
+    options: dict[str, Any]
+    model: ChangeModel
+
+
+def _cases() -> list[Any]:
+    cases = []
+    for name in model_names():
+        for options in LIGHT_OPTIONS.get(name, ({},)):
+            label = "-".join([name, *(str(value) for key, value in options.items() if key == "variant")])
+            cases.append(pytest.param((name, options), id=label))
+    return cases
+
+
+@pytest.fixture(scope="module", params=_cases())
+def built(request: pytest.FixtureRequest) -> Built:
+    """One network in eval mode, built once for this module; tests that change it use a copy."""
+    name, options = request.param
+    torch.manual_seed(0)
+    return Built(name, options, build_model(name, **options).eval())
+
+
+def _contract_keys(built: Built) -> set[str]:
+    """The output keys the contract requires of this network in eval mode, no more."""
+    keys = {CHANGE_PROB}
+    if built.model.task == "semantic":
+        keys |= {SEM_LOGITS_T1, SEM_LOGITS_T2}
+    if built.name in LEARNED_THRESHOLD:
+        keys.add(CHANGE_THRESHOLD)
+    return keys
+
+
+def _check_outputs(built: Built, out: dict[str, torch.Tensor], batch: int, height: int, width: int) -> None:
+    """Eval outputs: exactly the contract keys, float32, finite, full input size, probabilities in [0, 1]."""
+    assert set(out) == _contract_keys(built)
+    assert not any(key.startswith(AUX_PREFIX) for key in out)
+    for key, value in out.items():
+        assert value.dtype == torch.float32, key
+        assert torch.isfinite(value).all(), key
+    for key in {CHANGE_PROB, CHANGE_THRESHOLD} & set(out):
+        assert out[key].shape == (batch, 1, height, width), key
+        assert out[key].min() >= 0.0 and out[key].max() <= 1.0, key
+    if built.model.task == "semantic":
+        assert built.model.num_classes >= 1
+        for key in (SEM_LOGITS_T1, SEM_LOGITS_T2):
+            assert out[key].shape == (batch, built.model.num_classes + 1, height, width), key
+
+
+@pytest.fixture(scope="module")
+def eval_outputs(built: Built) -> Outputs:
+    """The network's eval outputs for a batch of two at every size in ``SIZES``, computed once."""
+    with torch.no_grad():
+        return {(height, width): built.model(*random_pair(2, height, width, seed=1)) for height, width in SIZES}
+
+
+@pytest.mark.parametrize(("height", "width"), SIZES)
+def test_eval_outputs_have_contract_keys_shapes_and_ranges(
+    built: Built, eval_outputs: Outputs, height: int, width: int
+) -> None:
+    _check_outputs(built, eval_outputs[height, width], 2, height, width)
+
+
+def test_eval_mode_is_deterministic(built: Built, eval_outputs: Outputs) -> None:
+    height, width = SIZES[-1]
+    with torch.no_grad():
+        again = built.model(*random_pair(2, height, width, seed=1))
+    first = eval_outputs[height, width]
+    assert set(again) == set(first)
+    for key in first:
+        assert torch.equal(first[key], again[key]), key
+
+
+def test_training_mode_adds_aux_outputs(built: Built) -> None:
+    model = copy.deepcopy(built.model).train()  # training updates BatchNorm statistics: keep the shared model clean
+    with torch.no_grad():
+        out = model(*random_pair(2, 32, 32, seed=1))  # two images: BatchNorm needs more than one value at 1/32
+    extra = set(out) - _contract_keys(built)
+    assert _contract_keys(built) <= set(out)
+    assert extra, "training mode must add at least one aux_* output"
+    assert all(key.startswith(AUX_PREFIX) for key in extra), extra
+    assert out[CHANGE_PROB].shape == (2, 1, 32, 32)
+
+
+def test_bf16_autocast_gives_float32_outputs(built: Built) -> None:
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = built.model(*random_pair(1, 32, 64, seed=1))
+    _check_outputs(built, out, 1, 32, 64)
+
+
+def test_bad_inputs_raise_value_error(built: Built) -> None:
+    for height, width in BAD_SIZES:
+        with pytest.raises(ValueError, match="multiples of 32"):
+            built.model(torch.zeros(1, 3, height, width), torch.zeros(1, 3, height, width))
+    with pytest.raises(ValueError, match="same shape"):
+        built.model(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 96))
+
+
+def test_registry_builds_it(built: Built) -> None:
+    spec = get_spec(built.name)
+    assert spec.name == built.name
+    assert isinstance(built.model, spec.model_class) and isinstance(built.model, ChangeModel)
+    assert built.model.task == spec.task
+    assert built.model.model_name == built.name  # type: ignore[attr-defined]
+    options = built.model.build_options  # type: ignore[attr-defined]
+    assert options == {**spec.default_options, **built.options}
+    assert json.loads(json.dumps(options)) == options  # a checkpoint stores them as JSON
