@@ -13,7 +13,6 @@ import math
 import os
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +31,6 @@ from .errors import InputError
 AUTHALIC_RADIUS_M = 6371007.181
 
 SIDECAR_SUFFIXES = (".aux.xml", ".qml")
-
-
-@dataclass(frozen=True)
-class DateInfo:
-    """What the engine reports about one input."""
-
-    path: str
-    crs: str
-    width: int
-    height: int
-    band_count: int
-    dtypes: tuple[str, ...]
-    bands: tuple[int, ...]
 
 
 def open_raster(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
@@ -225,13 +211,6 @@ class RasterPair:
         d1 = tuple(self._src1.dtypes[b - 1] for b in self.bands_t1)
         d2 = tuple(self._src2.dtypes[b - 1] for b in self.bands_t2)
         return d1, d2
-
-    def describe(self) -> tuple[DateInfo, DateInfo]:
-        infos = []
-        for src, bands in ((self._src1, self.bands_t1), (self._src2, self.bands_t2)):
-            infos.append(DateInfo(src.name, str(src.crs), src.width, src.height, src.count,
-                                  tuple(src.dtypes[b - 1] for b in bands), bands))
-        return infos[0], infos[1]
 
     def pixel_area_m2(self, rows: np.ndarray) -> np.ndarray:
         """Ground area of one pixel in each of ``rows`` (processing-area rows), in m²."""
