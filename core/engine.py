@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import encode, legend
+from . import encode, legend, pathguard
 from .devices import inference_context, select_device, select_precision
 from .errors import Cancelled, ChangeDetectionError, InputError
 from .io import RasterPair, RasterWriter, check_output_path, discard, publish, read_rows, temporary_path
@@ -59,6 +59,9 @@ class RunOptions:
             slows it (``make bench``).
         min_patch_pixels: Minimum mapping unit: connected change patches smaller than
             this many pixels become "no change" in every output (0 keeps all).
+        overwrite: Replace existing files at the output paths even when this tool did
+            not write them. Without it only its own earlier outputs are replaced; an
+            output that is an input, the model or another output is refused either way.
     """
 
     bands_t1: Sequence[int] | None = None
@@ -70,6 +73,7 @@ class RunOptions:
     precision: str = "auto"
     prefetch_batches: int | None = None
     min_patch_pixels: int = 0
+    overwrite: bool = False
 
 
 @dataclass(frozen=True)
@@ -178,7 +182,8 @@ def run_change_detection(
     options = options or RunOptions()
     progress = progress or Progress()
     network, card = _load_model(model)
-    rasters = _check_outputs(outputs, card)
+    rasters = _check_outputs(outputs, card, {"T1": path_t1, "T2": path_t2},
+                             None if isinstance(model, tuple) else model, options.overwrite)
     tile_size = int(options.tile_size or card.tile_size)
     overlap = int(options.overlap if options.overlap is not None else tile_size // 4)
     if options.batch_size < 1:
@@ -242,7 +247,8 @@ def _load_model(model: ModelSource) -> tuple[nn.Module, ModelCard]:
     return load_checkpoint(model)
 
 
-def _check_outputs(outputs: OutputPaths, card: ModelCard) -> dict[str, Path]:
+def _check_outputs(outputs: OutputPaths, card: ModelCard, inputs: dict[str, Any], model: Any,
+                   overwrite: bool) -> dict[str, Path]:
     rasters = outputs.rasters()
     if not rasters and outputs.transitions_csv is None:
         raise InputError("no output was requested; choose at least one output file")
@@ -252,11 +258,12 @@ def _check_outputs(outputs: OutputPaths, card: ModelCard) -> dict[str, Path]:
             names = ", ".join(semantic_only + (["transitions_csv"] if outputs.transitions_csv else []))
             raise InputError(f"the model '{card.model}' detects binary change only, so it cannot write {names}; "
                              "use a semantic model (GAPL-SCD, LSAFNet) or ask for the change mask/probability")
-    paths = [*rasters.values(), *([Path(outputs.transitions_csv)] if outputs.transitions_csv else [])]
-    if len({p.resolve() for p in paths}) != len(paths):
-        raise InputError("two outputs have the same file name; give each output its own file")
-    for path in paths:
-        check_output_path(path)
+    guarded = [pathguard.Output(name, path, "raster", overwrite) for name, path in rasters.items()]
+    if outputs.transitions_csv is not None:
+        guarded.append(pathguard.Output("transitions_csv", outputs.transitions_csv, "table", overwrite))
+    for output in guarded:
+        check_output_path(output.path)
+    pathguard.check_outputs(guarded, inputs=inputs, model=model)
     return rasters
 
 

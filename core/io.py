@@ -26,6 +26,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from .errors import InputError
+from .pathguard import PRODUCT_TAG, raster_sidecars, source_file
 
 #: Authalic radius of the WGS84 ellipsoid: a sphere with the ellipsoid's area.
 AUTHALIC_RADIUS_M = 6371007.181
@@ -36,7 +37,8 @@ SIDECAR_SUFFIXES = (".aux.xml", ".qml")
 def open_raster(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
     """Open a raster or raise an :class:`InputError` that says why it cannot be read."""
     path = str(path)
-    if "://" not in path and not path.startswith("/vsi") and not Path(path).exists():
+    file = source_file(path)
+    if file is not None and not Path(file).exists():
         raise InputError(f"raster not found: {path}; check the path or choose another layer")
     try:
         return rasterio.open(path)
@@ -44,9 +46,23 @@ def open_raster(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
         raise InputError(f"cannot read {path} as a raster ({error}); is it a GDAL-readable image?") from error
 
 
+def unreadable(path: str, error: Exception) -> InputError:
+    """The message for pixels GDAL cannot read: a damaged file, or a VRT whose source is missing."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return InputError(
+        f"cannot read the pixels of {path} ({reason}). The file is damaged or incomplete (cut short by an "
+        "interrupted copy or download?), or it is a virtual raster whose source files are missing; check "
+        "it with 'gdalinfo -checksum', get or write it again, or fix the paths in the VRT")
+
+
 def check_bands(bands: Sequence[int], count: int, label: str, needed: int) -> tuple[int, ...]:
     """Validate 1-based band numbers against the raster and the model."""
-    bands = tuple(int(b) for b in bands)
+    numbers = []
+    for band in bands:
+        if isinstance(band, bool) or not float(band).is_integer():
+            raise InputError(f"band numbers are whole numbers from 1 up; {band!r} was given for {label}")
+        numbers.append(int(band))
+    bands = tuple(numbers)
     if len(bands) != needed:
         raise InputError(
             f"the model takes {needed} bands per date but {len(bands)} were chosen for {label} "
@@ -89,6 +105,7 @@ class RasterPair:
             self.bands_t1 = check_bands(bands_t1, self._src1.count, f"T1 ({path_t1})", needed_bands)
             self.bands_t2 = check_bands(bands_t2, self._src2.count, f"T2 ({path_t2})", needed_bands)
             self._check_georeferenced()
+            self._check_pixel_types()
             self.window = self._overlap_window()
             self._t2_offset = self._grid_offset()
             self._vrt2 = None if self._t2_offset is not None else self._warped_t2()
@@ -103,11 +120,27 @@ class RasterPair:
     # -- set-up ---------------------------------------------------------------------------
     def _check_georeferenced(self) -> None:
         for label, src in (("T1", self._src1), ("T2", self._src2)):
+            gcps, gcp_crs = src.gcps if src.transform.is_identity else ((), None)
+            if gcps:
+                raise InputError(
+                    f"{label} ({src.name}) is georeferenced by ground control points only ({len(gcps)} GCPs"
+                    f"{f' in {gcp_crs}' if gcp_crs else ''}), not by a regular pixel grid; warp it onto a grid "
+                    "first (Raster > Projections > Warp (Reproject), or gdalwarp) and use the warped image")
             if src.crs is None:
                 raise InputError(
                     f"{label} ({src.name}) has no coordinate reference system, so the two dates cannot be "
                     "aligned; assign its CRS (e.g. Raster > Projections > Assign Projection) and run again"
                 )
+
+    def _check_pixel_types(self) -> None:
+        for label, src, bands in (("T1", self._src1, self.bands_t1), ("T2", self._src2, self.bands_t2)):
+            complex_bands = [b for b in bands if np.dtype(src.dtypes[b - 1]).kind == "c"]
+            if complex_bands:
+                raise InputError(
+                    f"{label} ({src.name}) holds complex numbers (band {complex_bands[0]} is "
+                    f"{src.dtypes[complex_bands[0] - 1]}, e.g. radar SLC data); the networks take real-valued "
+                    "imagery: derive an amplitude or intensity image first (Raster calculator, or gdal_translate "
+                    "with a VRT pixel function) and use that")
 
     def _overlap_window(self) -> Window:
         src1, src2 = self._src1, self._src2
@@ -115,8 +148,9 @@ class RasterPair:
             left, bottom, right, top = transform_bounds(src2.crs, src1.crs, *src2.bounds, densify_pts=21)
         except Exception as error:  # any PROJ failure means the footprints cannot be related
             raise InputError(f"cannot relate the CRSs of T1 and T2 ({error})") from error
-        b1 = src1.bounds
-        inter = (max(b1.left, left), max(b1.bottom, bottom), min(b1.right, right), min(b1.top, top))
+        b1 = _ordered(src1.bounds)
+        left, bottom, right, top = _ordered((left, bottom, right, top))
+        inter = (max(b1[0], left), max(b1[1], bottom), min(b1[2], right), min(b1[3], top))
         if not (inter[0] < inter[2] and inter[1] < inter[3]):
             raise InputError(
                 f"the two rasters do not overlap: T1 covers {_fmt_bounds(b1)} and T2 covers "
@@ -124,6 +158,10 @@ class RasterPair:
                 "choose two images of the same area"
             )
         window = from_bounds(*inter, transform=src1.transform)
+        if window.height < 0:  # a south-up grid (positive pixel height) counts rows from the bottom edge
+            window = Window(window.col_off, window.row_off + window.height, window.width, -window.height)
+        if window.width < 0:
+            window = Window(window.col_off + window.width, window.row_off, -window.width, window.height)
         col0 = max(0, math.floor(window.col_off + 1e-6))
         row0 = max(0, math.floor(window.row_off + 1e-6))
         col1 = min(src1.width, math.ceil(window.col_off + window.width - 1e-6))
@@ -162,8 +200,8 @@ class RasterPair:
             "crs": src1.crs, "transform": src1.transform, "width": src1.width, "height": src1.height,
             "resampling": Resampling.bilinear,
         }
-        if src2.nodata is None:
-            options["add_alpha"] = True  # so that areas outside T2 read as masked
+        if src2.nodata is None and not _has_mask(src2):
+            options["add_alpha"] = True  # so that areas outside T2 read as masked (an alpha band already does)
         return WarpedVRT(src2, **options)
 
     # -- reading ----------------------------------------------------------------------------
@@ -179,11 +217,17 @@ class RasterPair:
             0) and a boolean mask, True where both dates hold valid data.
         """
         win = Window(self.window.col_off + col, self.window.row_off + row, width, height)
-        img1 = self._src1.read(self.bands_t1, window=win, out_dtype="float32")
         source2, win2 = self._t2_source(win)
-        img2 = source2.read(self.bands_t2, window=win2, out_dtype="float32")
-        valid = self._src1.dataset_mask(window=win) > 0
-        valid &= source2.dataset_mask(window=win2) > 0
+        try:
+            img1 = self._src1.read(self.bands_t1, window=win, out_dtype="float32")
+            valid = self._src1.dataset_mask(window=win) > 0
+        except RasterioError as error:
+            raise unreadable(self._src1.name, error) from error
+        try:
+            img2 = source2.read(self.bands_t2, window=win2, out_dtype="float32")
+            valid &= source2.dataset_mask(window=win2) > 0
+        except RasterioError as error:
+            raise unreadable(self._src2.name, error) from error
         valid &= np.isfinite(img1).all(axis=0) & np.isfinite(img2).all(axis=0)
         img1[:, ~valid] = 0
         img2[:, ~valid] = 0
@@ -242,6 +286,20 @@ def pixel_area_m2(crs: rasterio.crs.CRS, transform: Affine, rows: np.ndarray) ->
     return np.full(rows.shape, abs(transform.a * transform.e - transform.b * transform.d) * unit * unit)
 
 
+def _ordered(bounds: Sequence[float]) -> tuple[float, float, float, float]:
+    """``(left, bottom, right, top)`` with left < right and bottom < top, whatever way the grid runs."""
+    x0, y0, x1, y1 = bounds
+    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
+
+def _has_mask(src: rasterio.DatasetReader) -> bool:
+    """Whether the dataset already says where it has no data (an alpha band or a mask band)."""
+    from rasterio.enums import MaskFlags
+
+    flags = src.mask_flag_enums[0] if src.count else ()
+    return MaskFlags.all_valid not in flags
+
+
 def _fmt_bounds(bounds: Sequence[float]) -> str:
     return "(" + ", ".join(f"{v:.6g}" for v in bounds) + ")"
 
@@ -270,7 +328,8 @@ def temporary_path(final: Path) -> Path:
 
 
 def sidecars(path: Path) -> list[Path]:
-    return [Path(str(path) + ".aux.xml"), path.with_suffix(".qml")]
+    """What GDAL and QGIS read beside a raster (see :func:`.pathguard.raster_sidecars`)."""
+    return raster_sidecars(path)
 
 
 def publish(temporary: Path, final: Path) -> None:
@@ -321,6 +380,7 @@ class RasterWriter:
         self._block_rows = max(1, min(self._block_rows, height))
         try:
             self._dst = rasterio.open(path, "w", **profile)
+            self._dst.update_tags(**{PRODUCT_TAG: "semantic change detection"})  # marks the file as ours
         except RasterioError as error:
             raise InputError(f"cannot create {path} ({error}); check the folder and free disk space") from error
         self._pending: list[np.ndarray] = []

@@ -200,6 +200,8 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         from . import runner  # imports the engine, and so torch: only now that torch is known to be there
 
         request = self.build_request(parameters, context)
+        runner.check_destinations(request, {s.label: s.path or s.gdal_source for s in self.sources
+                                            if s.path or s.gdal_source}, self.products)
         work = Path(tempfile.mkdtemp(prefix="scd-inputs-", dir=QgsProcessingUtils.tempFolder()))
         try:
             request.t1 = self.sources[0].materialize(work, context, feedback)
