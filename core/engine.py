@@ -268,27 +268,16 @@ def _check_outputs(outputs: OutputPaths, card: ModelCard, inputs: dict[str, Any]
 
 
 def _plan_scalings(pair: RasterPair, card: ModelCard) -> tuple[BandScaling, BandScaling]:
+    """Scaling of both dates, from valid pixels only (see :meth:`.io.RasterPair.valid_sample`)."""
     dtypes1, dtypes2 = pair.dtypes()
-    img1, img2, valid = pair.sample()
-    if not valid.any():
-        # the sample is decimated; confirm with a full-resolution scan before refusing
-        if not _any_valid(pair):
-            raise InputError("T1 and T2 have no valid pixel in common (all nodata, masked or NaN where they "
-                             "overlap); check the nodata values and that both images cover the same area")
-        valid = np.ones(valid.shape, dtype=bool)
-    s1 = plan_scaling(dtypes1, img1, valid, card.scaling, card.mean_t1, card.std_t1)
-    s2 = plan_scaling(dtypes2, img2, valid, card.scaling, card.mean_t2, card.std_t2)
+    values1, values2 = pair.valid_sample()
+    if not values1.shape[1]:
+        raise InputError("T1 and T2 have no valid pixel in common (all nodata, masked or NaN where they "
+                         "overlap); check the nodata values and that both images cover the same area")
+    valid = np.ones((1, values1.shape[1]), dtype=bool)
+    s1 = plan_scaling(dtypes1, values1[:, None, :], valid, card.scaling, card.mean_t1, card.std_t1)
+    s2 = plan_scaling(dtypes2, values2[:, None, :], valid, card.scaling, card.mean_t2, card.std_t2)
     return s1, s2
-
-
-def _any_valid(pair: RasterPair) -> bool:
-    step = 1024
-    for row in range(0, pair.height, step):
-        for col in range(0, pair.width, step):
-            _, _, valid = pair.read(row, col, min(step, pair.height - row), min(step, pair.width - col))
-            if valid.any():
-                return True
-    return False
 
 
 class _Heads:

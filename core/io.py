@@ -239,16 +239,49 @@ class RasterPair:
         out_h, out_w = max(1, int(self.height / factor)), max(1, int(self.width / factor))
         win = self.window
         shape1 = (len(self.bands_t1), out_h, out_w)
-        img1 = self._src1.read(self.bands_t1, window=win, out_shape=shape1, out_dtype="float32",
-                               resampling=Resampling.nearest)
         source2, win2 = self._t2_source(win)
-        img2 = source2.read(self.bands_t2, window=win2, out_shape=shape1, out_dtype="float32",
-                               resampling=Resampling.nearest)
-        m1 = self._src1.dataset_mask(window=win, out_shape=shape1[1:], resampling=Resampling.nearest)
-        m2 = source2.dataset_mask(window=win2, out_shape=shape1[1:], resampling=Resampling.nearest)
+        try:
+            img1 = self._src1.read(self.bands_t1, window=win, out_shape=shape1, out_dtype="float32",
+                                   resampling=Resampling.nearest)
+        except RasterioError as error:
+            raise unreadable(self._src1.name, error) from error
+        try:
+            img2 = source2.read(self.bands_t2, window=win2, out_shape=shape1, out_dtype="float32",
+                                resampling=Resampling.nearest)
+        except RasterioError as error:
+            raise unreadable(self._src2.name, error) from error
+        try:
+            m1 = self._src1.dataset_mask(window=win, out_shape=shape1[1:], resampling=Resampling.nearest)
+            m2 = source2.dataset_mask(window=win2, out_shape=shape1[1:], resampling=Resampling.nearest)
+        except RasterioError as error:
+            raise unreadable(f"{self._src1.name} or {self._src2.name}", error) from error
         valid = (m1 > 0) & (m2 > 0)
         valid &= np.isfinite(img1).all(axis=0) & np.isfinite(img2).all(axis=0)
         return img1, img2, valid
+
+    def valid_sample(self, max_pixels: int = 1 << 20, min_pixels: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """Valid pixels of both dates (``[bands, n]`` each), for scaling statistics; never nodata.
+
+        The decimated :meth:`sample` is enough for most scenes. When it holds fewer than
+        ``min_pixels`` valid pixels (data on a few rows of a mostly empty raster), the
+        whole area is read at full resolution and every valid pixel kept (thinned to
+        about ``max_pixels``), so statistics never come from nodata. Empty arrays mean
+        the dates have no valid pixel in common.
+        """
+        img1, img2, valid = self.sample(max_pixels)
+        decimated = valid.size < self.height * self.width
+        if not decimated or int(valid.sum()) >= min_pixels:
+            return img1[:, valid], img2[:, valid]
+        parts1, parts2, found = [], [], 0
+        rows = max(1, max_pixels // max(1, self.width))
+        for row in range(0, self.height, rows):
+            a, b, ok = self.read(row, 0, min(rows, self.height - row), self.width)
+            parts1.append(a[:, ok])
+            parts2.append(b[:, ok])
+            found += int(ok.sum())
+        v1, v2 = np.concatenate(parts1, axis=1), np.concatenate(parts2, axis=1)
+        step = max(1, found // max_pixels)
+        return v1[:, ::step], v2[:, ::step]
 
     # -- facts --------------------------------------------------------------------------------
     def dtypes(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
