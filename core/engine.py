@@ -27,10 +27,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import encode, legend, pathguard
+from . import encode, legend, memory, pathguard
 from .devices import inference_context, select_device, select_precision
 from .errors import Cancelled, ChangeDetectionError, InputError
-from .io import RasterPair, RasterWriter, check_output_path, discard, publish, read_rows, temporary_path
+from .io import (
+    RasterPair,
+    RasterWriter,
+    check_output_path,
+    discard,
+    outputs_folders,
+    publish,
+    read_rows,
+    temporary_path,
+    terminate_cleanly,
+    writing_outputs,
+)
 from .models.base import CHANGE_PROB, CHANGE_THRESHOLD, SEM_LOGITS_T1, SEM_LOGITS_T2
 from .models.card import ModelCard
 from .preprocess import BandScaling, plan_scaling
@@ -207,8 +218,10 @@ def run_change_detection(
         scalings = _plan_scalings(pair, card)
         summary.scaling_t1, summary.scaling_t2 = scalings[0].description, scalings[1].description
         heads = _Heads(card)
-        summary.memory_estimate_bytes = estimate_memory(grid, card, options.batch_size, network, heads.channels,
-                                                        options.prefetch_batches)
+        run_bytes = estimate_memory(grid, card, options.batch_size, network, heads.channels,
+                                    options.prefetch_batches)
+        memory.refuse_if_short(run_bytes, device_choice.device.type, tile_size, options.batch_size)
+        summary.memory_estimate_bytes = memory.process_rss_bytes() + run_bytes
         progress.info(f"device: {summary.device} ({summary.device_reason}); precision: {precision_reason}")
         progress.info(f"processing area: {pair.width} x {pair.height} px on T1's grid ({pair.crs}); "
                       f"{len(grid)} tiles of {tile_size} px, overlap {overlap} px, batch {options.batch_size}")
@@ -222,8 +235,9 @@ def run_change_detection(
         run = _Run(pair, grid, card, heads, scalings, rasters, network, device_choice.device, autocast_dtype,
                    options, progress, summary, csv)
         try:
-            run.execute()
-            run.finish(outputs)
+            with writing_outputs(outputs_folders(rasters, csv)), terminate_cleanly(run.discard):
+                run.execute()
+                run.finish(outputs)
         except BaseException:
             run.discard()
             raise
@@ -314,7 +328,10 @@ class _Heads:
 
 def estimate_memory(grid: TileGrid, card: ModelCard, batch_size: int, network: nn.Module, channels: int,
                     prefetch: int) -> int:
-    """Bytes the run will need at its peak: accumulators, tile batches, outputs and the network."""
+    """Bytes the run adds at its peak: accumulators, tile batches, outputs and the network.
+
+    What the process already holds comes on top (:mod:`.memory`).
+    """
     size = grid.model_size
     accumulators = (channels + 2) * min(grid.tile_size, grid.height) * grid.width * 4
     batches = (prefetch + 2) * batch_size * 2 * len(card.bands_t1) * size * size * 4
@@ -656,4 +673,4 @@ def _with_nodata(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def describe_memory(num_bytes: int) -> str:
-    return f"{num_bytes / 2**20:.0f} MiB" if num_bytes < 2**30 else f"{num_bytes / 2**30:.1f} GiB"
+    return memory.describe(num_bytes)

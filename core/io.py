@@ -9,10 +9,14 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import signal
+import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -353,6 +357,80 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
     if path.is_dir():
         raise InputError(f"output path is a folder: {path}; give a file name such as change.tif")
     return path
+
+
+#: ``errno`` values that mean the disk (or the user's quota) is full.
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+
+
+def outputs_folders(rasters: Mapping[str, Path], table: Path | None = None) -> list[Path]:
+    """The folders a run writes into, for messages about them."""
+    paths = [*rasters.values(), *([table] if table is not None else [])]
+    return list(dict.fromkeys(Path(os.path.abspath(p)).parent for p in paths))
+
+
+@contextmanager
+def writing_outputs(folders: Sequence[Path]) -> Iterator[None]:
+    """Turn "disk full" while writing outputs, however GDAL or Python reports it, into a clear message."""
+    try:
+        yield
+    except (OSError, RasterioError) as error:
+        text = str(error).lower()
+        if getattr(error, "errno", None) in _FULL or "no space left" in text or "disk space" in text \
+                or "quota" in text:
+            where = ", ".join(str(f) for f in folders) or "the output folder"
+            raise InputError(
+                f"the disk holding {where} is full, so the outputs could not be written (nothing half-written "
+                "was left behind); free some space or choose a folder on another disk, and run again") from error
+        raise
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived during a run: unwinds it like Ctrl+C does, so its temporary files are removed."""
+
+
+@contextmanager
+def terminate_cleanly(cleanup: Callable[[], None] | None = None) -> Iterator[None]:
+    """While a run writes, let SIGTERM unwind it and remove its files, then end the process as asked.
+
+    Python ends on SIGTERM without running ``finally`` blocks or ``except`` clauses,
+    which left hidden 0-byte ``.partial`` files beside the outputs; SIGINT already
+    unwound. Inside this block SIGTERM raises :class:`Terminated`; ``cleanup`` runs,
+    the previous handler is restored and the signal delivered again, so the process
+    still ends the way its sender expects. A nested block leaves the work to the
+    outermost one (whose ``cleanup`` must then cover everything, the inner run's own
+    ``except`` clauses having run on the way out). Outside the main thread (QGIS's
+    task threads) signals cannot be caught, and this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except (ValueError, OSError):
+        yield
+        return
+    if getattr(previous, "_scd_terminate", False):  # an outer run already handles it
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated("terminated by SIGTERM")
+
+    handler._scd_terminate = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, handler)
+    terminated = False
+    try:
+        yield
+    except Terminated:
+        terminated = True
+        if cleanup is not None:
+            cleanup()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        if terminated:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def temporary_path(final: Path) -> Path:

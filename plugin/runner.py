@@ -17,7 +17,7 @@ from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
 from ..core import engine, legend, pathguard, postprocess
 from ..core.errors import ChangeDetectionError
-from ..core.io import sidecars
+from ..core.io import sidecars, terminate_cleanly
 from ..core.models.card import ModelCard
 from ..core.models.checkpoint import read_card
 from .change_algorithm import RunRequest
@@ -64,15 +64,16 @@ def run(request: RunRequest, feedback: QgsProcessingFeedback) -> Outcome:
             including a cancel.
     """
     written: list[Path] = []
-    try:
-        card = _checked_card(request)
-        outcome = _run(request, card, feedback, written)
-    except ChangeDetectionError as error:
-        _remove(written)
-        raise QgsProcessingException(str(error)) from error
-    except BaseException:
-        _remove(written)
-        raise
+    with terminate_cleanly(lambda: _remove(written)):  # qgis_process runs algorithms in its main thread
+        try:
+            card = _checked_card(request)
+            outcome = _run(request, card, feedback, written)
+        except ChangeDetectionError as error:
+            _remove(written)
+            raise QgsProcessingException(str(error)) from error
+        except BaseException:
+            _remove(written)
+            raise
     return outcome
 
 
