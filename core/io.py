@@ -27,7 +27,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
-from rasterio.windows import Window, from_bounds
+from rasterio.windows import Window
 
 from .errors import InputError
 from .pathguard import PRODUCT_TAG, raster_sidecars, source_file
@@ -35,7 +35,8 @@ from .pathguard import PRODUCT_TAG, raster_sidecars, source_file
 #: Authalic radius of the WGS84 ellipsoid: a sphere with the ellipsoid's area.
 AUTHALIC_RADIUS_M = 6371007.181
 
-SIDECAR_SUFFIXES = (".aux.xml", ".qml")
+#: What rasterio raises when pixels cannot be read (its I/O error is an ``OSError``, not a ``RasterioError``).
+READ_ERRORS = (RasterioError, OSError)
 
 
 def open_raster(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
@@ -161,11 +162,10 @@ class RasterPair:
                 f"{_fmt_bounds((left, bottom, right, top))} in T1's CRS ({src1.crs}); "
                 "choose two images of the same area"
             )
-        window = from_bounds(*inter, transform=src1.transform)
-        if window.height < 0:  # a south-up grid (positive pixel height) counts rows from the bottom edge
-            window = Window(window.col_off, window.row_off + window.height, window.width, -window.height)
-        if window.width < 0:
-            window = Window(window.col_off + window.width, window.row_off, -window.width, window.height)
+        # corners to pixels through the inverse transform: right for north-up and south-up grids alike
+        corners = [~src1.transform * (x, y) for x in (inter[0], inter[2]) for y in (inter[1], inter[3])]
+        cols, rows = [c for c, _ in corners], [r for _, r in corners]
+        window = Window(min(cols), min(rows), max(cols) - min(cols), max(rows) - min(rows))
         col0 = max(0, math.floor(window.col_off + 1e-6))
         row0 = max(0, math.floor(window.row_off + 1e-6))
         col1 = min(src1.width, math.ceil(window.col_off + window.width - 1e-6))
@@ -225,12 +225,12 @@ class RasterPair:
         try:
             img1 = self._src1.read(self.bands_t1, window=win, out_dtype="float32")
             valid = self._src1.dataset_mask(window=win) > 0
-        except RasterioError as error:
+        except READ_ERRORS as error:
             raise unreadable(self._src1.name, error) from error
         try:
             img2 = source2.read(self.bands_t2, window=win2, out_dtype="float32")
             valid &= source2.dataset_mask(window=win2) > 0
-        except RasterioError as error:
+        except READ_ERRORS as error:
             raise unreadable(self._src2.name, error) from error
         valid &= np.isfinite(img1).all(axis=0) & np.isfinite(img2).all(axis=0)
         img1[:, ~valid] = 0
@@ -247,17 +247,17 @@ class RasterPair:
         try:
             img1 = self._src1.read(self.bands_t1, window=win, out_shape=shape1, out_dtype="float32",
                                    resampling=Resampling.nearest)
-        except RasterioError as error:
+        except READ_ERRORS as error:
             raise unreadable(self._src1.name, error) from error
         try:
             img2 = source2.read(self.bands_t2, window=win2, out_shape=shape1, out_dtype="float32",
                                 resampling=Resampling.nearest)
-        except RasterioError as error:
+        except READ_ERRORS as error:
             raise unreadable(self._src2.name, error) from error
         try:
             m1 = self._src1.dataset_mask(window=win, out_shape=shape1[1:], resampling=Resampling.nearest)
             m2 = source2.dataset_mask(window=win2, out_shape=shape1[1:], resampling=Resampling.nearest)
-        except RasterioError as error:
+        except READ_ERRORS as error:
             raise unreadable(f"{self._src1.name} or {self._src2.name}", error) from error
         valid = (m1 > 0) & (m2 > 0)
         valid &= np.isfinite(img1).all(axis=0) & np.isfinite(img2).all(axis=0)
