@@ -143,10 +143,9 @@ def raster_sidecars(path: str | os.PathLike[str]) -> list[Path]:
 
 
 def vector_sidecars(path: str | os.PathLike[str]) -> list[Path]:
-    """The default style of a vector file and, for a Shapefile, its other parts."""
+    """The other files of a Shapefile (polygons are styled in the project, so no ``.qml`` is written)."""
     path = Path(path)
-    parts = [path.with_suffix(s) for s in SHAPEFILE_PARTS] if path.suffix.lower() == ".shp" else []
-    return [*parts, path.with_suffix(".qml")]
+    return [path.with_suffix(s) for s in SHAPEFILE_PARTS] if path.suffix.lower() == ".shp" else []
 
 
 def check_outputs(
