@@ -275,9 +275,9 @@ def _check_outputs(outputs: OutputPaths, card: ModelCard, inputs: dict[str, Any]
     guarded = [pathguard.Output(name, path, "raster", overwrite) for name, path in rasters.items()]
     if outputs.transitions_csv is not None:
         guarded.append(pathguard.Output("transitions_csv", outputs.transitions_csv, "table", overwrite))
+    pathguard.check_outputs(guarded, inputs=inputs, model=model)
     for output in guarded:
         check_output_path(output.path)
-    pathguard.check_outputs(guarded, inputs=inputs, model=model)
     return rasters
 
 

@@ -64,7 +64,11 @@ def check_bands(bands: Sequence[int], count: int, label: str, needed: int) -> tu
     """Validate 1-based band numbers against the raster and the model."""
     numbers = []
     for band in bands:
-        if isinstance(band, bool) or not float(band).is_integer():
+        try:
+            whole = not isinstance(band, bool) and float(band).is_integer()
+        except (TypeError, ValueError):
+            whole = False
+        if not whole:
             raise InputError(f"band numbers are whole numbers from 1 up; {band!r} was given for {label}")
         numbers.append(int(band))
     bands = tuple(numbers)

@@ -219,11 +219,13 @@ def test_a_gcp_only_raster_is_told_to_be_warped(tmp_path, pointwise):
     assert "gcps.tif" in str(caught.value) and "assign its CRS" not in str(caught.value)
 
 
-def test_band_numbers_that_are_not_whole_are_refused(scene_pair, pointwise, tmp_path):
+@pytest.mark.parametrize("bands", [(1.7, 2, 3), (1, 2.2, 3), ("red", 2, 3), (True, 2, 3)])
+def test_band_numbers_that_are_not_whole_are_refused(scene_pair, pointwise, tmp_path, bands):
     t1, t2, _ = scene_pair
-    with pytest.raises(InputError, match=r"whole numbers.*1.7"):
+    with pytest.raises(InputError, match=r"whole numbers from 1 up") as caught:
         run_change_detection(t1, t2, pointwise, OutputPaths(change_prob=tmp_path / "p.tif"),
-                             RunOptions(bands_t1=(1.7, 2, 3)))  # type: ignore[arg-type]
+                             RunOptions(bands_t1=bands))  # type: ignore[arg-type]
+    assert "T1" in str(caught.value) and str(t1) in str(caught.value)
 
 
 def test_complex_input_is_refused(tmp_path, pointwise):
