@@ -258,4 +258,7 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_before_it_starts(tmp_path, p
 def test_tiny_strides_are_refused():
     with pytest.raises(InputError, match=r"stride of 1 px.*4096 times"):
         TileGrid(512, 512, 64, 63)
-    assert len(TileGrid(512, 512, 64, 48)) > 0  # 75 % overlap is still allowed
+    with pytest.raises(InputError, match=r"at most 51 px \(80 % of the tile\)"):
+        TileGrid(512, 512, 64, 52)
+    for tile in range(32, 200):  # the plugin's largest overlap, 75 % rounded to whole pixels, always passes
+        assert len(TileGrid(512, 512, tile, round(tile * 0.75))) > 0
