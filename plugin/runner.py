@@ -15,12 +15,13 @@ from pathlib import Path
 
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
-from ..core import engine, legend, pathguard, postprocess
+from ..core import engine, legend, postprocess
 from ..core.errors import ChangeDetectionError
 from ..core.io import sidecars, terminate_cleanly
 from ..core.models.card import ModelCard
 from ..core.models.checkpoint import read_card
 from .change_algorithm import RunRequest
+from .destinations import csv_beside_report
 from .report import render_report, write_report
 from .styling import Palette, PolygonCategories, ProbabilityRamp, Style, swatches_from_legend
 
@@ -77,35 +78,6 @@ def run(request: RunRequest, feedback: QgsProcessingFeedback) -> Outcome:
     return outcome
 
 
-def check_destinations(request: RunRequest, inputs: dict[str, str], names: dict[str, str]) -> None:
-    """Refuse, before anything is read, outputs that would overwrite an input, the model or each other.
-
-    ``inputs`` are the layers' own sources (files or GDAL connection strings), not the
-    temporary copies the engine may read. A Processing destination is the user's
-    explicit choice of file (QGIS asks before an existing file is picked, and its own
-    algorithms replace their destinations), so it may replace an existing file; the
-    CSV the report brings along is named by the plugin, so it may replace only a
-    transitions CSV of an earlier run. ``names`` maps products to the parameter names the user sees.
-    """
-    outputs = [pathguard.Output(names.get(product, product), path, "raster", overwrite=True)
-               for product, path in request.rasters.items()]
-    if request.polygons:
-        outputs.append(pathguard.Output(names.get("polygons", "polygons"), request.polygons, "vector",
-                                        overwrite=True))
-    if request.report:
-        report = names.get("report", "report")
-        outputs.append(pathguard.Output(report, request.report, "document", overwrite=True))
-        outputs.append(pathguard.Output(f"{report}'s transitions CSV", _csv_beside(request.report), "table"))
-    try:
-        pathguard.check_outputs(outputs, inputs=inputs, model=request.model)
-    except ChangeDetectionError as error:
-        raise QgsProcessingException(str(error)) from error
-
-
-def _csv_beside(report: str) -> str:
-    return str(Path(report).with_suffix(".csv"))
-
-
 def _checked_card(request: RunRequest) -> ModelCard:
     card = read_card(request.model)
     if request.task == "semantic" and card.task != "semantic":
@@ -122,7 +94,7 @@ def _run(request: RunRequest, card: ModelCard, feedback: QgsProcessingFeedback, 
     options = engine.RunOptions(bands_t1=request.bands_t1, bands_t2=request.bands_t2, tile_size=tile,
                                 overlap=overlap, batch_size=request.batch_size, device=request.device,
                                 min_patch_pixels=request.min_area, overwrite=True)  # checked by check_destinations
-    csv_path = _csv_beside(request.report) if request.report else None
+    csv_path = csv_beside_report(request.report) if request.report else None
     if request.polygons:
         postprocess.check_vector_output(request.polygons)  # refuse before the long part, not after
     outputs = engine.OutputPaths(**request.rasters, transitions_csv=csv_path)

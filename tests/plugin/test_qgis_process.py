@@ -159,6 +159,13 @@ def user_files(image_pair, semantic_model, tmp_path) -> dict[str, Path]:
     return files
 
 
+@pytest.fixture(scope="module")
+def enabled(installed: Path, profile: Path) -> Path:
+    """The installed plugin, enabled once in this module's profile (each ``qgis_process`` start costs seconds)."""
+    qgis_process("plugins", "enable", PLUGIN, plugins=installed, profile=profile, python_path=VENV)
+    return installed
+
+
 @requires_qgis_process
 @pytest.mark.parametrize(("t1", "outputs", "said"), [
     ("t1", {"OUTPUT_FROMTO": "t1"}, "the input INPUT_T1"),
@@ -168,9 +175,8 @@ def user_files(image_pair, semantic_model, tmp_path) -> dict[str, Path]:
     ("t1", {"OUTPUT_FROMTO": "out.tif", "OUTPUT_CHANGE_PROB": "model"}, "the model file"),
     ("gpkg", {"OUTPUT_FROMTO": "out.tif", "OUTPUT_POLYGONS": "gpkg"}, "scene.gpkg"),
 ])
-def test_qgis_process_refuses_outputs_that_would_overwrite_the_users_files(installed, profile, user_files, t1,
+def test_qgis_process_refuses_outputs_that_would_overwrite_the_users_files(enabled, profile, user_files, t1,
                                                                           outputs, said):
-    qgis_process("plugins", "enable", PLUGIN, plugins=installed, profile=profile, python_path=VENV)
     folder = user_files["t1"].parent
     before = _digest([p for p in user_files.values()])
     source = f"GPKG:{user_files['gpkg']}:t1" if t1 == "gpkg" else str(user_files["t1"])
@@ -178,7 +184,7 @@ def test_qgis_process_refuses_outputs_that_would_overwrite_the_users_files(insta
                  for name, value in outputs.items()]
 
     run = qgis_process("run", "scd:semanticchange", "--", f"INPUT_T1={source}", f"INPUT_T2={user_files['t2']}",
-                       f"MODEL={user_files['model']}", *arguments, plugins=installed, profile=profile,
+                       f"MODEL={user_files['model']}", *arguments, plugins=enabled, profile=profile,
                        python_path=VENV)
 
     output = run.stdout + run.stderr
@@ -189,17 +195,16 @@ def test_qgis_process_refuses_outputs_that_would_overwrite_the_users_files(insta
 
 
 @requires_qgis_process
-def test_sigterm_to_qgis_process_leaves_no_temporary_files(installed, profile, semantic_model, tmp_path):
+def test_sigterm_to_qgis_process_leaves_no_temporary_files(enabled, profile, semantic_model, tmp_path):
     import signal
     import time
 
-    qgis_process("plugins", "enable", PLUGIN, plugins=installed, profile=profile, python_path=VENV)
     palette = [c.color for c in SECOND_CLASSES]
     t1, t2, _ = synthetic.write_pair(tmp_path / "in", palette, height=768, width=768, seed=2)
     out = tmp_path / "out"
     out.mkdir()
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "QGIS_OPTIONS_PATH")}
-    env.update(QT_QPA_PLATFORM="offscreen", QGIS_PLUGINPATH=str(installed), QGIS_CUSTOM_CONFIG_PATH=str(profile),
+    env.update(QT_QPA_PLATFORM="offscreen", QGIS_PLUGINPATH=str(enabled), QGIS_CUSTOM_CONFIG_PATH=str(profile),
                OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=VENV)
     with (tmp_path / "log.txt").open("w") as log:
         child = subprocess.Popen([str(QGIS_PROCESS), "run", "scd:semanticchange", "--", f"INPUT_T1={t1}",
