@@ -380,12 +380,13 @@ def writing_outputs(folders: Sequence[Path]) -> Iterator[None]:
         yield
     except (OSError, RasterioError) as error:
         text = str(error).lower()
-        if getattr(error, "errno", None) in _FULL or "no space left" in text or "disk space" in text \
-                or "quota" in text:
+        if getattr(error, "errno", None) in _FULL or any(
+                words in text for words in ("no space left", "disk space", "quota", "file too large")):
             where = ", ".join(str(f) for f in folders) or "the output folder"
             raise InputError(
-                f"the disk holding {where} is full, so the outputs could not be written (nothing half-written "
-                "was left behind); free some space or choose a folder on another disk, and run again") from error
+                f"the disk holding {where} is full (or a file size limit was reached), so the outputs could not "
+                "be written (nothing half-written was left behind); free some space or choose a folder on "
+                "another disk, and run again") from error
         raise
 
 
@@ -470,6 +471,33 @@ def read_rows(path: Path, rows_per_chunk: int = BLOCK_SIZE) -> Iterator[tuple[in
             yield start, src.read(1, window=Window(0, start, src.width, count))
 
 
+@contextmanager
+def _failed_writes(path: Path) -> Iterator[None]:
+    """Raise ``OSError`` when GDAL reports a failed write that rasterio does not raise.
+
+    GDAL writes compressed GeoTIFF blocks when a dataset is flushed or closed and
+    only logs a failure there ("_tiffWriteProc: No space left on device"); the file
+    is then silently cut short. Collecting GDAL's errors for this thread while writing
+    turns such a failure into an exception, so the run fails and cleans up instead of
+    publishing a damaged output.
+    """
+    from osgeo import gdal
+
+    failures: list[str] = []
+
+    def collect(level: int, _number: int, message: str) -> None:
+        if level >= gdal.CE_Failure:
+            failures.append(message)
+
+    gdal.PushErrorHandler(collect)
+    try:
+        yield
+    finally:
+        gdal.PopErrorHandler()
+    if failures:
+        raise OSError(f"cannot write {path}: {failures[0]}")
+
+
 class RasterWriter:
     """Writes rows of one band in order to a tiled, compressed GeoTIFF.
 
@@ -514,7 +542,8 @@ class RasterWriter:
     def _flush(self, count: int) -> None:
         data = np.concatenate(self._pending, axis=0) if len(self._pending) > 1 else self._pending[0]
         chunk, rest = data[:count], data[count:]
-        self._dst.write(chunk, 1, window=Window(0, self._next_row, self.width, count))
+        with _failed_writes(self.path):
+            self._dst.write(chunk, 1, window=Window(0, self._next_row, self.width, count))
         self._next_row += count
         self._pending = [rest] if rest.shape[0] else []
         self._pending_rows = rest.shape[0]
@@ -523,7 +552,8 @@ class RasterWriter:
         """Write what is left and close; raises if rows are missing."""
         if self._pending_rows:
             self._flush(self._pending_rows)
-        self._dst.close()
+        with _failed_writes(self.path):  # GDAL writes most blocks only now, and reports failures only in its log
+            self._dst.close()
         if self._next_row != self.height:
             raise RuntimeError(f"{self.path}: {self._next_row} of {self.height} rows were written")
 

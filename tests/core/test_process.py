@@ -94,3 +94,33 @@ def test_the_memory_estimate_is_within_30_percent_of_the_measured_peak(tmp_path:
     measured = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"estimate {measured['estimate'] / 2**20:.0f} MiB, peak {measured['peak'] / 2**20:.0f} MiB")
     assert abs(measured["estimate"] - measured["peak"]) <= 0.3 * measured["peak"], measured
+
+
+FULL_DISK = """
+import resource, signal, sys
+sys.path[:0] = [{repo!r}, {tests!r}]
+from helpers import PointwiseModel, make_card
+from core.engine import OutputPaths, run_change_detection
+from core.errors import InputError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit then fail with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+try:
+    run_change_detection({t1!r}, {t2!r}, (PointwiseModel().eval(), make_card()),
+                         OutputPaths(change_prob={out!r} + "/p.tif"))
+except InputError as error:
+    print("refused:", error)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
+def test_a_write_that_fails_in_gdal_is_not_published_as_a_finished_output(tmp_path: Path):
+    # GDAL only logs failed block writes; without a check the output was cut short and reported as written
+    t1, t2, _ = synthetic.write_pair(tmp_path / "in", [c.color for c in SECOND_CLASSES], height=400, width=400)
+    out = tmp_path / "out"
+    out.mkdir()
+    script = FULL_DISK.format(repo=str(REPO), tests=str(REPO / "tests"), t1=str(t1), t2=str(t2), out=str(out))
+    done = subprocess.run([sys.executable, "-c", script], env=_child_env(), capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "refused:" in done.stdout and "is full" in done.stdout and str(out) in done.stdout, done.stdout
+    assert list(out.iterdir()) == []
