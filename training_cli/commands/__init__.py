@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import init, models
+from . import (
+    init,
+    models,
+    synthetic,  # datasets, scoring and synthetic data
+)
 
 #: Sub-command modules in the order ``--help`` lists them.
 COMMANDS: tuple[ModuleType, ...] = (models, init)
+#: Dataset, scoring and synthetic-data commands.
+COMMANDS += (synthetic,)
