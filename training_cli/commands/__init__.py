@@ -13,10 +13,11 @@ from types import ModuleType
 from . import (
     init,
     models,
+    prepare,
     synthetic,  # datasets, scoring and synthetic data
 )
 
 #: Sub-command modules in the order ``--help`` lists them.
 COMMANDS: tuple[ModuleType, ...] = (models, init)
 #: Dataset, scoring and synthetic-data commands.
-COMMANDS += (synthetic,)
+COMMANDS += (synthetic, prepare)
