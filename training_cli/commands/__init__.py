@@ -11,8 +11,10 @@ from __future__ import annotations
 from types import ModuleType
 
 from . import (
+    evaluate,
     init,
     models,
+    predict,
     prepare,
     synthetic,  # datasets, scoring and synthetic data
 )
@@ -20,4 +22,4 @@ from . import (
 #: Sub-command modules in the order ``--help`` lists them.
 COMMANDS: tuple[ModuleType, ...] = (models, init)
 #: Dataset, scoring and synthetic-data commands.
-COMMANDS += (synthetic, prepare)
+COMMANDS += (synthetic, prepare, evaluate, predict)
