@@ -440,3 +440,122 @@ def _shift(image: np.ndarray, d_row: float, d_col: float) -> np.ndarray:
     r1 = np.minimum(r0 + 1, height - 1)
     fr = (rows - r0)[:, None]
     return across[:, r0] * (1 - fr) + across[:, r1] * fr
+
+
+# --- Datasets and scenes on disk -----------------------------------------------------------------
+
+#: Folders of each dataset layout written by :func:`write_dataset`: (T1, T2, labels...).
+LAYOUT_FOLDERS = {"second": ("im1", "im2", "label1", "label2"), "landsat-scd": ("A", "B", "labelA", "labelB"),
+                  "binary": ("A", "B", "label")}
+
+_NOTICE = """SYNTHETIC DATA - procedurally generated, no real place or sensor.
+Written by `python -m training_cli synthetic` ({what}). Seed {seed}.
+Land cover is built like a real landscape and changed by realistic transitions; the images are rendered with
+textures (not the label colours), a season and illumination shift between the dates, noise, blur and a slight
+misregistration of T2. Useful for tests, demos and benchmarks; scores on it say nothing about real imagery.
+"""
+
+
+def _save_png(path: Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(array)).save(path)
+
+
+def split_counts(pairs: int, shares: Sequence[float] = (0.7, 0.15, 0.15)) -> tuple[int, int, int]:
+    """Pairs per train/val/test split: in proportion, at least one in each when there are three or more."""
+    val = max(1 if pairs >= 3 else 0, round(pairs * shares[1]))
+    test = max(1 if pairs >= 3 else 0, round(pairs * shares[2]))
+    return pairs - val - test, val, test
+
+
+def write_dataset(out: str | os.PathLike[str], classes: Sequence[LandCoverClass], *, format: str = "second",
+                  pairs: int = 16, size: int = 256, seed: int = 0,
+                  shares: Sequence[float] = (0.7, 0.15, 0.15)) -> dict[str, int]:
+    """Write ``pairs`` synthetic pairs as a dataset in ``format``'s layout under ``out/{train,val,test}/``.
+
+    ``second`` and ``landsat-scd`` labels are RGB colour maps (white = no change, else the class colour of
+    that date inside change); ``binary`` labels are 0/255. Returns the number of pairs per split.
+    """
+    if format not in LAYOUT_FOLDERS:
+        raise ValueError(f"unknown dataset format {format!r}; choose one of {', '.join(LAYOUT_FOLDERS)}")
+    out = Path(out)
+    folders = LAYOUT_FOLDERS[format]
+    palette = np.asarray([(255, 255, 255), *(c.color for c in classes)], np.uint8)
+    counts = dict(zip(("train", "val", "test"), split_counts(pairs, shares), strict=True))
+    index = 0
+    for split, count in counts.items():
+        for _ in range(count):
+            pair_seed = seed * 100_003 + index
+            landscape = make_landscape_pair(size, size, classes, seed=pair_seed)
+            image1, image2 = render_landscape(landscape, classes, seed=pair_seed + 1)
+            name = f"{index:05d}.png"
+            base = out / split
+            _save_png(base / folders[0] / name, image1.transpose(1, 2, 0))
+            _save_png(base / folders[1] / name, image2.transpose(1, 2, 0))
+            changed = landscape.changed
+            if format == "binary":
+                _save_png(base / folders[2] / name, changed.astype(np.uint8) * 255)
+            else:
+                for folder, labels in zip(folders[2:], (landscape.classes_t1, landscape.classes_t2), strict=True):
+                    _save_png(base / folder / name, palette[np.where(changed, labels, 0)])
+            index += 1
+    (out / "README.txt").write_text(_NOTICE.format(what=f"{format} layout, {pairs} pairs of {size} px",
+                                                   seed=seed), encoding="utf-8")
+    return counts
+
+
+@dataclass(frozen=True)
+class ScenePaths:
+    """Files of :func:`write_scene`: both dates and the ground truth on T1's grid."""
+
+    t1: Path
+    t2: Path
+    truth_t1: Path
+    truth_t2: Path
+    truth_change: Path
+    truth_fromto: Path
+
+
+def write_scene(folder: str | os.PathLike[str], classes: Sequence[LandCoverClass], *, size: int = 2048,
+                seed: int = 0, crs: str = "EPSG:32633", resolution: float = 1.0, t2_crs: str | None = "EPSG:4326",
+                t2_resolution: float | None = None, nodata_border: float = 0.06) -> ScenePaths:
+    """One large georeferenced scene pair with its ground truth.
+
+    T1 is ``size x size`` pixels of ``resolution`` m in ``crs``; T2 shows the same ground (slightly
+    misregistered) with a nodata (0) strip of ``nodata_border`` of its width on the east side, delivered in
+    ``t2_crs`` at ``t2_resolution`` (``None``: on T1's grid). Ground truth lies on T1's grid: full land cover
+    of each date (1..N), the change mask (0/1) and the from-to code of the engine (0 = no change,
+    ``1 + (c1 - 1) * N + (c2 - 1)``).
+    """
+    from .encode import fromto_codes
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    landscape = make_landscape_pair(size, size, classes, seed=seed)
+    image1, image2 = render_landscape(landscape, classes, seed=seed + 1)
+    border = round(size * nodata_border)
+    if border:
+        image2[:, :, size - border:] = 0
+    transform = Affine(resolution, 0.0, 500000.0, 0.0, -resolution, 5000000.0)
+    t1 = write_geotiff(folder / "t1.tif", image1, crs=crs, transform=transform, nodata=0)
+    if t2_crs is None or (t2_crs == crs and t2_resolution is None):
+        t2 = write_geotiff(folder / "t2.tif", image2, crs=crs, transform=transform, nodata=0)
+    else:
+        same_grid = write_geotiff(folder / "t2_on_t1_grid.tif", image2, crs=crs, transform=transform, nodata=0)
+        t2 = reproject_geotiff(same_grid, folder / "t2.tif", t2_crs, resolution=t2_resolution, nodata=0)
+        same_grid.unlink()
+    changed = landscape.changed
+    fromto = fromto_codes(landscape.classes_t1, landscape.classes_t2, changed, len(classes))
+    paths = ScenePaths(
+        t1, t2,
+        write_geotiff(folder / "truth_t1.tif", landscape.classes_t1[None], crs=crs, transform=transform),
+        write_geotiff(folder / "truth_t2.tif", landscape.classes_t2[None], crs=crs, transform=transform),
+        write_geotiff(folder / "truth_change.tif", changed.astype(np.uint8)[None], crs=crs, transform=transform),
+        write_geotiff(folder / "truth_fromto.tif", fromto[None], crs=crs, transform=transform),
+    )
+    (folder / "README.txt").write_text(_NOTICE.format(
+        what=f"scene pair of {size} x {size} px; T2 in {t2_crs or crs}; truth_*.tif on T1's grid", seed=seed),
+        encoding="utf-8")
+    return paths
