@@ -292,7 +292,7 @@ def make_landscape_pair(height: int, width: int, classes: Sequence[LandCoverClas
     urban_field = _fbm(height, width, rng, 160)
     moisture = _fbm(height, width, rng, 56)
     water_level = float(rng.uniform(0.0, 0.22))
-    urban_level = float(rng.uniform(0.35, 0.75))
+    urban_level = float(rng.uniform(0.42, 0.8))
 
     roles = np.full((height, width), _GROUND, np.uint8)
     roles[moisture > 0.35] = _LOW_VEG
