@@ -104,3 +104,16 @@ def test_blocks_go_wholly_to_one_split_in_proportion() -> None:
             assert len({splits[(r + i, c + j)] for i in range(2) for j in range(2)}) == 1
     counts = {s: sum(v == s for v in splits.values()) for s in ("train", "val", "test")}
     assert counts == {"train": 32, "val": 16, "test": 16}
+
+
+def test_tiles_outside_the_labels_footprint_are_skipped(tmp_path: Path, scene) -> None:
+    with rasterio.open(scene.truth_change) as src:
+        profile, values = src.profile, src.read(window=((0, 256), (0, 128)))
+    west = tmp_path / "west.tif"
+    with rasterio.open(west, "w", **(profile | {"width": 128})) as dst:
+        dst.write(values)
+    out = tmp_path / "west-only"
+    assert main(["prepare", "--t1", str(scene.t1), "--t2", str(scene.t2), "--labels", str(west),
+                 "--out", str(out), "--tile", "64", "--split", "1,0,0"]) == 0
+    tiles = _tiles(out)
+    assert tiles and all(_t1_offset(scene, t)[1] < 128 for t in tiles)

@@ -3,7 +3,7 @@
 T2 is aligned onto T1's grid by the engine's own reader (:class:`core.io.RasterPair`,
 the same warping the plugin applies at inference), labels are warped onto the
 same grid with nearest-neighbour resampling, and the area both dates cover is
-cut into non-overlapping tiles. Tiles that are mostly nodata are skipped. The
+cut into non-overlapping tiles. Tiles that are mostly nodata (in either date or the labels) are skipped. The
 split is by spatial blocks of tiles: every block of ``--block x --block`` tiles
 goes wholly to train, val or test, so neighbouring tiles (which look alike)
 rarely end up on both sides of a split, and no pixel is in two tiles.
@@ -222,6 +222,8 @@ def _write_tiles(args: argparse.Namespace, pair: RasterPair, label_views: list[_
     for grid_row in range(rows):
         for grid_col in range(cols):
             _, _, valid = pair.read(grid_row * tile, grid_col * tile, tile, tile)
+            for view in label_views:  # outside a label's footprint there is no truth either
+                valid &= view.read(grid_row * tile, grid_col * tile, tile)[1]
             fraction = float(valid.mean())
             if fraction >= args.min_valid and fraction > 0:
                 kept.append((grid_row, grid_col, fraction))
