@@ -106,10 +106,12 @@ def prediction_task(folder: str | os.PathLike[str], dataset: ChangeDataset) -> t
         raise InputError(f"{folder}: prediction folder not found")
     semantic = SEMANTIC_FOLDERS[dataset.format]
     for base in (folder, *(folder / s for s in ("train", "val", "test"))):
-        if all((base / name).is_dir() for name in semantic):
+        if dataset.task == "semantic" and all((base / name).is_dir() for name in semantic):
             return base, "semantic"
         if (base / BINARY_FOLDER).is_dir():
             return base, "binary"
+        if all((base / name).is_dir() for name in semantic):
+            return base, "semantic"
     raise InputError(f"{folder}: expected prediction folders {'/ '.join(semantic)}/ (semantic) or "
                      f"{BINARY_FOLDER}/ (binary change), as `predict` writes them")
 

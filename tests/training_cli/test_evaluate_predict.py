@@ -107,3 +107,18 @@ def test_binary_checkpoint_and_class_mismatch(tmp_path: Path, data, tiny, capsys
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(landsat), "--data", str(data["second"]), "--device", "cpu"]) == 2
     assert "the model has 4 classes" in capsys.readouterr().err
+
+
+def test_semantic_model_on_binary_data_predicts_and_scores_change(tmp_path: Path, data, tiny) -> None:
+    checkpoint = tmp_path / "scd.pt"
+    assert main(["init", "--model", "tiny_scd", "--preset", "second", "--out", str(checkpoint)]) == 0
+    assert main(["predict", "--checkpoint", str(checkpoint), "--data", str(data["binary"]), "--split", "test",
+                 "--device", "cpu", "--out", str(tmp_path / "pred")]) == 0
+    assert [p.name for p in (tmp_path / "pred").iterdir()] == ["label"]
+    with Image.open(tmp_path / "pred" / "label" / "00003.png") as image:
+        assert image.mode == "L" and set(np.unique(np.array(image))) <= {0, 255}
+    for source in (["--pred", str(tmp_path / "pred")], ["--checkpoint", str(checkpoint), "--device", "cpu"]):
+        out = tmp_path / f"{source[0][2:]}.json"
+        assert main(["evaluate", *source, "--data", str(data["binary"]), "--split", "test", "--json", str(out)]) == 0
+    assert json.loads((tmp_path / "pred.json").read_text()) == pytest.approx(
+        json.loads((tmp_path / "checkpoint.json").read_text()))

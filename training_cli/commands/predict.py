@@ -4,8 +4,8 @@ Pairs go through the same engine the QGIS plugin runs. Semantic models write the
 masked class maps of both dates (``label1/ label2/`` for SECOND, ``labelA/ labelB/``
 for Landsat-SCD) as palette PNGs: the pixel value is the class index (0 = no
 change) and the colour table is the dataset's palette, so scripts that read
-labels as RGB colour maps see the dataset's own colours. Binary models write
-``label/`` with 0/255 masks. ``evaluate --pred`` (or any third-party script)
+labels as RGB colour maps see the dataset's own colours. Binary models, and any
+model on a binary dataset, write ``label/`` with 0/255 masks. ``evaluate --pred`` (or any third-party script)
 scores the folder.
 """
 
@@ -62,12 +62,12 @@ def run(args: argparse.Namespace) -> int:
     palette = ((255, 255, 255), *(c.color for c in card.classes))
     with staged_folder(args.out) as staging:
         for prediction in engine_predictions(model, dataset, device=args.device, batch_size=args.batch_size):
-            if card.task == "semantic":
+            if card.task == "semantic" and dataset.task == "semantic":
                 for folder, classes in zip(SEMANTIC_FOLDERS[dataset.format], (prediction.sem_t1, prediction.sem_t2),
                                            strict=True):
                     write_label_png(staging / folder / f"{prediction.name}.png", classes, palette)
             else:
                 write_label_png(staging / BINARY_FOLDER / f"{prediction.name}.png", prediction.change, None)
-    kind = "class maps of both dates" if card.task == "semantic" else "change masks"
+    kind = "class maps of both dates" if card.task == dataset.task == "semantic" else "change masks"
     print(f"wrote {args.out}: {kind} of {len(dataset.samples)} pairs ({card.model}, {dataset.format} layout)")
     return 0
