@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import encode, legend
+from . import encode, legend, matrix, qml, rat
 from .devices import inference_context, select_device, select_precision
 from .errors import Cancelled, ChangeDetectionError, InputError
 from .io import RasterPair, RasterWriter, check_output_path, discard, publish, read_rows, temporary_path
@@ -557,29 +557,29 @@ class _Run:
         if self.options.min_patch_pixels > 1:
             self._sieve()
         classes = self.card.classes
-        written: list[legend.LegendFiles] = []
+        written: list[rat.LegendFiles] = []
         for name, temporary in self.temporaries.items():
             if name not in self.finals:
                 continue  # an internal raster, discarded below
             if name == "fromto":
-                written.append(legend.write_legend(temporary, legend.fromto_legend(classes),
+                written.append(rat.write_legend(temporary, legend.fromto_legend(classes),
                                                    stats=self.counter.stats()))
             elif name in ("t1_classes", "t2_classes"):
                 counter = self.class_counters[0 if name == "t1_classes" else 1]
-                written.append(legend.write_legend(temporary, legend.class_legend(classes), stats=counter.stats()))
+                written.append(rat.write_legend(temporary, legend.class_legend(classes), stats=counter.stats()))
             elif name == "change_mask":
-                written.append(legend.write_legend(temporary, legend.binary_legend(self.card.change_color),
+                written.append(rat.write_legend(temporary, legend.binary_legend(self.card.change_color),
                                                    stats=self.mask_counter.stats()))
             elif name == "change_prob":
-                legend.write_probability_style(temporary)
+                qml.write_probability_style(temporary)
         for files in written:
             for warning in files.warnings:
                 self.progress.info(f"warning: {warning}")
         if self.heads.semantic:
-            self.summary.transitions = legend.transition_table_rows(classes, self.counter)
+            self.summary.transitions = matrix.transition_table_rows(classes, self.counter)
         if outputs.transitions_csv is not None:
             final_csv = Path(outputs.transitions_csv)
-            legend.write_transition_matrix(final_csv, classes, self.counter)
+            matrix.write_transition_matrix(final_csv, classes, self.counter)
             self.summary.outputs["transitions_csv"] = str(final_csv)
         for name, temporary in self.temporaries.items():
             if name in self.finals:

@@ -13,6 +13,7 @@ import math
 import os
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from .errors import InputError
+from .files import sidecars
 
 #: Authalic radius of the WGS84 ellipsoid: a sphere with the ellipsoid's area.
 AUTHALIC_RADIUS_M = 6371007.181
@@ -269,10 +271,6 @@ def temporary_path(final: Path) -> Path:
     return final.with_name(f".{final.stem}.partial-{uuid.uuid4().hex[:8]}{final.suffix}")
 
 
-def sidecars(path: Path) -> list[Path]:
-    return [Path(str(path) + ".aux.xml"), path.with_suffix(".qml")]
-
-
 def publish(temporary: Path, final: Path) -> None:
     """Move a complete output and its sidecars into place, the raster itself last."""
     for old, new in zip(sidecars(temporary), sidecars(final), strict=True):
@@ -354,3 +352,35 @@ class RasterWriter:
 
     def abort(self) -> None:
         self._dst.close()
+
+
+# --- GDAL ------------------------------------------------------------------------------
+
+
+@contextmanager
+def gdal_session() -> Iterator[Any]:
+    """GDAL with exceptions on and PAM enabled for this thread, both restored afterwards.
+
+    PAM is forced on because the RAT and category names of a GeoTIFF can only live in
+    the ``.aux.xml`` sidecar; the setting is thread-local so nothing else changes.
+    """
+    from osgeo import gdal
+
+    old_pam = gdal.GetThreadLocalConfigOption("GDAL_PAM_ENABLED", None)
+    gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", "YES")
+    try:
+        manager = getattr(gdal, "ExceptionMgr", None)  # GDAL >= 3.7
+        if manager is not None:
+            with manager(useExceptions=True):
+                yield gdal
+        else:
+            was_on = gdal.GetUseExceptions()
+            gdal.UseExceptions()
+            try:
+                yield gdal
+            finally:
+                if not was_on:
+                    gdal.DontUseExceptions()
+    finally:
+        gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", old_pam)
+

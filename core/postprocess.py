@@ -32,8 +32,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from .errors import Cancelled, InputError
-from .io import AUTHALIC_RADIUS_M, check_output_path
-from .legend import LegendEntry, gdal_session
+from .io import AUTHALIC_RADIUS_M, check_output_path, gdal_session
+from .legend import LegendEntry
 
 #: Pixels per read/write chunk (rows x width), to bound memory on wide rasters.
 _CHUNK_PIXELS = 1 << 22

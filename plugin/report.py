@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from ..core.files import atomic_write_text
 
 #: Bars in the chart; the rest are summed as "other transitions".
 MAX_BARS = 15
@@ -81,16 +82,7 @@ def render_report(
 
 def write_report(path: str | os.PathLike[str], page: str) -> Path:
     """Write the page so that it appears under its name only when complete."""
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(page)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, page)
 
 
 def _e(value: object) -> str:

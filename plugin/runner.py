@@ -16,8 +16,9 @@ from pathlib import Path
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
 from ..core import engine, legend, postprocess
+from ..core.colors import PROBABILITY_RAMP
 from ..core.errors import ChangeDetectionError
-from ..core.io import sidecars
+from ..core.files import sidecars
 from ..core.models.card import ModelCard
 from ..core.models.checkpoint import read_card
 from .change_algorithm import RunRequest
@@ -162,7 +163,7 @@ def _raster_style(name: str, card: ModelCard, code_entries: list[legend.LegendEn
     if name in ("t1_classes", "t2_classes"):
         return Palette(swatches_from_legend(legend.class_legend(card.classes)))
     if name == "change_prob":
-        return ProbabilityRamp(legend.PROBABILITY_RAMP)
+        return ProbabilityRamp(PROBABILITY_RAMP)
     return None
 
 
