@@ -15,6 +15,10 @@ import numpy as np
 
 RGB = tuple[int, int, int]
 
+#: Up to this many classes every transition colour is chosen to stand apart from all others;
+#: beyond it (comparisons of detailed legends) each transition takes a plain shade of its "to" class.
+MAX_SPREAD_CLASSES = 16
+
 #: Change-probability ramp (ColorBrewer YlOrRd): pale where unlikely, deep red where certain.
 PROBABILITY_RAMP: tuple[tuple[float, RGB], ...] = (
     (0.0, (255, 255, 178)),
@@ -86,3 +90,10 @@ def transition_colors(colors: tuple[RGB, ...]) -> dict[tuple[int, int], RGB]:
         result.update({(f, t): c for f, c in zip(sources, picks, strict=True)})
     return result
 
+
+
+def shade_of(color: RGB, index: int, count: int) -> RGB:
+    """The ``index``-th of ``count`` shades of ``color``, dark to light: cheap colours for many transitions."""
+    h, _, s = colorsys.rgb_to_hls(*(c / 255.0 for c in color))
+    lightness = 0.25 + 0.5 * (index + 0.5) / max(1, count)
+    return _hls_to_rgb(h, lightness, s)

@@ -33,6 +33,7 @@ import numpy.typing as npt
 
 NODATA_UINT8 = 255
 NODATA_UINT16 = 65535
+NODATA_UINT32 = 2**32 - 1
 NODATA_FLOAT32 = -1.0
 
 #: Probability above which a pixel counts as changed (before any learned threshold).
@@ -44,6 +45,7 @@ NO_CHANGE = "No change"
 _NODATA = {
     np.dtype(np.uint8): NODATA_UINT8,
     np.dtype(np.uint16): NODATA_UINT16,
+    np.dtype(np.uint32): NODATA_UINT32,
     np.dtype(np.float32): NODATA_FLOAT32,
 }
 
@@ -60,13 +62,15 @@ def nodata_for(dtype: npt.DTypeLike) -> int | float:
         raise ValueError(f"no output nodata value defined for dtype {np.dtype(dtype)}") from None
 
 
-def _dtype_for_max(max_value: int) -> np.dtype:
-    """Smallest unsigned dtype whose nodata value stays above ``max_value``."""
-    if max_value < NODATA_UINT8:
-        return np.dtype(np.uint8)
-    if max_value < NODATA_UINT16:
-        return np.dtype(np.uint16)
-    raise ValueError(f"codes up to {max_value} do not fit a uint16 raster with nodata {NODATA_UINT16}")
+def _dtype_for_max(max_value: int, widest: npt.DTypeLike = np.uint16) -> np.dtype:
+    """Smallest unsigned dtype, up to ``widest``, whose nodata value stays above ``max_value``."""
+    for dtype in (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32)):
+        if max_value < _NODATA[dtype]:
+            return dtype
+        if dtype == np.dtype(widest):
+            break
+    raise ValueError(f"codes up to {max_value} do not fit a {np.dtype(widest)} raster with nodata "
+                     f"{_NODATA[np.dtype(widest)]}")
 
 
 def _check_num_classes(num_classes: int) -> None:
@@ -80,16 +84,18 @@ def class_dtype(num_classes: int) -> np.dtype:
     return _dtype_for_max(num_classes)
 
 
-def code_dtype(num_classes: int) -> np.dtype:
-    """Dtype of a from-to raster: uint8 while ``N*N`` stays below the nodata 255, else uint16.
+def code_dtype(num_classes: int, widest: npt.DTypeLike = np.uint16) -> np.dtype:
+    """Dtype of a from-to raster: uint8 while ``N*N`` stays below the nodata 255, else uint16 (or uint32).
 
-    ``N <= 15`` fits uint8 (225 codes); up to ``N = 255`` fits uint16.
+    ``N <= 15`` fits uint8 (225 codes); up to ``N = 255`` fits uint16. The networks stop
+    there; comparing two land-cover maps passes ``widest=np.uint32`` so that any
+    number of class pairs fits.
 
     Raises:
-        ValueError: For more classes than uint16 can encode.
+        ValueError: For more classes than ``widest`` can encode.
     """
     _check_num_classes(num_classes)
-    return _dtype_for_max(num_classes * num_classes)
+    return _dtype_for_max(num_classes * num_classes, widest)
 
 
 def num_codes(num_classes: int) -> int:
@@ -159,6 +165,7 @@ def fromto_codes(
     c2: npt.NDArray[np.integer[Any]],
     changed: npt.NDArray[np.bool_],
     num_classes: int,
+    widest: npt.DTypeLike = np.uint16,
 ) -> npt.NDArray[np.unsignedinteger[Any]]:
     """Joint from-to code per pixel: 0 where unchanged, else ``1 + (c1-1)*N + (c2-1)``.
 
@@ -167,15 +174,16 @@ def fromto_codes(
             only changed pixels are read).
         changed: Boolean change decision.
         num_classes: ``N``.
+        widest: The widest dtype allowed, as for :func:`code_dtype`.
 
     Returns:
-        Array in :func:`code_dtype` ``(N)``.
+        Array in :func:`code_dtype` ``(N, widest)``.
 
     Raises:
         ValueError: If a changed pixel has a class outside ``1..N``; that would
             silently alias another transition.
     """
-    dtype = code_dtype(num_classes)
+    dtype = code_dtype(num_classes, widest)
     c1 = np.asarray(c1)
     c2 = np.asarray(c2)
     changed = np.asarray(changed, dtype=bool)
@@ -284,6 +292,15 @@ class CodeCounter:
         values = values.astype(np.intp, copy=False)
         self._counts += np.bincount(values, minlength=self.size)
         self._areas += np.bincount(values, weights=weights, minlength=self.size)
+
+    @classmethod
+    def from_totals(cls, counts: npt.ArrayLike, areas_m2: npt.ArrayLike) -> CodeCounter:
+        """A counter holding given totals (e.g. derived from other counters)."""
+        counts = np.asarray(counts, dtype=np.int64)
+        counter = cls(counts.size)
+        counter._counts[:] = counts
+        counter._areas[:] = np.asarray(areas_m2, dtype=np.float64)
+        return counter
 
     def merge(self, other: CodeCounter) -> None:
         """Add another counter's totals (e.g. from a parallel worker)."""

@@ -16,12 +16,12 @@ unmangled; "No change" (value 0) is transparent. docs/legends.md has the convent
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .colors import RGB, transition_colors
-from .encode import NO_CHANGE, fromto_code
+from .colors import MAX_SPREAD_CLASSES, RGB, shade_of, transition_colors
+from .encode import NO_CHANGE, iter_fromto
 
 if TYPE_CHECKING:
     from .models.card import LandCoverClass
@@ -69,7 +69,6 @@ class LegendEntry:
         return "#{:02x}{:02x}{:02x}".format(*self.color)
 
 
-
 def no_change_entry() -> LegendEntry:
     """Value 0 of every categorical output, transparent."""
     return LegendEntry(0, NO_CHANGE, NO_CHANGE_COLOR, alpha=0)
@@ -82,8 +81,8 @@ def transition_label(from_name: str, to_name: str) -> str:
     return f"{from_name}{ARROW}{to_name}"
 
 
-
 def sorted_entries(entries: Sequence[LegendEntry]) -> list[LegendEntry]:
+    """Entries in value order; refuses an empty legend or a value listed twice."""
     if not entries:
         raise ValueError("a legend needs at least one entry")
     ordered = sorted(entries, key=lambda e: e.value)
@@ -93,24 +92,30 @@ def sorted_entries(entries: Sequence[LegendEntry]) -> list[LegendEntry]:
     return ordered
 
 
-
-def fromto_legend(classes: Sequence[LandCoverClass]) -> list[LegendEntry]:
+def fromto_legend(classes: Sequence[LandCoverClass], present: Collection[int] | None = None) -> list[LegendEntry]:
     """Legend of a from-to raster: 0 "No change" (transparent), then codes ``1..N*N``.
 
     Codes follow :func:`core.encode.fromto_codes`; labels read "Water -> Building", and
     same-class codes "Changed (Water, class unresolved)".
+
+    Args:
+        classes: The land-cover classes ``1..N``.
+        present: If given, only these codes (and 0) are listed: a comparison of many
+            classes has far more possible pairs than pairs that occur.
     """
     if not classes:
         raise ValueError("a from-to legend needs at least one land-cover class")
     n = len(classes)
-    colors = transition_colors(tuple((int(r), int(g), int(b)) for r, g, b in (c.color for c in classes)))
+    palette = tuple((int(r), int(g), int(b)) for r, g, b in (c.color for c in classes))
+    colors = transition_colors(palette) if n <= MAX_SPREAD_CLASSES else None
     entries = [no_change_entry()]
-    for f, src in enumerate(classes):
-        for t, dst in enumerate(classes):
-            entries.append(LegendEntry(
-                fromto_code(f + 1, t + 1, n), transition_label(src.name, dst.name), colors[(f, t)],
-                from_class=src.name, to_class=dst.name,
-            ))
+    for code, f, t in iter_fromto(n):
+        if present is not None and code not in present:
+            continue
+        src, dst = classes[f - 1], classes[t - 1]
+        color = colors[(f - 1, t - 1)] if colors is not None else shade_of(palette[t - 1], f - 1, n)
+        entries.append(LegendEntry(code, transition_label(src.name, dst.name), color,
+                                   from_class=src.name, to_class=dst.name))
     return entries
 
 

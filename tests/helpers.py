@@ -25,6 +25,7 @@ class PointwiseModel(ChangeModel):
         super().__init__()
         self.num_classes = num_classes
         self.with_threshold = threshold
+        self.learns_threshold = threshold
         generator = torch.Generator().manual_seed(0)
         self.sem = nn.Conv2d(bands, num_classes + 1, 1)
         with torch.no_grad():

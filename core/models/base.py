@@ -80,6 +80,8 @@ class ChangeModel(nn.Module):
     """
 
     task: Task = "binary"
+    #: True for a network that also returns ``change_threshold``; the engine lays out its channels from it.
+    learns_threshold: bool = False
     num_classes: int = 0
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ from core import colors, rat
 from core.encode import NODATA_UINT8, NODATA_UINT16, TransitionCounter, fromto_code, fromto_codes
 from core.io import gdal_session
 from core.legend import LegendEntry, binary_legend, class_legend, fromto_legend
-from core.matrix import transition_table_rows, write_transition_matrix
+from core.matrix import TransitionRow, transition_table_rows, write_transition_matrix
 from core.models.card import LANDSAT_SCD_CLASSES, SECOND_CLASSES, LandCoverClass
 from core.qml import write_probability_style
 from core.rat import write_legend
@@ -308,8 +308,7 @@ def test_transition_table_rows():
     counter.add(np.array([[0, 0, code, code, code]], dtype=np.uint8), None, 100.0)
     rows = transition_table_rows(SECOND_CLASSES, counter)
     assert rows == [
-        {"value": 0, "from": None, "to": None, "label": "No change", "pixels": 2, "area_ha": 0.02},
-        {"value": code, "from": "Water", "to": "Building", "label": "Water -> Building", "pixels": 3,
-         "area_ha": pytest.approx(0.03)},
+        TransitionRow(0, None, None, "No change", 2, pytest.approx(0.02)),
+        TransitionRow(code, "Water", "Building", "Water -> Building", 3, pytest.approx(0.03)),
     ]
     assert len(transition_table_rows(SECOND_CLASSES, counter, include_empty=True)) == SECOND_N * SECOND_N + 1

@@ -119,6 +119,8 @@ class CLDRNet(ChangeModel):
     """
 
     task = "binary"
+    #: Returns ``change_threshold`` beside ``change_prob`` (see docs/model-contract.md).
+    learns_threshold = True
 
     def __init__(
         self,
