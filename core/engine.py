@@ -42,8 +42,7 @@ from .matrix import TransitionRow
 from .models.base import CHANGE_PROB, CHANGE_THRESHOLD, SEM_LOGITS_T1, SEM_LOGITS_T2
 from .models.card import ModelCard
 from .preprocess import BandScaling, plan_scaling
-from .product_table import RASTERS
-from .products import Grid, Legends, ProductsStage, StageResult, check_outputs
+from .products import Grid, Legends, OutputPaths, ProductsStage, StageResult, check_outputs
 from .progress import Progress, ProgressSpan
 from .tiling import RowBandAccumulator, TileGrid, TileWindow, pad_to
 
@@ -87,38 +86,6 @@ class RunOptions:
     precision: str = "auto"
     prefetch_batches: int | None = None
     min_patch_pixels: int = 0
-
-
-@dataclass(frozen=True)
-class OutputPaths:
-    """Which products to write, and where. Leave a field ``None`` to skip it.
-
-    Attributes:
-        fromto: From-to codes (0 = no change), semantic models only.
-        t1_classes, t2_classes: Per-date land-cover class, inside change only (0 elsewhere).
-        change_prob: Blended change probability, float32.
-        change_mask: 0/1 change mask (any model).
-        transitions_csv: Transition matrix with pixel counts and areas.
-        polygons: One polygon per connected change patch, with its classes and area
-            (GeoPackage, Shapefile, GeoJSON, ... by extension).
-
-    The products themselves are described in :data:`core.product_table.PRODUCTS`.
-    """
-
-    fromto: str | os.PathLike[str] | None = None
-    t1_classes: str | os.PathLike[str] | None = None
-    t2_classes: str | os.PathLike[str] | None = None
-    change_prob: str | os.PathLike[str] | None = None
-    change_mask: str | os.PathLike[str] | None = None
-    transitions_csv: str | os.PathLike[str] | None = None
-    polygons: str | os.PathLike[str] | None = None
-
-    def rasters(self) -> dict[str, Path]:
-        return {name: Path(getattr(self, name)) for name in RASTERS if getattr(self, name) is not None}
-
-    def requested(self) -> dict[str, str | os.PathLike[str] | None]:
-        """Every product by name, None where not requested."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclass

@@ -80,7 +80,11 @@ class RasterPair:
         bands_t2: Sequence[int],
         *,
         needed_bands: int,
+        categorical: bool = False,
     ) -> None:
+        # Categories (land-cover codes) are warped by nearest neighbour and read as integers: a
+        # bilinear mean of two class codes is a third, unrelated class.
+        self.categorical = categorical
         self._src1 = open_raster(path_t1)
         try:
             self._src2 = open_raster(path_t2)
@@ -162,7 +166,7 @@ class RasterPair:
         src1, src2 = self._src1, self._src2
         options: dict[str, Any] = {
             "crs": src1.crs, "transform": src1.transform, "width": src1.width, "height": src1.height,
-            "resampling": Resampling.bilinear,
+            "resampling": Resampling.nearest if self.categorical else Resampling.bilinear,
         }
         if src2.nodata is None:
             options["add_alpha"] = True  # so that areas outside T2 read as masked
@@ -177,16 +181,22 @@ class RasterPair:
         pixel; NaN in any selected band does.
 
         Returns:
-            T1 and T2 pixels as float32 ``[bands, height, width]`` (invalid pixels set to
-            0) and a boolean mask, True where both dates hold valid data.
+            T1 and T2 pixels as float32 ``[bands, height, width]`` (int64 for a
+            categorical pair; invalid pixels set to 0) and a boolean mask, True where
+            both dates hold valid data.
         """
         win = Window(self.window.col_off + col, self.window.row_off + row, width, height)
-        img1 = self._src1.read(self.bands_t1, window=win, out_dtype="float32")
         source2, win2 = self._t2_source(win)
-        img2 = source2.read(self.bands_t2, window=win2, out_dtype="float32")
+        if self.categorical:  # native integers, widened only in memory
+            img1 = self._src1.read(self.bands_t1, window=win).astype(np.int64)
+            img2 = source2.read(self.bands_t2, window=win2).astype(np.int64)
+        else:
+            img1 = self._src1.read(self.bands_t1, window=win, out_dtype="float32")
+            img2 = source2.read(self.bands_t2, window=win2, out_dtype="float32")
         valid = self._src1.dataset_mask(window=win) > 0
         valid &= source2.dataset_mask(window=win2) > 0
-        valid &= np.isfinite(img1).all(axis=0) & np.isfinite(img2).all(axis=0)
+        if not self.categorical:
+            valid &= np.isfinite(img1).all(axis=0) & np.isfinite(img2).all(axis=0)
         img1[:, ~valid] = 0
         img2[:, ~valid] = 0
         return img1, img2, valid

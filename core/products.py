@@ -20,6 +20,7 @@ all of them are complete, so nothing half-written ever looks finished.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Collection, Mapping
@@ -33,7 +34,7 @@ from . import encode, matrix, qml, rat
 from .errors import InputError
 from .io import RasterWriter, check_output_path, discard, publish, read_rows, temporary_path
 from .legend import LegendEntry, binary_legend, class_legend, fromto_legend
-from .product_table import BY_NAME, COMPARE, SEMANTIC, code_product
+from .product_table import BY_NAME, COMPARE, RASTERS, SEMANTIC, code_product
 from .progress import Progress, ProgressSpan
 
 if TYPE_CHECKING:
@@ -54,6 +55,38 @@ def polygon_source(task: str, rasters: Collection[str]) -> str:
     if task in (SEMANTIC, COMPARE) and ("fromto" in rasters or "change_mask" not in rasters):
         return "fromto"
     return "change_mask"
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Which products to write, and where. Leave a field ``None`` to skip it.
+
+    Attributes:
+        fromto: From-to codes (0 = no change), semantic models and comparisons only.
+        t1_classes, t2_classes: Per-date land-cover class, inside change only (0 elsewhere).
+        change_prob: Blended change probability, float32.
+        change_mask: 0/1 change mask (any model).
+        transitions_csv: Transition matrix with pixel counts and areas.
+        polygons: One polygon per connected change patch, with its classes and area
+            (GeoPackage, Shapefile, GeoJSON, ... by extension).
+
+    The products themselves are described in :data:`.product_table.PRODUCTS`.
+    """
+
+    fromto: str | os.PathLike[str] | None = None
+    t1_classes: str | os.PathLike[str] | None = None
+    t2_classes: str | os.PathLike[str] | None = None
+    change_prob: str | os.PathLike[str] | None = None
+    change_mask: str | os.PathLike[str] | None = None
+    transitions_csv: str | os.PathLike[str] | None = None
+    polygons: str | os.PathLike[str] | None = None
+
+    def rasters(self) -> dict[str, Path]:
+        return {name: Path(getattr(self, name)) for name in RASTERS if getattr(self, name) is not None}
+
+    def requested(self) -> dict[str, str | os.PathLike[str] | None]:
+        """Every product by name, None where not requested."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclass(frozen=True)

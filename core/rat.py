@@ -94,7 +94,7 @@ def write_legend(
     embed_color_table: bool = False,
     keep_existing_aux: bool = False,
 ) -> LegendFiles:
-    """Attach a legend to a finished single-band uint8/uint16 GeoTIFF.
+    """Attach a legend to a finished single-band uint8/uint16/uint32 GeoTIFF.
 
     Writes the colour table, category names and a thematic RAT through GDAL, then a
     paletted ``.qml`` beside the raster, and reads the result back with a fresh open
@@ -138,22 +138,27 @@ def write_legend(
         ds = gdal.OpenEx(str(raster), flags)
         try:
             band = ds.GetRasterBand(1)
-            if band.DataType not in (gdal.GDT_Byte, gdal.GDT_UInt16):
-                raise ValueError(f"{raster.name}: legends need a uint8 or uint16 raster, "
+            limits = {gdal.GDT_Byte: 255, gdal.GDT_UInt16: 65535, gdal.GDT_UInt32: 2**32 - 1}
+            if band.DataType not in limits:
+                raise ValueError(f"{raster.name}: legends need a uint8, uint16 or uint32 raster, "
                                  f"not {gdal.GetDataTypeName(band.DataType)}")
-            if max_value > (255 if band.DataType == gdal.GDT_Byte else 65535):
+            if max_value > limits[band.DataType]:
                 raise ValueError(f"{raster.name}: legend value {max_value} does not fit "
                                  f"{gdal.GetDataTypeName(band.DataType)}")
-            table = gdal.ColorTable()
-            size = 256 if band.DataType == gdal.GDT_Byte else max_value + 1
+            # Colour tables and category names are lists indexed by value: fine up to 16 bits. A uint32
+            # from-to raster (a comparison of more than 255 classes) is described by its RAT and .qml alone.
+            listed = band.DataType != gdal.GDT_UInt32
             by_value = {e.value: e for e in ordered}
-            for value in range(size):
-                e = by_value.get(value)
-                table.SetColorEntry(value, (*e.color, e.alpha) if e else (0, 0, 0, 0))
-            band.SetColorTable(table)
-            if not embed_color_table:
-                band.SetColorInterpretation(gdal.GCI_PaletteIndex)
-            band.SetCategoryNames([by_value[v].label if v in by_value else "" for v in range(max_value + 1)])
+            if listed:
+                table = gdal.ColorTable()
+                size = 256 if band.DataType == gdal.GDT_Byte else max_value + 1
+                for value in range(size):
+                    e = by_value.get(value)
+                    table.SetColorEntry(value, (*e.color, e.alpha) if e else (0, 0, 0, 0))
+                band.SetColorTable(table)
+                if not embed_color_table:
+                    band.SetColorInterpretation(gdal.GCI_PaletteIndex)
+                band.SetCategoryNames([by_value[v].label if v in by_value else "" for v in range(max_value + 1)])
             band.SetDefaultRAT(_build_rat(gdal, ordered, stats))
             ds.FlushCache()
         finally:
@@ -167,12 +172,12 @@ def write_legend(
         stored = band.GetColorTable()
         names = band.GetCategoryNames() or []
         channels = 3 if embed_color_table else 4  # TIFF colour maps have no alpha
-        if stored is None or any(
+        if listed and (stored is None or any(
             tuple(stored.GetColorEntry(e.value)[:channels]) != (*e.color, e.alpha)[:channels] for e in ordered
-        ):
+        )):
             warnings.append(f"{raster.name}: GDAL did not keep the colour table as written "
                             "(GDAL before 3.4.1 lets one inside the GeoTIFF override the .aux.xml)")
-        if len(names) <= max_value or names[max_value] != by_value[max_value].label:
+        if listed and (len(names) <= max_value or names[max_value] != by_value[max_value].label):
             warnings.append(f"{raster.name}: GDAL did not keep the category names")
         if rat is None or rat.GetRowCount() != len(ordered):
             warnings.append(f"{raster.name}: GDAL did not keep the attribute table (is {aux.parent} writable?)")
