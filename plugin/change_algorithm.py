@@ -178,9 +178,13 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
     def add_common_outputs(self) -> None:
         self.add_product("change_prob")
         self.add_product("polygons")
+        self.add_counters()
+        self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, "Device used"))
+
+    def add_counters(self) -> None:
+        """The numbers every change algorithm returns, for models and scripts."""
         self.addOutput(QgsProcessingOutputNumber(self.CHANGED_PIXELS, "Changed pixels"))
         self.addOutput(QgsProcessingOutputNumber(self.CHANGED_AREA_M2, "Changed area (m²)"))
-        self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, "Device used"))
 
     # -- running ----------------------------------------------------------------------------------
 

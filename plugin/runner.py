@@ -16,35 +16,16 @@ from pathlib import Path
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
 from ..core import engine
-from ..core.colors import PROBABILITY_RAMP
 from ..core.errors import ChangeDetectionError
 from ..core.files import sidecars
-from ..core.legend import LegendEntry
-from ..core.matrix import TransitionRow
 from ..core.models.card import ModelCard
 from ..core.models.checkpoint import read_card
-from ..core.product_table import BY_NAME
-from ..core.products import Legends, polygon_source
-from ..core.progress import Progress
+from ..core.products import Legends
 from .change_algorithm import RunRequest
+from .feedback import FeedbackProgress
+from .product_styles import present_codes, styles_for
 from .report import render_report, write_report
-from .styling import Palette, PolygonCategories, ProbabilityRamp, Style, swatches_from_legend
-
-
-class FeedbackProgress(Progress):
-    """The engine's progress protocol on a QGIS feedback."""
-
-    def __init__(self, feedback: QgsProcessingFeedback) -> None:
-        self.feedback = feedback
-
-    def set_progress(self, fraction: float) -> None:
-        self.feedback.setProgress(100.0 * min(1.0, max(0.0, fraction)))
-
-    def info(self, message: str) -> None:
-        self.feedback.pushInfo(message)
-
-    def is_cancelled(self) -> bool:
-        return self.feedback.isCanceled()
+from .styling import Style
 
 
 @dataclass
@@ -128,33 +109,6 @@ def _run(request: RunRequest, card: ModelCard, feedback: QgsProcessingFeedback, 
         f"{summary.changed_pixels} changed pixels ({summary.changed_area_m2 / 10_000:.4f} ha); "
         f"{summary.elapsed_seconds:.1f} s")
     return outcome
-
-
-def present_codes(transitions: list[TransitionRow]) -> set[int]:
-    """From-to codes the output holds (and 0), so the map legend lists only transitions that happened."""
-    return {0} | {row.value for row in transitions if row.pixels}
-
-
-def styles_for(written: dict[str, str], legends: Legends, transitions: list[TransitionRow]) -> dict[str, Style]:
-    """How QGIS draws each written product, read from the products table."""
-    codes = polygon_source(legends.task, [n for n in written if BY_NAME.get(n) and BY_NAME[n].is_raster])
-    present = present_codes(transitions) if codes == "fromto" else {0, 1}
-    code_legend: list[LegendEntry] = legends.entries("fromto" if codes == "fromto" else "mask", present)
-    styles: dict[str, Style] = {}
-    for name in written:
-        product = BY_NAME.get(name)
-        if product is None or product.style is None:
-            continue
-        if product.style == "ramp":
-            styles[name] = ProbabilityRamp(PROBABILITY_RAMP)
-        elif product.style == "categories":
-            styles[name] = PolygonCategories(swatches_from_legend(code_legend, present - {0}))
-        elif product.legend == "fromto":
-            styles[name] = Palette(swatches_from_legend(legends.entries("fromto", present), present))
-        else:
-            assert product.legend is not None
-            styles[name] = Palette(swatches_from_legend(legends.entries(product.legend)))
-    return styles
 
 
 def _facts(request: RunRequest, card: ModelCard, summary: engine.RunSummary) -> list[tuple[str, str]]:
