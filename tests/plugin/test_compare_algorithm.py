@@ -77,3 +77,36 @@ def test_a_float_raster_is_refused_and_nothing_is_written(scd_provider, feedback
         processing.run("scd:compareclassifications", {"INPUT_T1": str(t1), "INPUT_T2": str(t2),
                                                       "OUTPUT_FROMTO": str(tmp_path / "f.tif")}, feedback=feedback)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "ndvi.tif"]
+
+
+def test_batch_interface_compares_every_pair_and_styles_every_result(scd_provider, project, qgis_iface, monkeypatch,
+                                                                     tmp_path):
+    import json
+
+    from processing.gui import BatchPanel
+    from processing.gui.BatchAlgorithmDialog import BatchAlgorithmDialog
+    from qgis.core import QgsApplication
+
+    pairs = [write_worldcover_pair(tmp_path / f"tile{i}") for i in range(2)]
+    rows = [{"PARAMETERS": {"INPUT_T1": repr(str(t1)), "INPUT_T2": repr(str(t2)), "MIN_AREA": "0"},
+             "OUTPUTS": {"OUTPUT_FROMTO": str(tmp_path / f"fromto{i}.tif")}} for i, (t1, t2) in enumerate(pairs)]
+    batch_file = tmp_path / "pairs.json"
+    batch_file.write_text(json.dumps(rows))
+    monkeypatch.setattr(BatchPanel.QFileDialog, "getOpenFileName", lambda *args, **kwargs: (str(batch_file), ""))
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("scd:compareclassifications")
+    dialog = BatchAlgorithmDialog(algorithm, parent=qgis_iface.mainWindow())
+    panel = dialog.mainWidget()
+    panel.load()
+    assert panel.batchRowCount() == 2
+    panel.checkLoadLayersOnCompletion.setChecked(True)
+
+    dialog.runAlgorithm()
+
+    layers = sorted((lyr for lyr in project.mapLayers().values() if lyr.name().startswith("From-to change")),
+                    key=lambda layer: layer.source())
+    assert [Path(layer.source()).name for layer in layers] == ["fromto0.tif", "fromto1.tif"]
+    for layer in layers:
+        assert isinstance(layer.renderer(), QgsPalettedRasterRenderer)
+        assert "Tree cover -> Built-up" in {c.label for c in layer.renderer().classes()}
+    assert [layer.name() for layer in layers] == ["From-to change: wc2020 -> wc2021"] * 2
+    dialog.close()
