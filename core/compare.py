@@ -234,13 +234,14 @@ def _codes_present(pair: RasterPair, rows: int, progress: Progress) -> tuple[np.
     """The sorted codes each date holds where both are valid (the first pass)."""
     found: list[set[int]] = [set(), set()]
     for _, raw1, raw2, valid in _bands(pair, rows, progress):
+        invalid = int(valid.size - np.count_nonzero(valid))
+        if invalid == valid.size:
+            continue
         for index, raw in enumerate((raw1, raw2)):
-            values = raw[valid]
-            if values.size == 0:
-                continue
+            values = np.where(valid, raw, raw[valid][0]) if invalid else raw  # invalid pixels: some valid code
             low, high = int(values.min()), int(values.max())
             if low >= 0 and high < _LOOKUP_LIMIT:
-                present = np.flatnonzero(np.bincount(values, minlength=high + 1))
+                present = np.flatnonzero(np.bincount(values.ravel(), minlength=high + 1))
             else:
                 present = np.unique(values)
             found[index].update(present.tolist())

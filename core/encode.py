@@ -280,18 +280,24 @@ class CodeCounter:
             valid = np.asarray(valid, dtype=bool)
             if valid.shape != codes.shape:
                 raise ValueError(f"valid mask shape {valid.shape} differs from codes shape {codes.shape}")
-            values = codes[valid]
-            weights = np.broadcast_to(areas[:, None], codes.shape)[valid]
-        else:
-            values = codes.ravel()
-            weights = np.broadcast_to(areas[:, None], codes.shape).ravel()
-        if values.size == 0:
+        if codes.size == 0:
             return
-        if values.min() < 0 or values.max() >= self.size:
+        # Invalid pixels go to one extra bin and are dropped: cheaper than gathering the valid ones.
+        values = codes if valid is None else np.where(valid, codes, 0)
+        low, high = values.min(), values.max()
+        if low < 0 or high >= self.size:
             raise ValueError(f"valid pixels hold values outside 0..{self.size - 1}")
-        values = values.astype(np.intp, copy=False)
-        self._counts += np.bincount(values, minlength=self.size)
-        self._areas += np.bincount(values, weights=weights, minlength=self.size)
+        if valid is not None:
+            values = np.where(valid, values, self.size)
+        flat = values.ravel().astype(np.intp, copy=False)
+        counts = np.bincount(flat, minlength=self.size + 1)
+        if np.all(areas == areas[0]):  # a projected CRS: one pixel area for every row
+            area_sums = counts * float(areas[0])
+        else:
+            area_sums = np.bincount(flat, weights=np.broadcast_to(areas[:, None], codes.shape).ravel(),
+                                    minlength=self.size + 1)
+        self._counts += counts[: self.size]
+        self._areas += area_sums[: self.size]
 
     @classmethod
     def from_totals(cls, counts: npt.ArrayLike, areas_m2: npt.ArrayLike) -> CodeCounter:

@@ -181,15 +181,15 @@ class RasterPair:
         pixel; NaN in any selected band does.
 
         Returns:
-            T1 and T2 pixels as float32 ``[bands, height, width]`` (int64 for a
-            categorical pair; invalid pixels set to 0) and a boolean mask, True where
+            T1 and T2 pixels as float32 ``[bands, height, width]`` (the rasters' own
+            integer type for a categorical pair; invalid pixels set to 0) and a boolean mask, True where
             both dates hold valid data.
         """
         win = Window(self.window.col_off + col, self.window.row_off + row, width, height)
         source2, win2 = self._t2_source(win)
-        if self.categorical:  # native integers, widened only in memory
-            img1 = self._src1.read(self.bands_t1, window=win).astype(np.int64)
-            img2 = source2.read(self.bands_t2, window=win2).astype(np.int64)
+        if self.categorical:  # class codes in their own integer type
+            img1 = self._src1.read(self.bands_t1, window=win)
+            img2 = source2.read(self.bands_t2, window=win2)
         else:
             img1 = self._src1.read(self.bands_t1, window=win, out_dtype="float32")
             img2 = source2.read(self.bands_t2, window=win2, out_dtype="float32")

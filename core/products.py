@@ -151,8 +151,10 @@ class Counts:
         n = legends.num_classes
         if not legends.semantic:
             return cls(None, None, None, encode.CodeCounter(2))
-        return cls(encode.TransitionCounter(n), encode.CodeCounter(n + 1), encode.CodeCounter(n + 1),
-                   encode.CodeCounter(2), encode.CodeCounter(n + 1) if legends.task == COMPARE else None)
+        t1 = encode.CodeCounter(n + 1)
+        # A comparison's T1 map holds every pixel's class: its counter is also the T1 total of the matrix.
+        return cls(encode.TransitionCounter(n), t1, encode.CodeCounter(n + 1), encode.CodeCounter(2),
+                   t1 if legends.task == COMPARE else None)
 
     def persistence(self) -> encode.CodeCounter | None:
         """Pixels whose class stayed the same, per class (comparisons only): T1's total minus what changed."""
@@ -286,15 +288,16 @@ class ProductsStage:
             counts.fromto.add(codes, valid, area)
             rows["fromto"] = _with_nodata(codes, valid)
             for name, classes, counter in (("t1_classes", c1, counts.t1), ("t2_classes", c2, counts.t2)):
+                if name not in self.writers and not (name == "t1_classes" and counts.t1_all is not None):
+                    continue  # neither written nor needed for the matrix
                 if self.legends.classes_inside_change_only:
                     classes = encode.mask_classes(classes, changed)
                 rows[name] = _with_nodata(classes.astype(self.code_dtype, copy=False), valid)
                 assert counter is not None
                 counter.add(rows[name], valid, area)
-            if counts.t1_all is not None:
-                counts.t1_all.add(rows["t1_classes"], valid, area)
-        rows["change_mask"] = _with_nodata(changed.astype(np.uint8), valid)
-        counts.mask.add(rows["change_mask"], valid, area)
+        if "change_mask" in self.writers or not self.legends.semantic:
+            rows["change_mask"] = _with_nodata(changed.astype(np.uint8), valid)
+            counts.mask.add(rows["change_mask"], valid, area)
         if "change_prob" in self.writers:
             assert prob is not None
             rows["change_prob"] = np.where(valid, prob, encode.NODATA_FLOAT32).astype(np.float32)
