@@ -2,7 +2,7 @@
 
 Everything here is pure numpy and works on one band of rows at a time, so the engine
 can decode and count while it streams a scene of any size. Decoding follows the model
-contract (seed digest section 7.2):
+contract (docs/model-contract.md):
 
 * changed = ``change_prob > 0.5`` and, where a network learns one, ``change_prob >
   change_threshold`` (CLDRNet's rule, which reduces to 0.5 for the other networks);
@@ -15,8 +15,8 @@ contract (seed digest section 7.2):
   pixels whose class the network did not resolve; they stay distinct codes so the
   legend can say so.
 
-Per-date class maps are only trustworthy inside predicted change (seed digest 7.5,
-item 19: the datasets annotate classes only there), so :func:`mask_classes` zeroes
+Per-date class maps are only trustworthy inside predicted change (the semantic change
+datasets label land cover only there; see docs/model-contract.md), so :func:`mask_classes` zeroes
 them elsewhere before they are written.
 
 Nodata values are kept outside every code range: 255 for uint8 rasters, 65535 for

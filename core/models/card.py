@@ -133,7 +133,7 @@ class ModelCard:
         return cls(**data)
 
 
-# --- Presets (seed digest sections 2.4, 5.1, 5.2) -------------------------------------------
+# --- Presets: dataset classes, palettes, statistics (docs/networks.md) ---------------------
 
 SECOND_CLASSES = (
     LandCoverClass("Water", (0, 0, 255)),
