@@ -25,8 +25,9 @@ Choices made where the paper is silent or contradicts itself:
   ``v_hat_i = sum_k p_ik c_k``; eq. 3's denominator gets ``+1e-6``; the clustering runs per image
   (per tile), and ``L_DA`` back-propagates into both V and V-hat (no stop-gradient).
 * Concatenate-split (the paper names the step but not its layers): the 2K descriptors of both
-  dates are lifted by one shared ``Linear(D -> 32)``, one pre-LN multi-head self-attention layer (8 heads x 64, residual, no FFN,
-  no temporal embedding) runs over the 2K tokens, and the tokens are split back per date.
+  dates are lifted by one shared ``Linear(D -> 32)``, one pre-LN multi-head self-attention layer
+  (8 heads x 64, residual, no FFN, no temporal embedding) runs over the 2K tokens, and the tokens
+  are split back per date.
   This also answers how the D = 3 descriptors reach the width C = 32 that eq. 5's ``W^k, W^v`` need.
 * CCM: pre-LN decoder layer, separate LayerNorms for queries and keys/values, ``W^q, W^k, W^v``
   without bias (eq. 5 shows plain matrices), ``W^O`` with bias, scale ``1/sqrt(64)``, softmax over
