@@ -241,7 +241,7 @@ def test_write_legend_rejects_values_the_raster_cannot_hold(tmp_path):
     with pytest.raises(ValueError, match="unique"):
         write_legend(path, [LegendEntry(1, "a", (0, 0, 0)), LegendEntry(1, "b", (0, 0, 0))])
     prob = make_raster(tmp_path / "p.tif", np.zeros((2, 2), np.float32), -1.0)
-    with pytest.raises(ValueError, match="uint8 or uint16"):
+    with pytest.raises(ValueError, match="uint8, uint16 or uint32 raster, not Float32"):
         write_legend(prob, binary_legend())
 
 
