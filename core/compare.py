@@ -321,7 +321,8 @@ def _class_lookup(codes: np.ndarray, harmonised: np.ndarray,
         table[codes] = indices
 
         def lookup(raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
-            return table[np.where(valid, np.clip(raw, 0, high), 0)]
+            # Valid pixels hold codes found by the first pass (<= high); invalid ones were read as 0.
+            return table[raw]
     else:
         def lookup(raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
             position = np.clip(np.searchsorted(codes, raw), 0, len(codes) - 1)
