@@ -191,7 +191,7 @@ def fromto_codes(
         raise ValueError(f"shapes differ: c1 {c1.shape}, c2 {c2.shape}, changed {changed.shape}")
     if changed.any():
         for name, c in (("c1", c1), ("c2", c2)):
-            if c.size and 1 <= c.min() and c.max() <= num_classes:
+            if c.size and c.min() >= 1 and c.max() <= num_classes:
                 continue  # every pixel in range: no need to look at the changed ones alone
             inside = c[changed]
             if inside.min() < 1 or inside.max() > num_classes:
