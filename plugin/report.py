@@ -15,6 +15,14 @@ from pathlib import Path
 from ..core.files import atomic_write_text
 from ..core.matrix import TransitionRow
 
+#: How to read a network's numbers.
+NETWORK_NOTE = ("Areas are on the ground, in hectares (1 ha = 10,000 m²). The diagonal of the matrix holds changed "
+                "pixels whose class the network did not resolve. The per-date class maps are only meaningful inside "
+                "changed areas: the networks learn land-cover classes only where change happened.")
+#: How to read the comparison of two land-cover maps.
+COMPARISON_NOTE = ("Areas are on the ground, in hectares (1 ha = 10,000 m²). The matrix here lists the changes; the "
+                   "area that kept its class (the diagonal of the full cross-tabulation) is in the CSV file.")
+
 #: Bars in the chart; the rest are summed as "other transitions".
 MAX_BARS = 15
 
@@ -38,6 +46,7 @@ def render_report(
     colors: Mapping[int, str],
     class_names: Sequence[str],
     csv_name: str | None = None,
+    note: str = NETWORK_NOTE,
 ) -> str:
     """The report page.
 
@@ -48,6 +57,7 @@ def render_report(
         colors: ``#rrggbb`` per from-to value, as on the map.
         class_names: Land-cover classes in order, for the matrix.
         csv_name: File name of the CSV beside the page, linked when given.
+        note: The closing note on how to read the numbers (the networks' by default).
     """
     changed = [t for t in transitions if t.value != 0]
     unchanged = next((t for t in transitions if t.value == 0), None)
@@ -69,9 +79,7 @@ def render_report(
         "<h2>Transition matrix (hectares; rows: from T1, columns: to T2)</h2>",
         _matrix(changed, class_names, unchanged),
         _table(changed, colors, changed_ha),
-        '<p class="note">Areas are on the ground, in hectares (1 ha = 10,000 m²). The diagonal of the matrix holds '
-        "changed pixels whose class the network did not resolve. The per-date class maps are only meaningful inside "
-        "changed areas: the networks learn land-cover classes only where change happened.</p>",
+        f'<p class="note">{_e(note)}</p>',
     ]
     if csv_name:
         parts.append(f'<p>The same numbers as CSV: <a href="{_e(csv_name)}">{_e(csv_name)}</a></p>')

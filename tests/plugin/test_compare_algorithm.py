@@ -49,6 +49,7 @@ def test_two_maps_in_different_crss_give_a_styled_from_to_layer_and_the_cross_ta
     assert isinstance(polygons.renderer(), QgsCategorizedSymbolRenderer) and polygons.featureCount() > 0
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "Land-cover change" in page and "Tree cover -&gt; Built-up" in page
+    assert "kept its class" in page and "network" not in page  # the note fits a comparison
     assert isinstance(layer_named(project, "Land cover of T1").renderer(), QgsPalettedRasterRenderer)
 
 
