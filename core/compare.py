@@ -98,6 +98,8 @@ class CompareSummary:
     changed_pixels: int = 0
     changed_area_m2: float = 0.0
     transitions: list[TransitionRow] = field(default_factory=list)
+    #: Hectares that kept their class, per class (the diagonal of the matrix).
+    persistence_ha: list[float] = field(default_factory=list)
     polygons: int = 0
     elapsed_seconds: float = 0.0
 
@@ -180,6 +182,7 @@ def compare_classifications(
             raise
     summary.outputs.update(result.outputs)
     summary.transitions = result.transitions
+    summary.persistence_ha = result.persistence_ha
     summary.valid_pixels, summary.changed_pixels = result.valid_pixels, result.changed_pixels
     summary.changed_area_m2, summary.polygons = result.changed_area_m2, result.polygons
     summary.elapsed_seconds = time.perf_counter() - started

@@ -68,6 +68,7 @@ def run(request: RunRequest, class_table: str | None, class_table_t2: str | None
                 class_names=[c.name for c in summary.classes],
                 csv_name=Path(csv_path).name,
                 note=COMPARISON_NOTE,
+                persistence_ha=summary.persistence_ha,
             )
             write_report(request.report, page)
             written.append(Path(request.report))

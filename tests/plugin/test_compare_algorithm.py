@@ -50,6 +50,9 @@ def test_two_maps_in_different_crss_give_a_styled_from_to_layer_and_the_cross_ta
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "Land-cover change" in page and "Tree cover -&gt; Built-up" in page
     assert "kept its class" in page and "network" not in page  # the note fits a comparison
+    hectares = matrix_block(tmp_path / "report.csv", "hectares")[1]
+    tree = '<th class="name">Tree cover</th>' + "".join(f"<td>{v:,.4f}</td>" for v in hectares[0])
+    assert tree in page  # the page's matrix is the full cross-tabulation too, persistence on the diagonal
     assert isinstance(layer_named(project, "Land cover of T1").renderer(), QgsPalettedRasterRenderer)
 
 
