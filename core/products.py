@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RGB = tuple[int, int, int]
+
+
 def polygon_source(task: str, rasters: Collection[str]) -> str:
     """The raster the polygons are drawn from: the from-to codes, unless only the change mask was asked for.
 
