@@ -241,7 +241,8 @@ def _codes_present(pair: RasterPair, rows: int, progress: Progress) -> tuple[np.
         if invalid == valid.size:
             continue
         for index, raw in enumerate((raw1, raw2)):
-            values = np.where(valid, raw, raw[valid][0]) if invalid else raw  # invalid pixels: some valid code
+            # Invalid pixels take the first valid pixel's code, so they add no code of their own.
+            values = np.where(valid, raw, raw.flat[int(np.argmax(valid))]) if invalid else raw
             low, high = int(values.min()), int(values.max())
             if low >= 0 and high < _LOOKUP_LIMIT:
                 present = np.flatnonzero(np.bincount(values.ravel(), minlength=high + 1))
