@@ -29,7 +29,6 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterBand,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
@@ -158,8 +157,9 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
                                          QgsProcessingParameterNumber.Integer, 4, minValue=1, maxValue=256),
             QgsProcessingParameterEnum(self.DEVICE, "Device", options=list(DEVICES), defaultValue=0),
         ]
+        # Not flagged advanced: QGIS 3.22's batch interface hides advanced parameters' columns
+        # behind a button, and batch runs are where analysts set them per row.
         for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
         self.addParameter(QgsProcessingParameterNumber(
             self.MIN_AREA, "Minimum change patch in pixels (smaller patches are removed)",
@@ -221,7 +221,7 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         for product, output in self.products.items():
             if product in ("polygons", "report", "transitions_csv"):
                 continue
-            path = self.parameterAsOutputLayer(parameters, output, context)
+            path = self.output_layer(parameters, output, context)
             if not path:
                 continue
             if Path(path).suffix.lower() not in RASTER_SUFFIXES:
@@ -244,9 +244,25 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             min_area=self.parameterAsInt(parameters, self.MIN_AREA, context),
             rasters=rasters,
-            polygons=self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context) or None,
+            polygons=self.output_layer(parameters, self.OUTPUT_POLYGONS, context) or None,
             report=report or None,
         )
+
+    def output_layer(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> str:
+        """The file of an output layer, or "" when the user left the optional output empty.
+
+        QGIS 3.22 adds an empty optional output that has a destination project (as
+        every row of the batch interface has) to the layers to load as "", and its
+        post-processing then reports in red "The following layers were not correctly
+        generated." with an empty name. That entry is removed here.
+        """
+        path = self.parameterAsOutputLayer(parameters, name, context)
+        if not path:
+            loads = context.layersToLoadOnCompletion()
+            if "" in loads:
+                del loads[""]
+                context.setLayersToLoadOnCompletion(loads)
+        return path
 
     def attach_style(self, context: QgsProcessingContext, output: str, destination: str, style: Style,
                      request: RunRequest) -> None:

@@ -22,6 +22,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QPointF
+from qgis.PyQt.QtWidgets import QTextEdit
 
 from core import synthetic
 from core.models.card import SECOND_CLASSES
@@ -76,9 +77,19 @@ def test_batch_interface_runs_every_pair_and_styles_every_result(scd_provider, s
     panel = dialog.mainWidget()
     panel.load()
     assert panel.batchRowCount() == 3
+    table = panel.tblParameters
+    shown = {table.horizontalHeaderItem(c).text() for c in range(table.columnCount())
+             if table.horizontalHeaderItem(c) and not table.isColumnHidden(c)}
+    for option in ("Tile size", "Tile overlap", "Batch size", "Device", "Bands of T1", "Bands of T2"):
+        assert any(header.startswith(option) for header in shown), (option, shown)
     panel.checkLoadLayersOnCompletion.setChecked(True)
 
     dialog.runAlgorithm()
+
+    # Optional outputs left empty in the grid are no "layers not correctly generated".
+    log = dialog.findChild(QTextEdit, "txtLog").toPlainText()
+    assert log.count("correctly executed") == 3
+    assert "not correctly generated" not in log
 
     layers = sorted(from_to_layers(project), key=lambda layer: layer.source())
     assert [Path(layer.source()).name for layer in layers] == ["fromto0.tif", "fromto1.tif", "fromto2.tif"]
