@@ -42,7 +42,7 @@ from qgis.PyQt.QtGui import QIcon
 from .dependencies import diagnostics, require_engine
 from .inputs import LayerSource, describe_layer
 from .resources import HOMEPAGE, plugin_icon
-from .styling import LayerStyler, Style
+from .styling import LayerStyler, RunGroup, Style
 
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_FILTER = "Model files (*.pt *.pth *.ckpt);;All files (*.*)"
@@ -211,8 +211,9 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         results.update({self.CHANGED_PIXELS: outcome.summary.changed_pixels,
                         self.CHANGED_AREA_M2: outcome.summary.changed_area_m2,
                         self.DEVICE_USED: outcome.summary.device})
+        run_group = RunGroup(f"Change {request.t1_name} -> {request.t2_name}")
         for name, style in outcome.styles.items():
-            self.attach_style(context, self.products[name], outcome.written[name], style, request)
+            self.attach_style(context, name, outcome.written[name], style, request, run_group)
         return results
 
     def build_request(self, parameters: dict[str, Any], context: QgsProcessingContext) -> RunRequest:
@@ -264,13 +265,18 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
                 context.setLayersToLoadOnCompletion(loads)
         return path
 
-    def attach_style(self, context: QgsProcessingContext, output: str, destination: str, style: Style,
-                     request: RunRequest) -> None:
-        """Style an output QGIS will load, named after the two inputs unless the user (or a model) named it."""
+    def attach_style(self, context: QgsProcessingContext, product: str, destination: str, style: Style,
+                     request: RunRequest, run_group: RunGroup) -> None:
+        """Style an output QGIS will load, named after the two inputs unless the user (or a model) named it.
+
+        Every layer of the run goes into ``run_group`` at the top of the layer tree.
+        """
         if not context.willLoadLayerOnCompletion(destination):
             return
+        output = self.products[product]
         description = self.parameterDefinition(output).description()
         given = context.layerToLoadOnCompletionDetails(destination).name
         named = given not in ("", description, output)
         LayerStyler.attach(context, destination, style,
-                           None if named else f"{description}: {request.t1_name} -> {request.t2_name}")
+                           None if named else f"{description}: {request.t1_name} -> {request.t2_name}",
+                           run_group, product)

@@ -128,6 +128,30 @@ def test_semantic_change_puts_styled_layers_on_the_map(scd_provider, semantic_mo
     assert summary.startswith("summary: device cpu; estimated memory") and summary.endswith(" s")
 
 
+def test_results_go_on_top_in_a_group_per_run(scd_provider, semantic_model, image_pair, project, tmp_path):
+    """The inputs are in the project and T2 is active: each run's results still land on top, in order."""
+    for path in image_pair:
+        project.addMapLayer(QgsRasterLayer(str(path), path.stem))
+    for run in (1, 2):
+        out = {name: str(tmp_path / f"{run}-{file}") for name, file in (
+            ("OUTPUT_FROMTO", "fromto.tif"), ("OUTPUT_T2_CLASSES", "t2.tif"), ("OUTPUT_CHANGE_PROB", "prob.tif"),
+            ("OUTPUT_POLYGONS", "changes.gpkg"))}
+        processing.runAndLoadResults("scd:semanticchange", inputs(image_pair, semantic_model, **out))
+
+    root = project.layerTreeRoot()
+    groups = [child.name() for child in root.children() if child.nodeType() == child.NodeGroup]
+    assert groups == ["Change t1 -> t2 (2)", "Change t1 -> t2"]
+    assert root.children()[0].name() == "Change t1 -> t2 (2)"  # the newest run above everything
+    for group, suffix in ((root.findGroup("Change t1 -> t2"), ""), (root.findGroup("Change t1 -> t2 (2)"), " (2)")):
+        layers = [(node.name(), node.isVisible()) for node in group.findLayers()]
+        assert layers == [(f"Change polygons: t1 -> t2{suffix}", True), (f"From-to change: t1 -> t2{suffix}", True),
+                          (f"Change probability: t1 -> t2{suffix}", False),
+                          (f"Land cover of T2 (inside change): t1 -> t2{suffix}", False)]
+    polygons = root.findGroup("Change t1 -> t2").findLayers()[0].layer()
+    categories = polygons.renderer().categories()  # kept alive while read; NoBrush (0): outlines only
+    assert all(category.symbol().symbolLayer(0).brushStyle() == 0 for category in categories)
+
+
 def test_legend_travels_with_the_file(scd_provider, semantic_model, image_pair, tmp_path):
     """Outside QGIS too (other GIS, qgis_process): colour table, category names and a .qml beside the raster."""
     target = tmp_path / "fromto.tif"
