@@ -36,11 +36,14 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorDestination,
     QgsProcessingUtils,
+    QgsProject,
+    QgsRasterLayer,
 )
+from qgis.PyQt.QtCore import QCoreApplication, QThread
 from qgis.PyQt.QtGui import QIcon
 
 from .dependencies import diagnostics, require_engine
-from .inputs import LayerSource, describe_layer
+from .inputs import LayerSource, describe_layer, refuse_same_input, two_different_layers
 from .resources import HOMEPAGE, plugin_icon
 from .styling import LayerStyler, RunGroup, Style
 
@@ -95,6 +98,15 @@ algorithm stops with the command that installs it.</p>
 """
 
 
+def project_raster_layers() -> list[QgsRasterLayer]:
+    """The current project's raster layers in layer tree order (top first); empty outside the main thread."""
+    app = QCoreApplication.instance()
+    if app is None or QThread.currentThread() is not app.thread():
+        return []
+    return [node.layer() for node in QgsProject.instance().layerTreeRoot().findLayers()
+            if isinstance(node.layer(), QgsRasterLayer) and node.layer().isValid()]
+
+
 class ChangeAlgorithm(QgsProcessingAlgorithm):
     """Base of ``scd:semanticchange`` and ``scd:binarychange``; subclasses declare their outputs."""
 
@@ -140,8 +152,9 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
 
     def add_inputs(self) -> None:
         """The inputs and options both change algorithms take."""
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_T1, "Earlier image (T1)"))
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_T2, "Later image (T2)"))
+        default_t1, default_t2 = two_different_layers(project_raster_layers())
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_T1, "Earlier image (T1)", default_t1))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_T2, "Later image (T2)", default_t2))
         self.addParameter(QgsProcessingParameterFile(
             self.MODEL, "Model file (checkpoint)", behavior=QgsProcessingParameterFile.File, fileFilter=MODEL_FILTER))
         advanced = [
@@ -183,10 +196,10 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         # A refusal is kept and raised by processAlgorithm: QGIS replaces the message of one raised here
         # by "There were errors executing the algorithm" in scripts and qgis_process.
         try:
-            self.sources = [
-                describe_layer(self.parameterAsRasterLayer(parameters, self.INPUT_T1, context), "T1"),
-                describe_layer(self.parameterAsRasterLayer(parameters, self.INPUT_T2, context), "T2"),
-            ]
+            t1 = self.parameterAsRasterLayer(parameters, self.INPUT_T1, context)
+            t2 = self.parameterAsRasterLayer(parameters, self.INPUT_T2, context)
+            self.sources = [describe_layer(t1, "T1"), describe_layer(t2, "T2")]
+            refuse_same_input(t1, t2)
         except QgsProcessingException as error:
             self.refusal = error
         return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,29 @@ def test_results_go_on_top_in_a_group_per_run(scd_provider, semantic_model, imag
     polygons = root.findGroup("Change t1 -> t2").findLayers()[0].layer()
     categories = polygons.renderer().categories()  # kept alive while read; NoBrush (0): outlines only
     assert all(category.symbol().symbolLayer(0).brushStyle() == 0 for category in categories)
+
+
+def test_the_same_image_for_both_dates_is_refused(scd_provider, semantic_model, image_pair, project, tmp_path):
+    first = QgsRasterLayer(str(image_pair[0]), "scene 2019")
+    again = QgsRasterLayer(str(image_pair[0]), "scene 2019 (copy)")
+    project.addMapLayers([first, again])
+    for t2, said in ((first, "the same layer 'scene 2019'"), (again, "the same image")):
+        with pytest.raises(QgsProcessingException, match="T1 and T2 are " + re.escape(said)):
+            processing.run("scd:semanticchange", {"INPUT_T1": first.id(), "INPUT_T2": t2.id(),
+                                                  "MODEL": str(semantic_model),
+                                                  "OUTPUT_FROMTO": str(tmp_path / "fromto.tif")})
+    assert not (tmp_path / "fromto.tif").exists()
+
+
+def test_two_different_layers_are_preselected(scd_provider, image_pair, project):
+    from qgis.core import QgsApplication
+
+    older, newer = (QgsRasterLayer(str(path), path.stem) for path in image_pair)
+    project.addMapLayer(older)
+    project.addMapLayer(newer)  # added last, so on top of the layer tree
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("scd:semanticchange")
+    assert algorithm.parameterDefinition("INPUT_T1").defaultValue() == older.id()
+    assert algorithm.parameterDefinition("INPUT_T2").defaultValue() == newer.id()
 
 
 def test_legend_travels_with_the_file(scd_provider, semantic_model, image_pair, tmp_path):
