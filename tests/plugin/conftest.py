@@ -99,12 +99,18 @@ class RecordingFeedback(QgsProcessingFeedback):
     def __init__(self, cancel_at: float | None = None) -> None:
         super().__init__()
         self.lines: list[str] = []
+        self.warnings: list[str] = []
         self.cancel_at = cancel_at
         self.progressChanged.connect(self._on_progress)
 
     def pushInfo(self, info: str) -> None:
         self.lines.append(info)
         super().pushInfo(info)
+
+    def pushWarning(self, warning: str) -> None:
+        self.lines.append(warning)
+        self.warnings.append(warning)
+        super().pushWarning(warning)
 
     def reportError(self, error: str, fatalError: bool = False) -> None:
         self.lines.append(error)

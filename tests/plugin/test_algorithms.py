@@ -176,6 +176,41 @@ def test_two_different_layers_are_preselected(scd_provider, image_pair, project)
     assert algorithm.parameterDefinition("INPUT_T2").defaultValue() == newer.id()
 
 
+def four_band_copy(source: Path, target: Path, descriptions: tuple[str, ...]) -> Path:
+    """``source`` with a fourth band, every band described as a Landsat export describes them."""
+    with rasterio.open(source) as src:
+        data, profile = src.read(), src.profile
+    profile.update(count=4, photometric="MINISBLACK")
+    with rasterio.open(target, "w", **profile) as dst:
+        dst.write(np.concatenate([data, data[:1]]))
+        for band, description in enumerate(descriptions, start=1):
+            dst.set_band_description(band, description)
+    return target
+
+
+def test_bands_are_logged_and_contradictions_and_untrained_models_flagged(scd_provider, semantic_model, image_pair,
+                                                                         make_feedback, tmp_path):
+    landsat = four_band_copy(image_pair[0], tmp_path / "landsat.tif", ("SWIR1", "NIR", "Red", "Green"))
+    feedback = make_feedback()
+    processing.run("scd:semanticchange", inputs((landsat, image_pair[1]), semantic_model,
+                                                OUTPUT_FROMTO=str(tmp_path / "fromto.tif"),
+                                                OUTPUT_REPORT=str(tmp_path / "report.html")), feedback=feedback)
+
+    assert "T1 bands used, in the model's order: 1 ('SWIR1', colour Gray), 2 ('NIR', colour Undefined)" in \
+        feedback.log
+    assert "T2 bands used, in the model's order: 1 (no description, colour Red), 2 (no description, colour Green)" \
+        in feedback.log
+    band_warnings = [w for w in feedback.warnings if w.startswith("T1:")]
+    assert len(band_warnings) == 3 and "should be red, but band 1 ('SWIR1'" in band_warnings[0]
+    assert "looks like infrared" in band_warnings[0] and "'Bands of T1'" in band_warnings[0]
+    assert not [w for w in feedback.warnings if w.startswith("T2:")]  # a plain RGB file matches the model
+    (untrained,) = [w for w in feedback.warnings if "untrained" in w]
+    assert "random" in untrained and "noise" in untrained
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "is untrained" in page and "looks like infrared" in page and "UNTRAINED" in page
+    assert "WGS 84 / UTM zone 33N (EPSG:32633)" in page and "1 x 1 m" in page
+
+
 def test_legend_travels_with_the_file(scd_provider, semantic_model, image_pair, tmp_path):
     """Outside QGIS too (other GIS, qgis_process): colour table, category names and a .qml beside the raster."""
     target = tmp_path / "fromto.tif"
