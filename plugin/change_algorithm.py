@@ -29,6 +29,7 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterBand,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
@@ -78,24 +79,59 @@ class RunRequest:
     report: str | None = None
 
 
-COMMON_HELP = """
-<p><b>Inputs.</b> <i>Earlier image (T1)</i> and <i>Later image (T2)</i> are two images of the same area: raster
-layers of the project or image files. T1's grid is the master: T2 may be in another CRS, resolution or extent and
-is warped onto it; the results cover the area both images cover, and pixels that are nodata in either image are
-nodata in the results. <i>Model file</i> is a checkpoint made with this plugin's training tool (a <code>.pt</code>
-file); run <i>Model information</i> first to see what it contains.</p>
-<p><b>Advanced options.</b> <i>Bands</i>: the bands of each image to use, in the model's order (empty: the bands the
-model file names, usually 1, 2, 3). <i>Tile size</i>: the side of the squares the image is cut into (0: the size the
-model was trained with, which gives the best results). <i>Overlap</i>: how much neighbouring tiles overlap, in percent
-of the tile (default 25 %); overlapping predictions are blended so no seams show. <i>Batch size</i>: tiles per step;
-larger is faster on a GPU but needs more memory; cancelling stops within one batch. <i>Device</i>: <i>auto</i> uses
-an NVIDIA GPU when one is usable, otherwise the CPU; the log says which device was used and why.</p>
-<p><b>Minimum change patch</b> (optional): change patches smaller than this many pixels are removed (set to
-no change) in every output, a minimum mapping unit that removes speckle.</p>
-<p>The log starts with a diagnostics line (QGIS, Python, PyTorch, CUDA and GDAL versions and the device found) and
-reports the device, the memory estimate, the number of tiles and the time taken. If PyTorch is not installed, the
-algorithm stops with the command that installs it.</p>
-"""
+#: Minimum change patch by default: a 3 x 3 block. Smaller patches are mostly speckle (single
+#: pixels at class edges), which made hundreds of one-pixel polygons.
+DEFAULT_MIN_PATCH = 9
+
+
+def help_text(*paragraphs: str) -> str:
+    """Help for the panel beside the dialog: QGIS 3.22 shows each line as a paragraph, so one line each."""
+    return "\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
+
+
+#: The shared part of both change algorithms' help; the details are in each parameter's help.
+COMMON_HELP = (
+    "<b>Inputs:</b> two images of the same area, T1 earlier and T2 later (T2 is warped onto T1's grid; the "
+    "results cover the area both cover), and a model file. <i>Model information</i> shows what a model expects.",
+    "<b>Options:</b> bands, tile size, overlap, batch size and device have defaults that suit most runs; hover "
+    "over a parameter for its help. Small change patches are removed (default: fewer than "
+    f"{DEFAULT_MIN_PATCH} pixels, a 3 x 3 block).",
+    "The log lists the versions and the device found, the bands used, and warns about untrained models and "
+    "bands that do not match the model.",
+)
+
+#: Per-parameter help (shown as the parameter's tooltip).
+PARAMETER_HELP = {
+    "INPUT_T1": "The earlier image. Its grid (CRS, pixel size, extent) is the grid of every output.",
+    "INPUT_T2": "The later image of the same area; any CRS, resolution or extent: it is warped onto T1's grid.",
+    "MODEL": "A model file (.pt) made with this plugin's training tool. 'Model information' shows its contents.",
+    "BANDS_T1": "Bands of T1 in the order the model expects (red, green, blue for every model this software "
+                "makes). Empty: the bands the model file names, usually 1, 2, 3.",
+    "BANDS_T2": "Bands of T2 in the order the model expects. Empty: the bands the model file names.",
+    "TILE_SIZE": "Side of the squares the scene is cut into. 0 (best): the size the model was trained with.",
+    "OVERLAP": "How much neighbouring tiles overlap, in % of the tile; overlaps are blended so no seams show.",
+    "BATCH_SIZE": "Tiles per step: larger is faster on a GPU but needs more memory. Cancel stops within a batch.",
+    "DEVICE": "auto: an NVIDIA GPU when one is usable, else the CPU. The log says which was used and why.",
+    "MIN_AREA": f"Change patches smaller than this many pixels become 'no change' in every output (default "
+                f"{DEFAULT_MIN_PATCH}, a 3 x 3 block, removes speckle); 0 keeps every changed pixel.",
+    "OUTPUT_CHANGE_PROB": "How sure the model is that each pixel changed, 0 to 1.",
+    "OUTPUT_POLYGONS": "One polygon per connected patch of one change, with from, to, label and area in m².",
+}
+
+
+#: Algorithm id -> whether its latest run wrote an HTML report; see :meth:`ChangeAlgorithm.hasHtmlOutputs`.
+REPORT_WRITTEN: dict[str, bool] = {}
+
+
+def report_written(algorithm_id: str) -> bool:
+    """Whether the latest run of ``algorithm_id`` wrote an HTML report.
+
+    QGIS's dialog says "HTML output has been generated by this algorithm" after
+    every run, failed or not, of an algorithm that declares an HTML output. The
+    dialog asks ``hasHtmlOutputs()`` of its own algorithm object, not of the copy
+    that ran, so the run records its outcome here under the algorithm's id.
+    """
+    return REPORT_WRITTEN.get(algorithm_id, False)
 
 
 def project_raster_layers() -> list[QgsRasterLayer]:
@@ -134,6 +170,9 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
     #: ``report`` and ``transitions_csv``.
     products: ClassVar[dict[str, str]] = {}
 
+    #: Help of the subclass's own parameters, by name, added to :data:`PARAMETER_HELP`.
+    parameter_help: ClassVar[dict[str, str]] = {}
+
     def __init__(self) -> None:
         super().__init__()
         self.sources: list[LayerSource] = []
@@ -147,6 +186,9 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
 
     def helpUrl(self) -> str:
         return HOMEPAGE
+
+    def hasHtmlOutputs(self) -> bool:
+        return report_written(self.id())
 
     # -- parameters -------------------------------------------------------------------------------
 
@@ -176,7 +218,7 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
             self.addParameter(parameter)
         self.addParameter(QgsProcessingParameterNumber(
             self.MIN_AREA, "Minimum change patch in pixels (smaller patches are removed)",
-            QgsProcessingParameterNumber.Integer, 0, optional=True, minValue=0))
+            QgsProcessingParameterNumber.Integer, DEFAULT_MIN_PATCH, optional=True, minValue=0))
 
     def add_common_outputs(self) -> None:
         self.addParameter(QgsProcessingParameterRasterDestination(
@@ -187,6 +229,13 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.CHANGED_PIXELS, "Changed pixels"))
         self.addOutput(QgsProcessingOutputNumber(self.CHANGED_AREA_M2, "Changed area (m²)"))
         self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, "Device used"))
+
+    def addParameter(self, definition: QgsProcessingParameterDefinition, createOutput: bool = True) -> bool:
+        """Every parameter gets its help from :data:`PARAMETER_HELP` (or the subclass's ``parameter_help``)."""
+        text = {**PARAMETER_HELP, **self.parameter_help}.get(definition.name())
+        if text and hasattr(definition, "setHelp"):  # QGIS 3.16 and later
+            definition.setHelp(text)
+        return super().addParameter(definition, createOutput)
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -206,6 +255,7 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        REPORT_WRITTEN[self.id()] = False
         feedback.pushInfo(diagnostics())
         if self.refusal is not None:
             raise self.refusal
@@ -227,6 +277,7 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         run_group = RunGroup(f"Change {request.t1_name} -> {request.t2_name}")
         for name, style in outcome.styles.items():
             self.attach_style(context, name, outcome.written[name], style, request, run_group)
+        REPORT_WRITTEN[self.id()] = "report" in outcome.written
         return results
 
     def build_request(self, parameters: dict[str, Any], context: QgsProcessingContext) -> RunRequest:

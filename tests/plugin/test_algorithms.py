@@ -365,3 +365,20 @@ def test_minimum_change_patch(scd_provider, semantic_model, image_pair, feedback
     dataset = ogr.Open(str(tmp_path / "patches.gpkg"))
     areas = [f.GetField("area_m2") for f in dataset.GetLayer(0)]
     assert areas and min(areas) >= 20
+
+
+def test_html_output_is_announced_only_after_a_run_that_wrote_the_report(scd_provider, semantic_model, image_pair,
+                                                                         tmp_path):
+    from qgis.core import QgsApplication
+
+    dialog_algorithm = QgsApplication.processingRegistry().createAlgorithmById("scd:semanticchange")
+    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(tmp_path / "a.tif"),
+                                                OUTPUT_REPORT=str(tmp_path / "a.html")))
+    assert dialog_algorithm.hasHtmlOutputs()
+    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(tmp_path / "b.tif")))
+    assert not dialog_algorithm.hasHtmlOutputs()
+    with pytest.raises(QgsProcessingException):
+        processing.run("scd:semanticchange", inputs(image_pair, tmp_path / "missing.pt",
+                                                    OUTPUT_FROMTO=str(tmp_path / "c.tif"),
+                                                    OUTPUT_REPORT=str(tmp_path / "c.html")))
+    assert not dialog_algorithm.hasHtmlOutputs()
