@@ -343,6 +343,9 @@ class _Batch:
 
 _DONE = object()
 
+#: Where the progress bar stands within a batch's share once it is read, and once the network ran.
+BATCH_READ_SHARE, BATCH_NETWORK_SHARE = 0.1, 0.9
+
 
 class _Run:
     def __init__(self, pair: RasterPair, grid: TileGrid, card: ModelCard, heads: _Heads,
@@ -368,6 +371,7 @@ class _Run:
         self.mask_counter = encode.CodeCounter(2)
         self.accumulator: RowBandAccumulator | None = None
         self._stop = threading.Event()
+        self._batch_span = (0.0, 0.0)  # progress before the current batch, and the batch's share
 
     # -- reader thread ------------------------------------------------------------------------
     def _batches(self) -> Iterator[_Batch]:
@@ -435,6 +439,10 @@ class _Run:
             for batch in source:
                 if self.progress.is_cancelled():
                     raise Cancelled("cancelled by the user; no output was written")
+                # Progress within the batch too (read; network, in _infer; written), so that a scene of
+                # one long batch still moves the bar.
+                self._batch_span = (done_tiles / max(1, len(self.grid)), len(batch.windows) / max(1, len(self.grid)))
+                self.progress.set_progress(self._batch_span[0] + BATCH_READ_SHARE * self._batch_span[1])
                 self._process(batch)
                 done_tiles += len(batch.windows)
                 self.summary.batches += 1
@@ -484,6 +492,7 @@ class _Run:
             stacked = self.heads.stack(outputs, valid)
         result = stacked.float().cpu().numpy()
         self.summary.model_seconds += time.perf_counter() - started
+        self.progress.set_progress(self._batch_span[0] + BATCH_NETWORK_SHARE * self._batch_span[1])
         if self.accumulator is None:
             band = min(self.grid.tile_size, self.grid.height)
             self.accumulator = RowBandAccumulator(self.heads.channels, band, self.grid.width)

@@ -113,8 +113,9 @@ def _run(request: RunRequest, card: ModelCard, feedback: QgsProcessingFeedback, 
     for warning in warnings:
         _warn(feedback, warning)
 
-    summary = engine.run_change_detection(request.t1, request.t2, request.model, outputs, options,
-                                          FeedbackProgress(feedback, 0.0, share))
+    engine_progress = FeedbackProgress(feedback, 0.0, share)
+    engine_progress.set_progress(0.0)  # a determinate bar from the start, not QGIS's "busy" one
+    summary = engine.run_change_detection(request.t1, request.t2, request.model, outputs, options, engine_progress)
     written.extend(Path(p) for p in summary.outputs.values())
     outcome = Outcome(card, summary, written={name: str(path) for name, path in summary.outputs.items()})
 

@@ -100,6 +100,7 @@ class RecordingFeedback(QgsProcessingFeedback):
         super().__init__()
         self.lines: list[str] = []
         self.warnings: list[str] = []
+        self.progress: list[float] = []
         self.cancel_at = cancel_at
         self.progressChanged.connect(self._on_progress)
 
@@ -117,6 +118,7 @@ class RecordingFeedback(QgsProcessingFeedback):
         super().reportError(error, fatalError)
 
     def _on_progress(self, value: float) -> None:
+        self.progress.append(value)
         if self.cancel_at is not None and value >= self.cancel_at:
             self.cancel()
 

@@ -382,3 +382,14 @@ def test_html_output_is_announced_only_after_a_run_that_wrote_the_report(scd_pro
                                                     OUTPUT_FROMTO=str(tmp_path / "c.tif"),
                                                     OUTPUT_REPORT=str(tmp_path / "c.html")))
     assert not dialog_algorithm.hasHtmlOutputs()
+
+
+def test_progress_moves_within_a_single_batch(scd_provider, semantic_model, image_pair, feedback, tmp_path):
+    """The pair is 4 tiles, one batch of 4: the bar still moves while it is read, run and written."""
+    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, BATCH_SIZE=4, MIN_AREA=0,
+                                                OUTPUT_FROMTO=str(tmp_path / "fromto.tif")), feedback=feedback)
+    assert "1 tiles" not in feedback.log and "batch 4" in feedback.log
+    steps = sorted(set(feedback.progress))
+    assert steps[-1] == 100.0
+    assert len([value for value in steps if 0.0 < value < 100.0]) >= 2, steps  # read, network
+    assert feedback.progress == sorted(feedback.progress)  # never backwards
