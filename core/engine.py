@@ -59,6 +59,10 @@ class RunOptions:
             slows it (``make bench``).
         min_patch_pixels: Minimum mapping unit: connected change patches smaller than
             this many pixels become "no change" in every output (0 keeps all).
+        extent: Process only this part of the scene: ``(left, bottom, right, top)`` in
+            T1's CRS; the outputs cover it (within the area both dates cover).
+        mask: Polygons (GeoJSON-like geometry dicts) in T1's CRS; pixels outside all of
+            them are nodata in every output. An empty sequence masks everything.
     """
 
     bands_t1: Sequence[int] | None = None
@@ -70,6 +74,8 @@ class RunOptions:
     precision: str = "auto"
     prefetch_batches: int | None = None
     min_patch_pixels: int = 0
+    extent: tuple[float, float, float, float] | None = None
+    mask: Sequence[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -195,7 +201,8 @@ def run_change_detection(
                          tile_size=tile_size, overlap=overlap, batch_size=options.batch_size)
     bands_t1 = tuple(options.bands_t1 or card.bands_t1)
     bands_t2 = tuple(options.bands_t2 or card.bands_t2)
-    with RasterPair(path_t1, path_t2, bands_t1, bands_t2, needed_bands=len(card.bands_t1)) as pair:
+    with RasterPair(path_t1, path_t2, bands_t1, bands_t2, needed_bands=len(card.bands_t1),
+                    extent=options.extent, mask=options.mask) as pair:
         grid = TileGrid(pair.height, pair.width, tile_size, overlap)
         summary.width, summary.height = pair.width, pair.height
         summary.tiles_total = len(grid)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.features
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
@@ -78,7 +79,13 @@ class RasterPair:
         bands_t2: Sequence[int],
         *,
         needed_bands: int,
+        extent: tuple[float, float, float, float] | None = None,
+        mask: Sequence[dict[str, Any]] | None = None,
     ) -> None:
+        # Optional processing extent (left, bottom, right, top) and mask polygons (GeoJSON-like
+        # geometries), both in T1's CRS: the area is cut to the extent, pixels outside the mask are nodata.
+        self._extent = extent
+        self._mask = list(mask) if mask is not None else None
         self._src1 = open_raster(path_t1)
         try:
             self._src2 = open_raster(path_t2)
@@ -123,6 +130,12 @@ class RasterPair:
                 f"{_fmt_bounds((left, bottom, right, top))} in T1's CRS ({src1.crs}); "
                 "choose two images of the same area"
             )
+        if self._extent is not None:
+            e = self._extent
+            inter = (max(inter[0], e[0]), max(inter[1], e[1]), min(inter[2], e[2]), min(inter[3], e[3]))
+            if not (inter[0] < inter[2] and inter[1] < inter[3]):
+                raise InputError(f"the processing extent {_fmt_bounds(e)} lies outside the area both dates cover "
+                                 f"in T1's CRS ({src1.crs}); choose an extent inside the images or none")
         window = from_bounds(*inter, transform=src1.transform)
         col0 = max(0, math.floor(window.col_off + 1e-6))
         row0 = max(0, math.floor(window.row_off + 1e-6))
@@ -185,6 +198,9 @@ class RasterPair:
         valid = self._src1.dataset_mask(window=win) > 0
         valid &= source2.dataset_mask(window=win2) > 0
         valid &= np.isfinite(img1).all(axis=0) & np.isfinite(img2).all(axis=0)
+        if self._mask is not None:
+            valid &= rasterio.features.geometry_mask(self._mask, (height, width), self._src1.window_transform(win),
+                                                     invert=True) if self._mask else False
         img1[:, ~valid] = 0
         img2[:, ~valid] = 0
         return img1, img2, valid
