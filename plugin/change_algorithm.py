@@ -14,6 +14,7 @@ The flow of one run:
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsGeometry,
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
@@ -31,6 +35,8 @@ from qgis.core import (
     QgsProcessingParameterBand,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
@@ -39,6 +45,7 @@ from qgis.core import (
     QgsProcessingUtils,
     QgsProject,
     QgsRasterLayer,
+    QgsRectangle,
 )
 from qgis.PyQt.QtCore import QCoreApplication, QThread
 from qgis.PyQt.QtGui import QIcon
@@ -77,6 +84,9 @@ class RunRequest:
     rasters: dict[str, str]
     polygons: str | None = None
     report: str | None = None
+    extent: tuple[float, float, float, float] | None = None  # in T1's CRS
+    mask: list[dict[str, Any]] | None = None  # GeoJSON-like polygons in T1's CRS
+    area_note: str = ""  # the extent and mask as the log and report state them
 
 
 #: Minimum change patch by default: a 3 x 3 block. Smaller patches are mostly speckle (single
@@ -114,6 +124,9 @@ PARAMETER_HELP = {
     "DEVICE": "auto: an NVIDIA GPU when one is usable, else the CPU. The log says which was used and why.",
     "MIN_AREA": f"Change patches smaller than this many pixels become 'no change' in every output (default "
                 f"{DEFAULT_MIN_PATCH}, a 3 x 3 block, removes speckle); 0 keeps every changed pixel.",
+    "EXTENT": "Run on this part of the scene only (in any CRS; it is transformed to T1's). Empty: all of the area "
+              "both images cover.",
+    "MASK": "Polygons: pixels outside them are nodata in every output, and the run covers their extent only.",
     "OUTPUT_CHANGE_PROB": "How sure the model is that each pixel changed, 0 to 1.",
     "OUTPUT_POLYGONS": "One polygon per connected patch of one change, with from, to, label and area in m².",
 }
@@ -156,6 +169,8 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
     BATCH_SIZE = "BATCH_SIZE"
     DEVICE = "DEVICE"
     MIN_AREA = "MIN_AREA"
+    EXTENT = "EXTENT"
+    MASK = "MASK"
     OUTPUT_CHANGE_PROB = "OUTPUT_CHANGE_PROB"
     OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
     CHANGED_PIXELS = "CHANGED_PIXELS"
@@ -177,6 +192,7 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         super().__init__()
         self.sources: list[LayerSource] = []
         self.refusal: QgsProcessingException | None = None
+        self.t1_crs = QgsCoordinateReferenceSystem()
 
     def createInstance(self) -> QgsProcessingAlgorithm:
         return type(self)()
@@ -219,6 +235,10 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.MIN_AREA, "Minimum change patch in pixels (smaller patches are removed)",
             QgsProcessingParameterNumber.Integer, DEFAULT_MIN_PATCH, optional=True, minValue=0))
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Processing extent (empty: the whole overlap)",
+                                                       optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            self.MASK, "Mask layer (only inside its polygons)", [QgsProcessing.TypeVectorPolygon], optional=True))
 
     def add_common_outputs(self) -> None:
         self.addParameter(QgsProcessingParameterRasterDestination(
@@ -249,6 +269,7 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
             t2 = self.parameterAsRasterLayer(parameters, self.INPUT_T2, context)
             self.sources = [describe_layer(t1, "T1"), describe_layer(t2, "T2")]
             refuse_same_input(t1, t2)
+            self.t1_crs = QgsCoordinateReferenceSystem(t1.crs())
         except QgsProcessingException as error:
             self.refusal = error
         return True
@@ -263,6 +284,7 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         from . import runner  # imports the engine, and so torch: only now that torch is known to be there
 
         request = self.build_request(parameters, context)
+        self.add_area(request, parameters, context, feedback)
         work = Path(tempfile.mkdtemp(prefix="scd-inputs-", dir=QgsProcessingUtils.tempFolder()))
         try:
             request.t1 = self.sources[0].materialize(work, context, feedback)
@@ -312,6 +334,41 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
             polygons=self.output_layer(parameters, self.OUTPUT_POLYGONS, context) or None,
             report=report or None,
         )
+
+    def add_area(self, request: RunRequest, parameters: dict[str, Any], context: QgsProcessingContext,
+                 feedback: QgsProcessingFeedback) -> None:
+        """The optional processing extent and mask polygons, in T1's CRS, onto ``request``."""
+        notes = []
+        if parameters.get(self.EXTENT) not in (None, ""):
+            extent = self.parameterAsExtent(parameters, self.EXTENT, context, self.t1_crs)
+            if not extent.isNull() and not extent.isEmpty():
+                request.extent = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
+                notes.append("extent " + ", ".join(f"{v:.6g}" for v in request.extent))
+        source = self.parameterAsSource(parameters, self.MASK, context)
+        if source is not None:
+            transform = QgsCoordinateTransform(source.sourceCrs(), self.t1_crs, context.transformContext())
+            polygons, bounds = [], QgsRectangle()
+            bounds.setMinimal()
+            for feature in source.getFeatures():
+                geometry = QgsGeometry(feature.geometry())
+                if geometry.isEmpty() or geometry.transform(transform) != 0:
+                    continue
+                polygons.append(json.loads(geometry.asJson()))
+                bounds.combineExtentWith(geometry.boundingBox())
+            request.mask = polygons
+            if polygons:
+                box = (bounds.xMinimum(), bounds.yMinimum(), bounds.xMaximum(), bounds.yMaximum())
+                request.extent = box if request.extent is None else (
+                    max(box[0], request.extent[0]), max(box[1], request.extent[1]),
+                    min(box[2], request.extent[2]), min(box[3], request.extent[3]))
+            notes.append(f"mask {source.sourceName()} ({len(polygons)} polygons)")
+            if not polygons:
+                raise QgsProcessingException(
+                    f"the mask layer {source.sourceName()} has no polygons (or none selected); choose a layer with "
+                    "polygons or leave the mask empty")
+        request.area_note = "; ".join(notes)
+        if notes:
+            feedback.pushInfo(f"processing area limited to: {request.area_note} (T1's CRS {self.t1_crs.authid()})")
 
     def output_layer(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> str:
         """The file of an output layer, or "" when the user left the optional output empty.

@@ -92,7 +92,7 @@ def _run(request: RunRequest, card: ModelCard, feedback: QgsProcessingFeedback, 
     overlap = round(tile * request.overlap_percent / 100.0)
     options = engine.RunOptions(bands_t1=request.bands_t1, bands_t2=request.bands_t2, tile_size=tile,
                                 overlap=overlap, batch_size=request.batch_size, device=request.device,
-                                min_patch_pixels=request.min_area)
+                                min_patch_pixels=request.min_area, extent=request.extent, mask=request.mask)
     csv_path = str(Path(request.report).with_suffix(".csv")) if request.report else None
     if request.polygons:
         postprocess.check_vector_output(request.polygons)  # refuse before the long part, not after
@@ -221,7 +221,8 @@ def _facts(request: RunRequest, card: ModelCard, summary: engine.RunSummary, ban
         ("Model", f"{Path(request.model).name}: {card.model}, {_trained(card)}"),
         ("Coordinate reference system", crs),
         ("Pixel size", pixel),
-        ("Processing area", f"{summary.width} x {summary.height} pixels"),
+        ("Processing area", f"{summary.width} x {summary.height} pixels"
+                            + (f" ({request.area_note})" if request.area_note else "")),
         ("Tiles", f"{summary.tiles_total} of {summary.tile_size} px, overlap {summary.overlap} px"),
         ("Device", f"{summary.device} ({summary.device_reason})"),
         ("Time", f"{summary.elapsed_seconds:.1f} s"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import processing
 import pytest
 import rasterio
+import rasterio.warp
 from osgeo import gdal, ogr
 from qgis.core import (
     QgsCategorizedSymbolRenderer,
@@ -393,3 +395,32 @@ def test_progress_moves_within_a_single_batch(scd_provider, semantic_model, imag
     assert steps[-1] == 100.0
     assert len([value for value in steps if 0.0 < value < 100.0]) >= 2, steps  # read, network
     assert feedback.progress == sorted(feedback.progress)  # never backwards
+
+
+def test_processing_extent_and_mask_layer(scd_provider, semantic_model, image_pair, feedback, tmp_path):
+    with rasterio.open(image_pair[0]) as src:
+        transform, crs = src.transform, src.crs.to_string()
+    (x0, y0), (x1, y1) = transform * (8, 8), transform * (72, 56)  # columns 8-71, rows 8-55
+    extent = f"{x0},{x1},{y1},{y0} [{crs}]"
+    part = tmp_path / "part.tif"
+    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, EXTENT=extent, MIN_AREA=0,
+                                                OUTPUT_FROMTO=str(part)), feedback=feedback)
+    with rasterio.open(part) as dst:
+        assert (dst.width, dst.height) == (64, 48) and dst.transform.c == x0 and dst.transform.f == y0
+    assert "processing area limited to: extent" in feedback.log
+
+    # A mask in another CRS (WGS 84): the run covers its extent, pixels outside its polygon are nodata.
+    (mx0, my0), (mx1, my1) = transform * (16, 16), transform * (48, 40)
+    xs, ys = rasterio.warp.transform(crs, "EPSG:4326", [mx0, mx1, mx1, mx0], [my0, my0, my1, my0])
+    mask = tmp_path / "mask.geojson"
+    mask.write_text(json.dumps({"type": "FeatureCollection", "features": [{
+        "type": "Feature", "properties": {},
+        "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in zip(xs, ys, strict=True)]]}}]}))
+    masked = tmp_path / "masked.tif"
+    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, MASK=str(mask), MIN_AREA=0,
+                                                OUTPUT_FROMTO=str(masked)))
+    with rasterio.open(masked) as dst:
+        codes = dst.read(1)
+    assert abs(codes.shape[1] - 32) <= 1 and abs(codes.shape[0] - 24) <= 1
+    # the triangle's upper-right half (top-left, top-right, bottom-right corners) holds data
+    assert codes[1, -2] != NODATA_UINT8 and codes[-2, 1] == NODATA_UINT8

@@ -45,12 +45,12 @@ def test_parameters_of_the_semantic_algorithm(scd_provider):
     definitions = {p.name(): p for p in algorithm.parameterDefinitions()}
     assert list(definitions) == [
         "INPUT_T1", "INPUT_T2", "MODEL", "BANDS_T1", "BANDS_T2", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE",
-        "MIN_AREA", "OUTPUT_FROMTO", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES", "OUTPUT_CHANGE_PROB",
+        "MIN_AREA", "EXTENT", "MASK", "OUTPUT_FROMTO", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES", "OUTPUT_CHANGE_PROB",
         "OUTPUT_POLYGONS", "OUTPUT_REPORT"]
     assert definitions["OVERLAP"].defaultValue() == 25 and definitions["TILE_SIZE"].defaultValue() == 0
     assert definitions["DEVICE"].options() == ["auto", "cpu", "cuda"]
     optional = {name for name, p in definitions.items() if p.flags() & p.FlagOptional}
-    assert optional == {"BANDS_T1", "BANDS_T2", "MIN_AREA", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES",
+    assert optional == {"BANDS_T1", "BANDS_T2", "MIN_AREA", "EXTENT", "MASK", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES",
                         "OUTPUT_CHANGE_PROB", "OUTPUT_POLYGONS", "OUTPUT_REPORT"}
     outputs = {o.name(): o.type() for o in algorithm.outputDefinitions()}
     assert outputs["OUTPUT_FROMTO"] == "outputRaster" and outputs["OUTPUT_POLYGONS"] == "outputVector"
