@@ -147,6 +147,22 @@ def report_written(algorithm_id: str) -> bool:
     return REPORT_WRITTEN.get(algorithm_id, False)
 
 
+def hide_html_from_batch(algorithm: QgsProcessingAlgorithm, results: dict[str, Any],
+                         feedback: QgsProcessingFeedback) -> None:
+    """Leave HTML outputs out of a batch row's results (the file is written all the same).
+
+    QGIS 3.22's batch dialog hands every HTML result to the results viewer with a
+    call that lacks an argument, and the batch ends in a Python error. Batch rows
+    run with the dialog's ``BatchFeedback``; for them the report's path is logged
+    instead.
+    """
+    if type(feedback).__name__ != "BatchFeedback":
+        return
+    for output in algorithm.outputDefinitions():
+        if output.type() == "outputHtml" and results.get(output.name()):
+            feedback.pushInfo(f"{output.description()}: {results.pop(output.name())}")
+
+
 def project_raster_layers() -> list[QgsRasterLayer]:
     """The current project's raster layers in layer tree order (top first); empty outside the main thread."""
     app = QCoreApplication.instance()
@@ -300,6 +316,7 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         for name, style in outcome.styles.items():
             self.attach_style(context, name, outcome.written[name], style, request, run_group)
         REPORT_WRITTEN[self.id()] = "report" in outcome.written
+        hide_html_from_batch(self, results, feedback)
         return results
 
     def build_request(self, parameters: dict[str, Any], context: QgsProcessingContext) -> RunRequest:

@@ -19,7 +19,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
-from .change_algorithm import MODEL_FILTER, REPORT_WRITTEN, help_text, report_written
+from .change_algorithm import MODEL_FILTER, REPORT_WRITTEN, help_text, hide_html_from_batch, report_written
 from .dependencies import diagnostics, require_engine
 from .report import write_report
 from .resources import HOMEPAGE, plugin_icon
@@ -126,6 +126,7 @@ class ModelInfoAlgorithm(QgsProcessingAlgorithm):
             write_report(report, card_page(Path(path).name, card, rows))
             results[self.OUTPUT_HTML] = report
             REPORT_WRITTEN[self.id()] = True
+            hide_html_from_batch(self, results, feedback)
         return results
 
 
