@@ -60,6 +60,10 @@ MODEL_FILTER = "Model files (*.pt *.pth *.ckpt);;All files (*.*)"
 RASTER_SUFFIXES = (".tif", ".tiff")
 
 
+class RunCancelled(QgsProcessingException):
+    """The user cancelled: the run stops, removes what it wrote and returns no outputs, without an error."""
+
+
 @dataclass
 class RunRequest:
     """A run as plain data: what :mod:`.runner` needs, with nothing QGIS-specific in it.
@@ -306,6 +310,12 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
             request.t1 = self.sources[0].materialize(work, context, feedback)
             request.t2 = self.sources[1].materialize(work, context, feedback)
             outcome = runner.run(request, feedback)
+        except RunCancelled as cancelled:
+            # Cancelling is no failure: say so in the log (not in red) and load nothing, as QGIS's own
+            # algorithms do, instead of "Execution failed" and the layers QGIS would fail to load.
+            feedback.pushInfo(str(cancelled))
+            self.forget_outputs(context, request)
+            return {}
         finally:
             shutil.rmtree(work, ignore_errors=True)
         results: dict[str, Any] = {self.products[name]: path for name, path in outcome.written.items()}
@@ -386,6 +396,14 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         request.area_note = "; ".join(notes)
         if notes:
             feedback.pushInfo(f"processing area limited to: {request.area_note} (T1's CRS {self.t1_crs.authid()})")
+
+    def forget_outputs(self, context: QgsProcessingContext, request: RunRequest) -> None:
+        """Take this run's outputs off the layers QGIS loads when the algorithm completes."""
+        loads = context.layersToLoadOnCompletion()
+        for path in (*request.rasters.values(), request.polygons):
+            if path and path in loads:
+                del loads[path]
+        context.setLayersToLoadOnCompletion(loads)
 
     def output_layer(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> str:
         """The file of an output layer, or "" when the user left the optional output empty.

@@ -20,6 +20,7 @@ provider, as QGIS's own raster algorithms do in ``prepareAlgorithm``);
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,13 +135,23 @@ def _same_source(a: str, b: str) -> bool:
 def two_different_layers(layers: list[QgsRasterLayer]) -> tuple[str | None, str | None]:
     """Layer ids to preselect as T1 and T2 among a project's raster layers (top of the layer tree first).
 
-    The most recently added image is usually on top, so the top raster layer is the
-    later date (T2) and the next one down the earlier (T1); with fewer than two
-    layers nothing is preselected and QGIS picks as it always does.
+    The two top raster layers are taken. When both names hold a year (``scene_1985``,
+    ``S2 2020-06``), the earlier year is T1; otherwise the lower layer is T1, since the
+    image added last is usually on top. With fewer than two layers nothing is
+    preselected and QGIS picks as it always does.
     """
     if len(layers) < 2:
         return None, None
-    return layers[1].id(), layers[0].id()
+    upper, lower = layers[0], layers[1]
+    years = [_year(layer.name()) for layer in (upper, lower)]
+    if None not in years and years[0] < years[1]:
+        upper, lower = lower, upper
+    return lower.id(), upper.id()
+
+
+def _year(name: str) -> int | None:
+    match = re.search(r"(?<!\d)(19\d\d|20\d\d)(?!\d)", name)
+    return int(match.group(1)) if match else None
 
 
 def _build_vrt(source: str, target: Path, label: str, layer_name: str) -> None:

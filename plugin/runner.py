@@ -16,12 +16,12 @@ from pathlib import Path
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
 from ..core import engine, legend, postprocess
-from ..core.errors import ChangeDetectionError
+from ..core.errors import Cancelled, ChangeDetectionError
 from ..core.io import sidecars
 from ..core.models.card import ModelCard
 from ..core.models.checkpoint import read_card
 from .bands import contradictions, expected_bands, read_bands
-from .change_algorithm import RunRequest
+from .change_algorithm import RunCancelled, RunRequest
 from .report import format_hectares, raster_grid, render_report, write_report
 from .styling import Palette, PolygonCategories, ProbabilityRamp, Style, swatches_from_legend
 
@@ -68,6 +68,9 @@ def run(request: RunRequest, feedback: QgsProcessingFeedback) -> Outcome:
     try:
         card = _checked_card(request)
         outcome = _run(request, card, feedback, written)
+    except Cancelled as error:
+        _remove(written)
+        raise RunCancelled(str(error)) from error
     except ChangeDetectionError as error:
         _remove(written)
         raise QgsProcessingException(str(error)) from error

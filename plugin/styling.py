@@ -112,8 +112,13 @@ class RunGroup:
         if self.group is None or root.findGroup(self.group.name()) is not self.group:
             self.group = root.insertGroup(0, unique_group_name(root, self.name))
         rank = LAYER_ORDER.index(output) if output in LAYER_ORDER else len(LAYER_ORDER)
-        index = sum(1 for child in self.group.children()
-                    if int(child.customProperty(ORDER_PROPERTY, len(LAYER_ORDER))) <= rank)
+        # Below the last placed layer that ranks above (or with) this one, counting every child: QGIS may
+        # have loaded this layer into the group itself (the layer panel's current node is the insertion point).
+        index = 0
+        for position, child in enumerate(self.group.children()):
+            placed_rank = child.customProperty(ORDER_PROPERTY)
+            if placed_rank is not None and int(placed_rank) <= rank:
+                index = position + 1
         loaded_at = root.findLayer(layer.id())
         # Insert first, then remove the old node: a layer whose last node leaves the tree leaves the project.
         placed = self.group.insertLayer(index, layer)
