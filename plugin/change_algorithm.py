@@ -51,6 +51,7 @@ from qgis.PyQt.QtCore import QCoreApplication, QThread
 from qgis.PyQt.QtGui import QIcon
 
 from .dependencies import diagnostics, require_engine
+from .destinations import check_destinations
 from .inputs import LayerSource, describe_layer, refuse_same_input, two_different_layers
 from .resources import HOMEPAGE, plugin_icon
 from .styling import LayerStyler, RunGroup, Style
@@ -300,10 +301,12 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         feedback.pushInfo(diagnostics())
         if self.refusal is not None:
             raise self.refusal
+        request = self.build_request(parameters, context)
+        check_destinations(request, {s.label: s.path or s.gdal_source for s in self.sources
+                                     if s.path or s.gdal_source}, self.products)
         require_engine()
         from . import runner  # imports the engine, and so torch: only now that torch is known to be there
 
-        request = self.build_request(parameters, context)
         self.add_area(request, parameters, context, feedback)
         work = Path(tempfile.mkdtemp(prefix="scd-inputs-", dir=QgsProcessingUtils.tempFolder()))
         try:
