@@ -7,6 +7,12 @@ algorithms appear even when torch is missing and explain how to install it.
 
 
 def classFactory(iface):  # noqa: N802 - name required by QGIS
+    # The packages the plugin's installer put in its private folder go on sys.path first,
+    # before anything can import torch (the installer itself imports nothing heavy).
+    from .plugin.dependencies import use_private_packages
+
+    use_private_packages()
+
     from .plugin.plugin import SemanticChangePlugin
 
     return SemanticChangePlugin(iface)
