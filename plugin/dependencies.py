@@ -209,7 +209,8 @@ def diagnostics() -> str:
         parts += ["torch: not installed", "CUDA: n/a"]
         device = "none (torch missing)"
     else:
-        parts.append(f"torch {torch.__version__}")
+        private = installer.FOLDER_NAME in str(getattr(torch, "__file__", ""))
+        parts.append(f"torch {torch.__version__}" + (" (from the plugin's private folder)" if private else ""))
         parts.append(_cuda(torch))
         device = _device()
     parts.append(f"GDAL {_gdal_version()}")

@@ -130,6 +130,8 @@ def activate(root: str | Path) -> Path | None:
     stale = [entry for entry in sys.path if _is_inside(entry, root) and (folder is None or Path(entry) != folder)]
     for entry in stale:
         sys.path.remove(entry)
+    with contextlib.suppress(OSError):
+        remove_stale(root)  # at start-up nothing is imported from them yet
     if folder is None or not folder.is_dir():
         return None
     if str(folder) not in sys.path:
@@ -138,6 +140,30 @@ def activate(root: str | Path) -> Path | None:
 
     importlib.invalidate_caches()
     return folder
+
+
+def in_use(folder: Path) -> bool:
+    """Whether this process has imported a module from ``folder`` (its files must then stay until QGIS restarts)."""
+    prefix = os.path.normcase(str(folder)) + os.sep
+    return any(os.path.normcase(str(getattr(m, "__file__", None) or "")).startswith(prefix)
+               for m in list(sys.modules.values()) if m is not None)
+
+
+def remove_stale(root: Path) -> None:
+    """Remove staging folders of cancelled or crashed installs and earlier installs nothing uses any more.
+
+    A folder that this process imported from stays (a QGIS session that loaded torch keeps
+    using its files until it restarts; Windows would refuse anyway): the next call removes it.
+    """
+    active = active_folder(root)
+    for path in root.iterdir() if root.is_dir() else ():
+        stale = path.name.startswith(".staging-") or (path.name.startswith("site-") and path != active)
+        if not stale or in_use(path):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _is_inside(entry: str, root: Path) -> bool:
@@ -700,20 +726,13 @@ class Installer:
         pointer.write_text(final.name + "\n", encoding="utf-8")
         os.replace(pointer, self.root / POINTER)
         self._progress(1.0, "done")
-        if previous is not None and previous != final:
-            # Windows keeps the DLLs of a loaded torch locked: what cannot go now goes on the next install.
+        if previous is not None and previous != final and not in_use(previous):
             shutil.rmtree(previous, ignore_errors=True)
         return final
 
     def _remove_leftovers(self) -> None:
         """Staging folders of cancelled or crashed installs, and old folders Windows kept locked."""
-        active = active_folder(self.root)
-        for path in self.root.iterdir():
-            if path.name.startswith(".staging-") or (path.name.startswith("site-") and path != active):
-                if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
+        remove_stale(self.root)
 
     # -- pip ---------------------------------------------------------------------------
 
@@ -725,28 +744,36 @@ class Installer:
         self._emit("$ " + " ".join(command))
         env = _clean_env()
         env["PYTHONUNBUFFERED"] = "1"
+        # pip's own temporary folders go next to the staging folder: on the same drive (its final move is a
+        # rename, not a 5 GB copy) and removed with it when pip is cancelled.
+        scratch = self.root / f".staging-tmp-{uuid.uuid4().hex[:6]}"
+        scratch.mkdir(exist_ok=True)
+        env.update(TMPDIR=str(scratch), TEMP=str(scratch), TMP=str(scratch))
         try:
             with self._lock:
                 self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                                  env=env, bufsize=1, errors="replace", **_new_group())
         except OSError as error:
             raise InstallError(f"cannot run {python}: {error}") from error
+        process = self._process
         seen = 0
-        assert self._process.stdout is not None
-        for raw in self._process.stdout:
-            line = raw.rstrip()
-            if not line or "is ignored: it is neither a file nor a directory" in line:
-                continue
-            self._emit(line)
-            if line.startswith(("Collecting ", "Processing ", "Downloading ", "Obtaining ")):
-                seen += 1
-                total = max(expected_lines, seen + 1)
-                self._progress(start + (end - start) * min(seen / total, 0.95), line)
-            elif line.startswith("Installing collected packages"):
-                self._progress(start + (end - start) * 0.95, "unpacking (torch is large: this takes a while)")
-        code = self._process.wait()
+        assert process.stdout is not None
+        with process.stdout:
+            for raw in process.stdout:
+                line = raw.rstrip()
+                if not line or "is ignored: it is neither a file nor a directory" in line:
+                    continue
+                self._emit(line)
+                if line.startswith(("Collecting ", "Processing ", "Downloading ", "Obtaining ")):
+                    seen += 1
+                    total = max(expected_lines, seen + 1)
+                    self._progress(start + (end - start) * min(seen / total, 0.95), line)
+                elif line.startswith("Installing collected packages"):
+                    self._progress(start + (end - start) * 0.95, "unpacking (torch is large: this takes a while)")
+        code = process.wait()
         with self._lock:
             self._process = None
+        shutil.rmtree(scratch, ignore_errors=True)
         if self.cancelled:
             raise CancelledError("install cancelled; the previous state is unchanged")
         if code != 0:
