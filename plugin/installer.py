@@ -633,7 +633,8 @@ class Installer:
         report = staging.parent / f"{staging.name}.report.json"
         try:
             constraints.write_text(self._constraints(python), encoding="utf-8")
-            self._pip(python, ["install", "--dry-run", "--report", str(report), "-r", str(self.options.requirements),
+            self._pip(python, ["install", "--dry-run", "--progress-bar", "off", "--report", str(report), "-r",
+                               str(self.options.requirements),
                                "-c", str(constraints), *self.options.pip_source_args()], 0.02, 0.15)
             entries = json.loads(report.read_text(encoding="utf-8"))["install"]
         finally:

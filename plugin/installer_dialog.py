@@ -124,7 +124,9 @@ class InstallerDialog(QDialog):
         row.addWidget(self.cuda_build)
         row.addStretch()
         self.cpu_button.setChecked(True)
+        self.cuda_build.setEnabled(False)
         self.cpu_button.toggled.connect(self._update_space)
+        self.cuda_button.toggled.connect(self.cuda_build.setEnabled)
         choice_layout.addLayout(row)
         sources = QFormLayout()
         self.wheel_folder = QLineEdit()
@@ -192,19 +194,21 @@ class InstallerDialog(QDialog):
         self.facts = facts
         probed = facts.probed
         parts = []
-        for name in ("torch", "torchvision", "rasterio", "numpy"):
+        for name in installer.PROBED:
             entry = probed.get(name, {})
             if "version" in entry:
                 where = "private folder" if installer.FOLDER_NAME in entry.get("file", "") else "QGIS's Python"
                 parts.append(f"{name} {entry['version']} ({where})")
             else:
-                parts.append(f"{name}: missing ({entry.get('error', probed.get('error', 'not checked'))})")
+                error = entry.get("error", probed.get("error", "not checked"))
+                parts.append(f"{name}: MISSING" if error.startswith("ModuleNotFoundError")
+                             else f"{name}: BROKEN ({error})")
         if probed.get("cuda_build"):
-            usable = "usable" if probed.get("cuda_available") else "no usable GPU"
-            parts.append(f"torch is the CUDA {probed['cuda_build']} build ({usable})")
+            usable = "GPU usable" if probed.get("cuda_available") else "no usable GPU: runs on the CPU"
+            parts[0] += f", CUDA {probed['cuda_build']} build, {usable}"
         elif "version" in probed.get("torch", {}):
-            parts.append("torch is the CPU build")
-        self.labels["packages"].setText("; ".join(parts))
+            parts[0] += ", CPU build"
+        self.labels["packages"].setText("\n".join(parts))
         if facts.python:
             pip = f"pip {facts.python.pip}" if facts.python.pip else "pip MISSING: install pip for this Python first"
             self.labels["python"].setText(f"{facts.python.executable} (Python {facts.python.version}; {pip})")
@@ -284,6 +288,8 @@ class InstallerDialog(QDialog):
 
     def _append_log(self, line: str) -> None:
         self.log_view.appendPlainText(line)
+        bar = self.log_view.verticalScrollBar()
+        bar.setValue(bar.maximum())  # follow pip, as a terminal would
 
     def _show_progress(self, fraction: float, what: str) -> None:
         self.progress.setValue(round(fraction * 100))
