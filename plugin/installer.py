@@ -26,6 +26,8 @@ Why it works the way it does:
   a CPU install a constraint makes every CUDA build unresolvable (they all need
   ``triton`` on Linux), and the resolved plan is checked against the choice before
   anything is installed.
+* **Nothing that can crash QGIS is installed.** triton, which the CUDA build of torch
+  requires but inference never uses, is left out (see :data:`LEFT_OUT`).
 * **A broken folder is found.** pip's ``RECORD`` files list every file with its size, so
   a truncated or half-deleted package is detected without importing it
   (:func:`check_folder`).
@@ -68,6 +70,12 @@ PROTECTED = ("numpy", "GDAL")
 
 #: Packages whose presence in a resolved plan marks a CUDA build of torch on Linux.
 CUDA_MARKERS = ("triton", "nvidia-", "cuda-")
+
+#: Requirements of torch's CUDA build that inference never imports and that must not be installed: triton is
+#: torch.compile's GPU code generator; its libtriton carries an LLVM of its own, and loading it into a QGIS
+#: desktop that has already loaded Mesa's GL driver (which links another LLVM) kills QGIS. Without it torch
+#: reports triton as unavailable, exactly as its CPU build does.
+LEFT_OUT = ("triton", "pytorch-triton", "pytorch-triton-rocm")
 
 PYTORCH_INDEX = "https://download.pytorch.org/whl"
 #: CUDA builds PyTorch publishes for the pinned torch releases, newest first, and the
@@ -643,6 +651,11 @@ class Installer:
         plan = [Planned(e["metadata"]["name"], e["metadata"]["version"], e["download_info"]["url"],
                         _sha256(e["download_info"])) for e in entries]
         self._check_plan(plan)
+        left_out = [p for p in plan if p.name.lower().replace("_", "-") in LEFT_OUT]
+        if left_out:
+            self._emit(f"leaving out {', '.join(p.name for p in left_out)}: only torch.compile uses it, inference "
+                       "never does, and its LLVM crashes a QGIS desktop that has loaded Mesa's")
+            plan = [p for p in plan if p not in left_out]
         self._emit("to install: " + ", ".join(f"{p.name} {p.version}" for p in plan))
         return plan
 

@@ -79,6 +79,7 @@ class InstallerDialog(QDialog):
         self.setWindowTitle("Semantic change detection: install or repair dependencies")
         self.root = Path(root) if root is not None else dependencies.private_root()
         self.facts: Facts | None = None
+        self._outcome = ""  # what the last install did (restart or not), kept over the refreshed facts
         self.installer: installer.Installer | None = None
         self._threads: list[threading.Thread] = []
         self._bridge = _Bridge()
@@ -220,7 +221,10 @@ class InstallerDialog(QDialog):
             self.cuda_button.setChecked(True)
             self.cuda_build.setCurrentText(facts.gpu.fitting_build)
         self._update_space()
-        if facts.check.broken:
+        if self._outcome:
+            self.install_button.setText("Reinstall" if not facts.missing else "Install")
+            self.status.setText(self._outcome)
+        elif facts.check.broken:
             self.install_button.setText("Repair (reinstall)")
             self.status.setText("The private folder is damaged: Repair reinstalls its packages.")
         elif facts.missing:
@@ -264,6 +268,7 @@ class InstallerDialog(QDialog):
             return
         python = self.facts.python.executable if self.facts and self.facts.python else None
         self.log_view.clear()
+        self._outcome = ""
         self.installer = installer.Installer(self.root, python=python, options=self.options(),
                                              on_line=self._bridge.line.emit, on_progress=self._bridge.progress.emit)
         self.install_button.setEnabled(False)
@@ -301,16 +306,17 @@ class InstallerDialog(QDialog):
         self.cancel_button.setEnabled(False)
         self.install_button.setEnabled(True)
         if isinstance(outcome, installer.CancelledError):
-            self.status.setText("Cancelled: nothing changed, the previous packages are still in use.")
+            self._outcome = "Cancelled: nothing changed, the previous packages are still in use."
         elif isinstance(outcome, Exception):
-            self.status.setText(f"Install failed, nothing changed: {outcome}")
+            self._outcome = f"Install failed, nothing changed: {outcome}"
         else:
-            dependencies.use_private_packages()
+            installer.activate(self.root)
             if restart_needed():
-                self.status.setText("Installed. Restart QGIS to use the new packages (this session has already "
-                                    "loaded an older torch).")
+                self._outcome = ("Installed. Restart QGIS to use the new packages: this session has already "
+                                 "loaded torch, and Python cannot unload it.")
             else:
-                self.status.setText("Installed: the algorithms can run now, no restart needed.")
+                self._outcome = "Installed: the algorithms can run now, no restart needed."
+        self.status.setText(self._outcome)
         self.refresh()
 
     # -- diagnostics -----------------------------------------------------------------------

@@ -101,6 +101,7 @@ def test_install_then_a_fresh_qgis_process_imports_torch_from_the_private_folder
     # Nothing QGIS already has was put in front of it, numpy above all, and nothing went outside the folder.
     assert not (folder / "numpy").exists() and not list(folder.glob("numpy-*.dist-info"))
     assert not list(folder.glob("GDAL-*")) and not list(folder.glob("rasterio*"))
+    assert not (folder / "triton").exists() and "leaving out triton" in run.stdout  # it crashes QGIS desktop
     assert not _system_python_has("torch")
     assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []  # no staging or scratch left
     assert not installer.check_folder(root).broken
@@ -209,6 +210,20 @@ def test_the_cuda_build_that_fits_the_driver():
     assert installer.fitting_cuda_build(None) is None
     gpu = installer.GpuInfo(gpus=("NVIDIA RTX A2000",), driver="570.86", cuda="12.8")
     assert gpu.fitting_build == "cu128" and "CUDA build cu128 fits" in gpu.describe()
+
+
+def test_gpu_detection_reads_nvidia_smi(tmp_path):
+    """The two nvidia-smi outputs used, in the format the driver prints (no GPU on the test machines)."""
+    script = tmp_path / "nvidia-smi"
+    script.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = "--query-gpu=name,driver_version" ]; then echo "NVIDIA GeForce RTX 3060, 570.86.15"; exit 0; fi\n'
+        "echo '| NVIDIA-SMI 570.86.15              Driver Version: 570.86.15      CUDA Version: 12.8     |'\n")
+    script.chmod(0o755)
+    gpu = installer.detect_gpu(str(script))
+    assert (gpu.gpus, gpu.driver, gpu.cuda, gpu.fitting_build) == (("NVIDIA GeForce RTX 3060",), "570.86.15", "12.8",
+                                                                   "cu128")
+    assert installer.choose_variant(gpu) == "cuda"
 
 
 def test_gpu_detection_without_a_driver_says_so(monkeypatch: pytest.MonkeyPatch):
