@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import init, models
+from . import (
+    evaluate,
+    init,
+    models,
+    predict,
+    prepare,
+    synthetic,  # datasets, scoring and synthetic data
+)
 
 #: Sub-command modules in the order ``--help`` lists them.
 COMMANDS: tuple[ModuleType, ...] = (models, init)
+#: Dataset, scoring and synthetic-data commands.
+COMMANDS += (synthetic, prepare, evaluate, predict)
