@@ -81,8 +81,7 @@ def installed(plugin_folder: Path, profile: Path):
     # detached ``rm`` does it while the other tests run.
     trash = root.with_name(f"{root.name}-deleting")
     root.rename(trash)
-    subprocess.Popen(["rm", "-rf", str(trash)], start_new_session=True, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL)
+    subprocess.run(["sh", "-c", 'rm -rf "$1" >/dev/null 2>&1 &', "sh", str(trash)], check=True)
 
 
 def _qgis_process(*args: str, plugins: Path, profile: Path) -> subprocess.CompletedProcess[str]:
