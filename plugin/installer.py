@@ -404,9 +404,17 @@ def check_folder(root: str | Path) -> FolderCheck:
         bad = _record_problems(folder, record)
         if bad:
             check.damaged[name] = bad
-    if not check.distributions:
+    if not check.distributions and not _nothing_was_needed(folder):
         check.problem = f"the active folder {folder} holds no installed package"
     return check
+
+
+def _nothing_was_needed(folder: Path) -> bool:
+    """An install that found everything in QGIS's Python already leaves an empty folder with its manifest."""
+    try:
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["installed"] == []
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def _record_problems(folder: Path, record: Path) -> list[str]:
@@ -557,7 +565,6 @@ class Result:
     folder: Path
     installed: list[Planned]
     versions: dict
-    restart_needed: bool = False
 
 
 LineSink = Callable[[str], None]
@@ -618,6 +625,9 @@ class Installer:
             folder = self._swap(staging, plan, versions)
             self._emit(f"done in {time.time() - started:.0f} s: {folder} is active")
             return Result(folder=folder, installed=plan, versions=versions)
+        except OSError as error:  # a full disk, a folder without write permission, a file a scanner holds
+            self._emit(f"FAILED: {error}")
+            raise InstallError(f"{error}; the previous state is unchanged") from error
         except InstallError as error:
             if self.cancelled and not isinstance(error, CancelledError):
                 error = CancelledError("install cancelled; the previous state is unchanged")

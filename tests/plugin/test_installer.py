@@ -299,3 +299,16 @@ def test_one_requirements_file_pins_the_runtime_packages_for_setup_and_installer
     assert "-r plugin/runtime-requirements.txt" in setup and not [line for line in setup if "torch" in line]
     assert installer.requirement_modules() == ["torch", "torchvision", "rasterio"]
     assert "plugin/runtime-requirements.txt" in (REPO / "scripts" / "setup.sh").read_text(encoding="utf-8")
+
+
+@needs_system_python
+def test_what_qgis_python_already_has_is_not_installed_again(tmp_path):
+    """rasterio comes with this system's Python (as QGIS's does): nothing goes into the private folder."""
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("rasterio>=1.3\n", encoding="utf-8")
+    root = tmp_path / installer.FOLDER_NAME
+    result = installer.Installer(root, python=str(SYSTEM_PYTHON), options=installer.Options(
+        requirements=requirements, use_pytorch_index=False)).run()
+    assert result.installed == [] and list(result.folder.iterdir()) == [result.folder / installer.MANIFEST]
+    assert not installer.check_folder(root).broken
+    assert result.versions["rasterio"]["file"].startswith("/usr/")
