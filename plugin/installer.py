@@ -61,6 +61,9 @@ REQUIREMENTS_FILE = Path(__file__).with_name("runtime-requirements.txt")
 #: Folder (inside the QGIS profile folder) that holds the private packages.
 FOLDER_NAME = "semantic_change_dependencies"
 POINTER = "active.txt"
+#: At plugin load, staging folders younger than this are left alone (an install may be running in another
+#: QGIS window on the same profile); an install started by the user removes every leftover.
+STAGING_KEPT_S = 12 * 3600
 MANIFEST = "install.json"
 LOG = "last-install.log"
 
@@ -139,7 +142,7 @@ def activate(root: str | Path) -> Path | None:
     for entry in stale:
         sys.path.remove(entry)
     with contextlib.suppress(OSError):
-        remove_stale(root)  # at start-up nothing is imported from them yet
+        remove_stale(root, staging_age_s=STAGING_KEPT_S)  # at start-up nothing is imported from them yet
     if folder is None or not folder.is_dir():
         return None
     if str(folder) not in sys.path:
@@ -157,17 +160,24 @@ def in_use(folder: Path) -> bool:
                for m in list(sys.modules.values()) if m is not None)
 
 
-def remove_stale(root: Path) -> None:
+def remove_stale(root: Path, staging_age_s: float = 0) -> None:
     """Remove staging folders of cancelled or crashed installs and earlier installs nothing uses any more.
 
     A folder that this process imported from stays (a QGIS session that loaded torch keeps
     using its files until it restarts; Windows would refuse anyway): the next call removes it.
+    Staging entries younger than ``staging_age_s`` stay: another QGIS window on the same
+    profile may be installing right now.
     """
     active = active_folder(root)
+    now = time.time()
     for path in root.iterdir() if root.is_dir() else ():
-        stale = path.name.startswith(".staging-") or (path.name.startswith("site-") and path != active)
+        staging = path.name.startswith(".staging-")
+        stale = staging or (path.name.startswith("site-") and path != active)
         if not stale or in_use(path):
             continue
+        with contextlib.suppress(OSError):
+            if staging and now - path.stat().st_mtime < staging_age_s:
+                continue
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:

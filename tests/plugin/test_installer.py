@@ -16,6 +16,7 @@ import os
 import platform
 import subprocess
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -280,17 +281,20 @@ def test_pytorch_index_per_platform_and_build(monkeypatch: pytest.MonkeyPatch):
 def test_activate_puts_only_the_active_folder_on_sys_path(tmp_path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(installer.sys, "path", list(installer.sys.path))
     (tmp_path / "site-old").mkdir()
-    (tmp_path / ".staging-x").mkdir()  # a cancelled install
+    (tmp_path / ".staging-x").mkdir()  # a cancelled install, a day old
+    os.utime(tmp_path / ".staging-x", (time.time() - 86400, time.time() - 86400))
     installer.sys.path.insert(0, str(tmp_path / "site-old"))
     assert installer.activate(tmp_path) is None  # nothing active: nothing added, the stale entry and folders gone
     assert not [p for p in installer.sys.path if str(tmp_path) in p]
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / ".staging-running").mkdir()  # another QGIS window installing now: left alone
     (tmp_path / "site-new").mkdir()
     (tmp_path / installer.POINTER).write_text("site-new\n")
     assert installer.activate(tmp_path) == tmp_path / "site-new"
     assert installer.activate(tmp_path) == tmp_path / "site-new"
     assert [p for p in installer.sys.path if str(tmp_path) in p] == [str(tmp_path / "site-new")]
     assert installer.sys.path[0] == str(tmp_path / "site-new")
+    assert (tmp_path / ".staging-running").is_dir()
 
 
 def test_one_requirements_file_pins_the_runtime_packages_for_setup_and_installer():
