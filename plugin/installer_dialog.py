@@ -8,6 +8,7 @@ the dialog through queued Qt signals.
 
 from __future__ import annotations
 
+import platform
 import sys
 import threading
 from dataclasses import dataclass
@@ -128,6 +129,9 @@ class InstallerDialog(QDialog):
         self.cuda_build.setEnabled(False)
         self.cpu_button.toggled.connect(self._update_space)
         self.cuda_button.toggled.connect(self.cuda_build.setEnabled)
+        if platform.system() == "Darwin":  # no CUDA on macOS; PyPI's build there also uses the Apple GPU
+            self.cuda_button.setEnabled(False)
+            self.cpu_button.setText("CPU and Apple GPU (MPS)")
         choice_layout.addLayout(row)
         sources = QFormLayout()
         self.wheel_folder = QLineEdit()

@@ -127,3 +127,45 @@ def test_menu_entry_opens_the_dialog_and_a_run_without_torch_offers_it(
     finally:
         plugin.unload()
     assert dependencies.offer_installer is None
+
+
+def _wait_for_install(dialog, timeout: float = 120) -> None:
+    import time
+
+    deadline = time.time() + timeout
+    while dialog.installer is not None and time.time() < deadline:  # the finished signal clears it
+        QApplication.processEvents()
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="needs the system Python")
+def test_install_and_cancel_from_the_dialog(qgis_iface, modules, tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """Install runs in the background and streams pip's log; Cancel leaves what was there; the verdict is kept."""
+    installer, dialog_module = modules
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("mpmath==1.3.0\n", encoding="utf-8")
+    root = tmp_path / installer.FOLDER_NAME
+    dialog = dialog_module.InstallerDialog(qgis_iface.mainWindow(), root=root)
+    dialog.refresh(wait=True)
+    dialog.facts.python = installer.describe_python("/usr/bin/python3")  # the Python without mpmath
+    monkeypatch.setattr(dialog, "options", lambda: installer.Options(requirements=requirements,
+                                                                      use_pytorch_index=False))
+
+    dialog.start_install()
+    assert not dialog.install_button.isEnabled() and dialog.cancel_button.isEnabled()
+    _wait_for_install(dialog)
+    assert "Processing " in dialog.log_view.toPlainText() or "Collecting " in dialog.log_view.toPlainText()
+    assert dialog.progress.value() == 100
+    # torch is loaded in this test session, so the dialog must ask for a restart
+    assert dialog.status.text().startswith("Installed. Restart QGIS")
+    first = installer.active_folder(root)
+    assert first is not None and (first / "mpmath").is_dir()
+
+    dialog.start_install()
+    dialog.cancel_install()
+    _wait_for_install(dialog)
+    assert dialog.status.text() == "Cancelled: nothing changed, the previous packages are still in use."
+    assert installer.active_folder(root) == first and not installer.check_folder(root).broken
+    assert dialog.install_button.isEnabled() and not dialog.cancel_button.isEnabled()
+    dialog.wait()  # the facts refreshed after each install
+    dialog.close()
