@@ -12,6 +12,13 @@ def classFactory(iface):  # noqa: N802 - name required by QGIS
     from .plugin.torch_guard import keep_triton_out
 
     keep_triton_out()
+
+    # The packages the plugin's installer put in its private folder go on sys.path first,
+    # before anything can import torch (the installer itself imports nothing heavy).
+    from .plugin.dependencies import use_private_packages
+
+    use_private_packages()
+
     from .plugin.plugin import SemanticChangePlugin
 
     return SemanticChangePlugin(iface)

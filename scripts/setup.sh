@@ -30,7 +30,8 @@ fi
 
 # Hold numpy at the version Debian's GDAL, rasterio and QGIS bindings were built against.
 /usr/bin/python3 -c 'import numpy; print(f"numpy=={numpy.__version__}")' > .venv/constraints.txt
-stamp=".venv/.requirements-$(sha256sum requirements.txt | cut -c1-16)"
+# requirements.txt includes plugin/runtime-requirements.txt (the pins the plugin's installer uses too).
+stamp=".venv/.requirements-$(cat requirements.txt plugin/runtime-requirements.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
     echo "setup: installing Python requirements into .venv"
     .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt -c .venv/constraints.txt

@@ -116,7 +116,8 @@ def test_algorithms_fail_with_install_instructions_without_torch(scd_provider, s
             processing.run(algorithm, params, feedback=feedback)
         message = str(error.value)
         assert "cannot import: torch" in message
-        assert "-m pip install --user torch" in message and "start QGIS again" in message
+        assert "Plugins > Semantic change detection > Install or repair dependencies" in message
+        assert '-m pip install --user "torch>=' in message and "start QGIS again" in message
         assert "https://pytorch.org/get-started/locally/" in message
     assert "Diagnostics:" in feedback.log and "torch: not installed" in feedback.log
     assert list(tmp_path.iterdir()) == []
@@ -139,17 +140,33 @@ def test_plugin_loads_without_torch(scd_provider, plugins_folder, qgis_iface, wi
     assert not any(name.startswith(f"{PACKAGE}.core.engine") for name in sys.modules)
 
 
-def test_install_instructions_name_the_interpreter_and_platform(plugin_package, monkeypatch: pytest.MonkeyPatch):
+def test_install_instructions_give_cpu_and_cuda_commands_per_platform(plugin_package,
+                                                                      monkeypatch: pytest.MonkeyPatch):
+    """PyPI's torch is the CPU build on Windows and macOS but the CUDA build on Linux: each gets its own commands."""
     dependencies = importlib.import_module(f"{PACKAGE}.plugin.dependencies")
+    pins = dependencies.runtime_requirements()
+    packages = f'"torch{pins["torch"]}" "torchvision{pins["torchvision"]}"'
+    index = "https://download.pytorch.org/whl"
 
     monkeypatch.setattr(dependencies.platform, "system", lambda: "Windows")
-    assert "OSGeo4W Shell" in dependencies.install_instructions(["torch"])
+    windows = dependencies.install_instructions(["torch", "torchvision"])
+    assert "OSGeo4W Shell" in windows
+    assert f"for the CPU build:  python -m pip install {packages}  or" in windows  # PyPI: CPU on Windows
+    assert f"(CUDA build):  python -m pip install {packages} --index-url {index}/cu" in windows
+
     monkeypatch.setattr(dependencies.platform, "system", lambda: "Darwin")
-    assert "-m pip install --user torch torchvision" in dependencies.install_instructions(["torch", "torchvision"])
+    mac = dependencies.install_instructions(["torch", "torchvision"])
+    assert f"-m pip install --user {packages}" in mac and "no CUDA" in mac and "--index-url" not in mac
+
     monkeypatch.setattr(dependencies.platform, "system", lambda: "Linux")
     python = dependencies.python_executable()
     assert Path(python).is_file() and Path(python).name.startswith("python")
-    assert python in dependencies.install_instructions(["torch"])
+    linux = dependencies.install_instructions(["torch", "torchvision"])
+    assert f'for the CPU build:  "{python}" -m pip install --user {packages}' in linux
+    assert f"--index-url {index}/cpu  or, for an NVIDIA GPU" in linux  # plain pip would give the CUDA build
+    assert "CPU build of PyTorch" not in linux
+    rasterio = dependencies.install_instructions(["rasterio"])
+    assert f'-m pip install --user "rasterio{pins["rasterio"]}"' in rasterio and "--index-url" not in rasterio
 
 
 def test_a_too_old_python_is_explained(scd_provider, plugin_package, semantic_model, monkeypatch: pytest.MonkeyPatch):
