@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -319,11 +320,23 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         from . import runner  # imports the engine, and so torch: only now that torch is known to be there
 
         self.add_area(request, parameters, context, feedback)
+        return self.run_on_inputs(request, context, feedback, lambda: runner.run(request, feedback),
+                                  f"Change {request.t1_name} -> {request.t2_name}",
+                                  {self.DEVICE_USED: lambda outcome: outcome.summary.device})
+
+    def run_on_inputs(self, request: RunRequest, context: QgsProcessingContext, feedback: QgsProcessingFeedback,
+                      run: Callable[[], Any], group: str,
+                      extra: Mapping[str, Callable[[Any], Any]] | None = None) -> dict[str, Any]:
+        """Materialise the inputs, ``run``, then hand the results and styled layers to QGIS.
+
+        ``run`` returns an outcome with ``written``, ``styles`` and a ``summary`` that
+        counts changed pixels and area; ``extra`` adds results read off the outcome.
+        """
         work = Path(tempfile.mkdtemp(prefix="scd-inputs-", dir=QgsProcessingUtils.tempFolder()))
         try:
             request.t1 = self.sources[0].materialize(work, context, feedback)
             request.t2 = self.sources[1].materialize(work, context, feedback)
-            outcome = runner.run(request, feedback)
+            outcome = run()
         except RunCancelled as cancelled:
             # Cancelling is no failure: say so in the log (not in red) and load nothing, as QGIS's own
             # algorithms do, instead of "Execution failed" and the layers QGIS would fail to load.
@@ -334,9 +347,9 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
             shutil.rmtree(work, ignore_errors=True)
         results: dict[str, Any] = {self.products[name]: path for name, path in outcome.written.items()}
         results.update({self.CHANGED_PIXELS: outcome.summary.changed_pixels,
-                        self.CHANGED_AREA_M2: outcome.summary.changed_area_m2,
-                        self.DEVICE_USED: outcome.summary.device})
-        run_group = RunGroup(f"Change {request.t1_name} -> {request.t2_name}")
+                        self.CHANGED_AREA_M2: outcome.summary.changed_area_m2})
+        results.update({key: value(outcome) for key, value in (extra or {}).items()})
+        run_group = RunGroup(group)
         for name, style in outcome.styles.items():
             self.attach_style(context, name, outcome.written[name], style, request, run_group)
         REPORT_WRITTEN[self.id()] = "report" in outcome.written

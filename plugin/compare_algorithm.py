@@ -9,8 +9,6 @@ rasterio but not PyTorch.
 from __future__ import annotations
 
 import importlib
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,7 +20,6 @@ from qgis.core import (
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
-    QgsProcessingUtils,
     QgsRasterLayer,
 )
 
@@ -31,15 +28,12 @@ from .change_algorithm import (
     RASTER_SUFFIXES,
     REPORT_WRITTEN,
     ChangeAlgorithm,
-    RunCancelled,
     RunRequest,
     help_text,
-    hide_html_from_batch,
 )
 from .dependencies import diagnostics, install_instructions
 from .destinations import check_destinations
 from .inputs import describe_layer, refuse_same_input
-from .styling import RunGroup
 
 CSV_FILTER = "CSV files (*.csv);;All files (*.*)"
 
@@ -156,27 +150,11 @@ class CompareClassificationsAlgorithm(ChangeAlgorithm):
         read = {s.label: s.path or s.gdal_source for s in self.sources if s.path or s.gdal_source}
         read.update({key: path for key, path in tables.items() if path})
         check_destinations(request, read, self.products)
-        work = Path(tempfile.mkdtemp(prefix="scd-inputs-", dir=QgsProcessingUtils.tempFolder()))
-        try:
-            request.t1 = self.sources[0].materialize(work, context, feedback)
-            request.t2 = self.sources[1].materialize(work, context, feedback)
-            outcome = compare_runner.run(request, tables[self.CLASS_TABLE], tables[self.CLASS_TABLE_T2],
-                                         tables[self.MAPPING], self.palettes, feedback)
-        except RunCancelled as cancelled:  # no failure: said in the log, nothing loaded (see ChangeAlgorithm)
-            feedback.pushInfo(str(cancelled))
-            self.forget_outputs(context, request)
-            return {}
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        results: dict[str, Any] = {self.products[name]: path for name, path in outcome.written.items()}
-        results.update({self.CHANGED_PIXELS: outcome.summary.changed_pixels,
-                        self.CHANGED_AREA_M2: outcome.summary.changed_area_m2})
-        run_group = RunGroup(f"Land-cover change {request.t1_name} -> {request.t2_name}")
-        for name, style in outcome.styles.items():
-            self.attach_style(context, name, outcome.written[name], style, request, run_group)
-        REPORT_WRITTEN[self.id()] = "report" in outcome.written
-        hide_html_from_batch(self, results, feedback)
-        return results
+        return self.run_on_inputs(
+            request, context, feedback,
+            lambda: compare_runner.run(request, tables[self.CLASS_TABLE], tables[self.CLASS_TABLE_T2],
+                                       tables[self.MAPPING], self.palettes, feedback),
+            f"Land-cover change {request.t1_name} -> {request.t2_name}")
 
     def build_request(self, parameters: dict[str, Any], context: QgsProcessingContext) -> RunRequest:
         rasters: dict[str, str] = {}

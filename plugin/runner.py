@@ -16,14 +16,12 @@ from pathlib import Path
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
 from ..core import engine
-from ..core.errors import Cancelled, ChangeDetectionError
-from ..core.files import sidecars
-from ..core.io import terminate_cleanly
 from ..core.models.card import ModelCard
 from ..core.models.checkpoint import read_card
 from ..core.products import Legends
 from .bands import contradictions, expected_bands, read_bands
-from .change_algorithm import RunCancelled, RunRequest
+from .change_algorithm import RunRequest
+from .cleanup import removed_on_failure
 from .destinations import csv_beside_report
 from .feedback import FeedbackProgress
 from .product_styles import present_codes, styles_for
@@ -49,19 +47,9 @@ def run(request: RunRequest, feedback: QgsProcessingFeedback) -> Outcome:
             including a cancel.
     """
     written: list[Path] = []
-    with terminate_cleanly(lambda: _remove(written)):  # qgis_process runs algorithms in its main thread
-        try:
-            card = _checked_card(request)
-            outcome = _run(request, card, feedback, written)
-        except Cancelled as error:
-            _remove(written)
-            raise RunCancelled(str(error)) from error
-        except ChangeDetectionError as error:
-            _remove(written)
-            raise QgsProcessingException(str(error)) from error
-        except BaseException:
-            _remove(written)
-            raise
+    with removed_on_failure(written):
+        card = _checked_card(request)
+        outcome = _run(request, card, feedback, written)
     return outcome
 
 
@@ -180,15 +168,3 @@ def _facts(request: RunRequest, card: ModelCard, summary: engine.RunSummary,
         ("Time", f"{summary.elapsed_seconds:.1f} s"),
         ("Date", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),
     ]
-
-
-#: Files a Shapefile consists of besides the ``.shp``.
-SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg")
-
-
-def _remove(paths: list[Path]) -> None:
-    """Delete outputs of a run that failed later on, with their legend sidecars (or Shapefile parts)."""
-    for path in paths:
-        parts = [path.with_suffix(s) for s in SHAPEFILE_PARTS] if path.suffix.lower() == ".shp" else []
-        for file in (path, *sidecars(path), *parts):
-            file.unlink(missing_ok=True)
