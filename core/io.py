@@ -13,6 +13,7 @@ import math
 import os
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from .errors import InputError
+from .files import sidecars
 
 #: Authalic radius of the WGS84 ellipsoid: a sphere with the ellipsoid's area.
 AUTHALIC_RADIUS_M = 6371007.181
@@ -78,7 +80,11 @@ class RasterPair:
         bands_t2: Sequence[int],
         *,
         needed_bands: int,
+        categorical: bool = False,
     ) -> None:
+        # Categories (land-cover codes) are warped by nearest neighbour and read as integers: a
+        # bilinear mean of two class codes is a third, unrelated class.
+        self.categorical = categorical
         self._src1 = open_raster(path_t1)
         try:
             self._src2 = open_raster(path_t2)
@@ -160,7 +166,7 @@ class RasterPair:
         src1, src2 = self._src1, self._src2
         options: dict[str, Any] = {
             "crs": src1.crs, "transform": src1.transform, "width": src1.width, "height": src1.height,
-            "resampling": Resampling.bilinear,
+            "resampling": Resampling.nearest if self.categorical else Resampling.bilinear,
         }
         if src2.nodata is None:
             options["add_alpha"] = True  # so that areas outside T2 read as masked
@@ -175,16 +181,22 @@ class RasterPair:
         pixel; NaN in any selected band does.
 
         Returns:
-            T1 and T2 pixels as float32 ``[bands, height, width]`` (invalid pixels set to
-            0) and a boolean mask, True where both dates hold valid data.
+            T1 and T2 pixels as float32 ``[bands, height, width]`` (the rasters' own
+            integer type for a categorical pair; invalid pixels set to 0) and a boolean mask, True where
+            both dates hold valid data.
         """
         win = Window(self.window.col_off + col, self.window.row_off + row, width, height)
-        img1 = self._src1.read(self.bands_t1, window=win, out_dtype="float32")
         source2, win2 = self._t2_source(win)
-        img2 = source2.read(self.bands_t2, window=win2, out_dtype="float32")
+        if self.categorical:  # class codes in their own integer type
+            img1 = self._src1.read(self.bands_t1, window=win)
+            img2 = source2.read(self.bands_t2, window=win2)
+        else:
+            img1 = self._src1.read(self.bands_t1, window=win, out_dtype="float32")
+            img2 = source2.read(self.bands_t2, window=win2, out_dtype="float32")
         valid = self._src1.dataset_mask(window=win) > 0
         valid &= source2.dataset_mask(window=win2) > 0
-        valid &= np.isfinite(img1).all(axis=0) & np.isfinite(img2).all(axis=0)
+        if not self.categorical:
+            valid &= np.isfinite(img1).all(axis=0) & np.isfinite(img2).all(axis=0)
         img1[:, ~valid] = 0
         img2[:, ~valid] = 0
         return img1, img2, valid
@@ -269,10 +281,6 @@ def temporary_path(final: Path) -> Path:
     return final.with_name(f".{final.stem}.partial-{uuid.uuid4().hex[:8]}{final.suffix}")
 
 
-def sidecars(path: Path) -> list[Path]:
-    return [Path(str(path) + ".aux.xml"), path.with_suffix(".qml")]
-
-
 def publish(temporary: Path, final: Path) -> None:
     """Move a complete output and its sidecars into place, the raster itself last."""
     for old, new in zip(sidecars(temporary), sidecars(final), strict=True):
@@ -354,3 +362,35 @@ class RasterWriter:
 
     def abort(self) -> None:
         self._dst.close()
+
+
+# --- GDAL ------------------------------------------------------------------------------
+
+
+@contextmanager
+def gdal_session() -> Iterator[Any]:
+    """GDAL with exceptions on and PAM enabled for this thread, both restored afterwards.
+
+    PAM is forced on because the RAT and category names of a GeoTIFF can only live in
+    the ``.aux.xml`` sidecar; the setting is thread-local so nothing else changes.
+    """
+    from osgeo import gdal
+
+    old_pam = gdal.GetThreadLocalConfigOption("GDAL_PAM_ENABLED", None)
+    gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", "YES")
+    try:
+        manager = getattr(gdal, "ExceptionMgr", None)  # GDAL >= 3.7
+        if manager is not None:
+            with manager(useExceptions=True):
+                yield gdal
+        else:
+            was_on = gdal.GetUseExceptions()
+            gdal.UseExceptions()
+            try:
+                yield gdal
+            finally:
+                if not was_on:
+                    gdal.DontUseExceptions()
+    finally:
+        gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", old_pam)
+

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from qgis.core import QgsProcessingParameterRasterDestination
-
+from ..core.product_table import BY_NAME
 from .change_algorithm import COMMON_HELP, ChangeAlgorithm
 
 
 class BinaryChangeAlgorithm(ChangeAlgorithm):
     """Runs any change model and writes the change mask, optional probability and polygons."""
 
-    OUTPUT_CHANGE = "OUTPUT_CHANGE"
+    OUTPUT_CHANGE = BY_NAME["change_mask"].parameter
 
     task = "binary"
-    products: ClassVar[dict[str, str]] = {
-        "change_mask": OUTPUT_CHANGE,
-        "change_prob": ChangeAlgorithm.OUTPUT_CHANGE_PROB,
-        "polygons": ChangeAlgorithm.OUTPUT_POLYGONS,
-    }
+    offered: ClassVar[tuple[str, ...]] = ("change_mask", "change_prob", "polygons")
 
     def name(self) -> str:
         return "binarychange"
@@ -35,7 +30,7 @@ class BinaryChangeAlgorithm(ChangeAlgorithm):
 
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
         self.add_inputs()
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_CHANGE, "Change mask"))
+        self.add_product("change_mask", optional=False)
         self.add_common_outputs()
 
     def shortHelpString(self) -> str:

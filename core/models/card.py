@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .base import Task
+if TYPE_CHECKING:  # base imports torch; cards are read without it (e.g. to compare land-cover maps)
+    from .base import Task
 
 #: Bumped whenever the checkpoint layout changes incompatibly.
 FORMAT_VERSION = 1
@@ -132,7 +133,7 @@ class ModelCard:
         return cls(**data)
 
 
-# --- Presets (seed digest sections 2.4, 5.1, 5.2) -------------------------------------------
+# --- Presets: dataset classes, palettes, statistics (docs/networks.md) ---------------------
 
 SECOND_CLASSES = (
     LandCoverClass("Water", (0, 0, 255)),

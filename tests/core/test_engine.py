@@ -412,5 +412,5 @@ def test_transition_matrix_alone_with_a_minimum_mapping_unit(tmp_path: Path, sce
                                    RunOptions(tile_size=64, min_patch_pixels=40))
     assert _finished_files(tmp_path / "out") == ["transitions.csv"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
-    total_changed = sum(row["pixels"] for row in summary.transitions if row["value"] != 0)
+    total_changed = sum(row.pixels for row in summary.transitions if row.value != 0)
     assert total_changed == summary.changed_pixels

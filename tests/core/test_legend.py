@@ -9,19 +9,14 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from core import legend
+from core import colors, rat
 from core.encode import NODATA_UINT8, NODATA_UINT16, TransitionCounter, fromto_code, fromto_codes
-from core.legend import (
-    LegendEntry,
-    binary_legend,
-    class_legend,
-    fromto_legend,
-    transition_table_rows,
-    write_legend,
-    write_probability_style,
-    write_transition_matrix,
-)
+from core.io import gdal_session
+from core.legend import LegendEntry, binary_legend, class_legend, fromto_legend
+from core.matrix import TransitionRow, transition_table_rows, write_transition_matrix
 from core.models.card import LANDSAT_SCD_CLASSES, SECOND_CLASSES, LandCoverClass
+from core.qml import write_probability_style
+from core.rat import write_legend
 
 SECOND_N = len(SECOND_CLASSES)
 WATER, BUILDING = 1, 5  # SECOND class numbers
@@ -55,7 +50,7 @@ def second_codes():
 
 def read_back(path):
     """What a fresh GDAL open reports: category names, colour table, RAT."""
-    with legend.gdal_session() as gdal:
+    with gdal_session() as gdal:
         ds = gdal.Open(str(path))
         band = ds.GetRasterBand(1)
         # Touch the RAT first: GDAL 3.6's GTiff loads the .aux.xml lazily and
@@ -82,7 +77,7 @@ def parse_qml(path):
 
 
 def lab_distance(a, b):
-    la, lb = legend._srgb_to_lab(np.array([a, b]))
+    la, lb = colors.srgb_to_lab(np.array([a, b]))
     return float(np.linalg.norm(la - lb))
 
 
@@ -153,7 +148,7 @@ def test_write_legend_reads_back_with_gdal_and_rasterio(tmp_path):
     assert colors[0] == (255, 255, 255, 0)  # no change is transparent
     assert colors[NODATA_UINT8] == (0, 0, 0, 0)  # so are unused values
 
-    assert columns == list(legend.RAT_COLUMNS)
+    assert columns == list(rat.RAT_COLUMNS)
     assert thematic
     assert len(rows) == len(entries)
     row = rows[code]
@@ -313,8 +308,7 @@ def test_transition_table_rows():
     counter.add(np.array([[0, 0, code, code, code]], dtype=np.uint8), None, 100.0)
     rows = transition_table_rows(SECOND_CLASSES, counter)
     assert rows == [
-        {"value": 0, "from": None, "to": None, "label": "No change", "pixels": 2, "area_ha": 0.02},
-        {"value": code, "from": "Water", "to": "Building", "label": "Water -> Building", "pixels": 3,
-         "area_ha": pytest.approx(0.03)},
+        TransitionRow(0, None, None, "No change", 2, pytest.approx(0.02)),
+        TransitionRow(code, "Water", "Building", "Water -> Building", 3, pytest.approx(0.03)),
     ]
     assert len(transition_table_rows(SECOND_CLASSES, counter, include_empty=True)) == SECOND_N * SECOND_N + 1

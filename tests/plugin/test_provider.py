@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "semantic_change"
 
 ALGORITHMS = {"scd:semanticchange": "Semantic change (from-to)", "scd:binarychange": "Binary change",
+              "scd:compareclassifications": "Compare two land-cover maps (from-to)",
               "scd:modelinfo": "Model information"}
 
 
@@ -128,7 +129,7 @@ def test_plugin_loads_without_torch(scd_provider, plugins_folder, qgis_iface, wi
     plugin = package.classFactory(qgis_iface)
     provider = importlib.import_module(f"{PACKAGE}.plugin.provider").SemanticChangeProvider()
     provider.refreshAlgorithms()
-    assert {a.id() for a in provider.algorithms()} == {"scd:semanticchange", "scd:binarychange", "scd:modelinfo"}
+    assert {a.id() for a in provider.algorithms()} == set(ALGORITHMS)
     assert plugin.provider is None  # nothing registered twice: initProcessing was not called
     assert sys.modules["torch"] is None
     assert not any(name.startswith(f"{PACKAGE}.core.engine") for name in sys.modules)

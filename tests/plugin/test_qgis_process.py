@@ -123,3 +123,23 @@ def test_qgis_process_without_torch_lists_the_algorithms_and_says_what_to_instal
     output = run.stdout + run.stderr
     assert "cannot import: torch" in output and "pip install --user torch" in output
     assert "torch: not installed" in output
+
+
+@requires_qgis_process
+def test_qgis_process_compares_two_land_cover_maps_without_torch(installed, profile, no_torch, tmp_path):
+    from helpers import write_worldcover_pair
+
+    t1, t2 = write_worldcover_pair(tmp_path / "in")
+    qgis_process("plugins", "enable", PLUGIN, plugins=installed, profile=profile, python_path=no_torch)
+    target = tmp_path / "fromto.tif"
+    run = qgis_process("--json", "run", "scd:compareclassifications", "--", f"INPUT_T1={t1}", f"INPUT_T2={t2}",
+                       f"OUTPUT_FROMTO={target}", f"OUTPUT_REPORT={tmp_path / 'report.html'}", "MIN_AREA=4",
+                       plugins=installed, profile=profile, python_path=no_torch)
+    assert run.returncode == 0, run.stdout + run.stderr
+    answer = json.loads(run.stdout[run.stdout.index("{"):])
+    assert answer["results"]["OUTPUT_FROMTO"] == str(target) and answer["results"]["CHANGED_PIXELS"] > 0
+    assert (tmp_path / "report.csv").exists() and (tmp_path / "fromto.qml").exists()
+    dataset = gdal.Open(str(target))
+    band = dataset.GetRasterBand(1)
+    band.GetDefaultRAT()  # GDAL 3.6 reads the .aux.xml lazily
+    assert "Tree cover -> Built-up" in band.GetCategoryNames()
