@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from . import encode
+from .backends import InferenceBackend, select_backend
 from .devices import inference_context, select_device, select_precision
 from .errors import Cancelled, ChangeDetectionError, InputError
 from .io import RasterPair
@@ -75,6 +76,10 @@ class RunOptions:
             slows it (``make bench``).
         min_patch_pixels: Minimum mapping unit: connected change patches smaller than
             this many pixels become "no change" in every output (0 keeps all).
+        backend: Where the forward pass runs: ``auto``, ``torch``, ``onnxruntime`` or
+            ``openvino`` (see :mod:`.backends`; ``auto`` uses an installed CPU runtime on a CPU).
+        int8: Run an int8-quantised graph calibrated on tiles of this scene (CPU runtimes only).
+        backend_cache_dir: Where exported networks are kept (default: the user's cache folder).
     """
 
     bands_t1: Sequence[int] | None = None
@@ -86,6 +91,9 @@ class RunOptions:
     precision: str = "auto"
     prefetch_batches: int | None = None
     min_patch_pixels: int = 0
+    backend: str = "auto"
+    int8: bool = False
+    backend_cache_dir: str | os.PathLike[str] | None = None
 
 
 @dataclass
@@ -96,6 +104,7 @@ class RunSummary:
     device: str = ""
     device_reason: str = ""
     precision: str = ""
+    backend: str = ""
     model: str = ""
     task: str = ""
     width: int = 0
@@ -190,13 +199,25 @@ def run_change_detection(
         network = network.to(device_choice.device).eval()
         if device_choice.device.type != "mps":
             network = network.to(memory_format=torch.channels_last)
+        backend = select_backend(
+            network, card, requested=options.backend, device=device_choice.device, model_size=grid.model_size,
+            batch_size=options.batch_size, int8=options.int8,
+            # a precision chosen by "auto" yields to a runtime; one the user asked for keeps torch
+            autocast_dtype=autocast_dtype if (options.precision or "auto").lower() != "auto" else None,
+            calibration=lambda: _calibration_tiles(pair, grid, scalings), cache_dir=options.backend_cache_dir,
+            expected_batches=-(-len(grid) // options.batch_size))
+        summary.backend = backend.describe()
+        if backend.name != "torch":
+            autocast_dtype = None
+            summary.precision = f"{'int8' if backend.int8 else 'fp32'} ({backend.name})"
+        progress.info(f"backend: {summary.backend}; precision: {summary.precision}")
         # Polygons take the last part of the bar; everything else in the products stage is quick.
         share = INFERENCE_SHARE_WITH_POLYGONS if outputs.polygons is not None else 1.0
         stage = ProductsStage(
             Grid(pair.width, pair.height, pair.crs, pair.transform, pair.pixel_area_m2),
             Legends(card.task, tuple(card.classes), card.change_color), requested,
             min_patch_pixels=options.min_patch_pixels, progress=ProgressSpan(progress, share, 1.0 - share))
-        run = _Inference(pair, grid, card, heads, scalings, network, device_choice.device, autocast_dtype,
+        run = _Inference(pair, grid, card, heads, scalings, backend, device_choice.device, autocast_dtype,
                          options, ProgressSpan(progress, 0.0, share), summary, stage)
         try:
             run.execute()
@@ -359,7 +380,7 @@ class _Inference:
     """Stage 1: tiles through the network, blended, decoded into rows for the products stage."""
 
     def __init__(self, pair: RasterPair, grid: TileGrid, card: ModelCard, heads: _Heads,
-                 scalings: tuple[BandScaling, BandScaling], network: nn.Module, device: torch.device,
+                 scalings: tuple[BandScaling, BandScaling], network: InferenceBackend, device: torch.device,
                  autocast_dtype: torch.dtype | None, options: RunOptions, progress: Progress, summary: RunSummary,
                  stage: ProductsStage) -> None:
         self.pair, self.grid, self.card, self.heads = pair, grid, card, heads
@@ -475,8 +496,9 @@ class _Inference:
     def _infer(self, batch: _Batch) -> np.ndarray:
         assert batch.x1 is not None and batch.x2 is not None and batch.valid is not None
         to_device = {"device": self.device, "non_blocking": True}
-        x1 = torch.from_numpy(batch.x1).to(**to_device).contiguous(memory_format=torch.channels_last)
-        x2 = torch.from_numpy(batch.x2).to(**to_device).contiguous(memory_format=torch.channels_last)
+        layout = torch.channels_last if self.network.channels_last else torch.contiguous_format
+        x1 = torch.from_numpy(batch.x1).to(**to_device).contiguous(memory_format=layout)
+        x2 = torch.from_numpy(batch.x2).to(**to_device).contiguous(memory_format=layout)
         valid = torch.from_numpy(batch.valid).to(**to_device)
         started = time.perf_counter()
         with inference_context(self.device, self.autocast_dtype):
@@ -505,6 +527,27 @@ class _Inference:
         rows = self.heads.decode(values, count, self.grid.width)
         self.stage.write_rows(start, rows["valid"], rows["changed"], prob=rows["prob"], c1=rows.get("c1"),
                               c2=rows.get("c2"))
+
+
+#: Tiles an int8 graph is calibrated on, spread evenly over the scene.
+CALIBRATION_TILES = 16
+
+
+def _calibration_tiles(pair: RasterPair, grid: TileGrid, scalings: tuple[BandScaling, BandScaling],
+                       count: int = CALIBRATION_TILES) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Up to ``count`` prepared tile pairs with valid pixels, spread over the scene, for int8 calibration."""
+    windows = list(grid.windows())
+    step = max(1, len(windows) // (count * 2))
+    sample: list[tuple[np.ndarray, np.ndarray]] = []
+    for window in windows[::step]:
+        img1, img2, valid = pair.read(window.row, window.col, window.height, window.width)
+        if valid.mean() < 0.5:
+            continue
+        sample.append((pad_to(scalings[0].apply(img1), grid.model_size),
+                       pad_to(scalings[1].apply(img2), grid.model_size)))
+        if len(sample) == count:
+            break
+    return sample
 
 
 def _lower_thread_priority() -> None:
