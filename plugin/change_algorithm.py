@@ -49,6 +49,8 @@ from .resources import HOMEPAGE, plugin_icon
 from .styling import LayerStyler, Style
 
 DEVICES = ("auto", "cpu", "cuda")
+#: Where the network runs (core.backends.BACKEND_CHOICES; not imported here, that would import torch).
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 MODEL_FILTER = "Model files (*.pt *.pth *.ckpt);;All files (*.*)"
 RASTER_SUFFIXES = (".tif", ".tiff")
 
@@ -74,6 +76,7 @@ class RunRequest:
     batch_size: int
     device: str
     min_area: int
+    backend: str = "auto"
     rasters: dict[str, str]
     polygons: str | None = None
     report: str | None = None
@@ -90,7 +93,10 @@ model file names, usually 1, 2, 3). <i>Tile size</i>: the side of the squares th
 model was trained with, which gives the best results). <i>Overlap</i>: how much neighbouring tiles overlap, in percent
 of the tile (default 25 %); overlapping predictions are blended so no seams show. <i>Batch size</i>: tiles per step;
 larger is faster on a GPU but needs more memory; cancelling stops within one batch. <i>Device</i>: <i>auto</i> uses
-an NVIDIA GPU when one is usable, otherwise the CPU; the log says which device was used and why.</p>
+an NVIDIA GPU when one is usable, otherwise the CPU; the log says which device was used and why. <i>Inference
+backend</i>: <i>auto</i> runs the network on ONNX Runtime or OpenVINO on a CPU when one is installed (faster than
+PyTorch there; the model is converted once and kept in your cache folder), and on PyTorch otherwise; the log says
+which was used and what to install.</p>
 <p><b>Minimum change patch</b> (optional): change patches smaller than this many pixels are removed (set to
 no change) in every output, a minimum mapping unit that removes speckle.</p>
 <p>The log starts with a diagnostics line (QGIS, Python, PyTorch, CUDA and GDAL versions and the device found) and
@@ -111,6 +117,7 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
     OVERLAP = "OVERLAP"
     BATCH_SIZE = "BATCH_SIZE"
     DEVICE = "DEVICE"
+    BACKEND = "BACKEND"
     MIN_AREA = "MIN_AREA"
     OUTPUT_CHANGE_PROB = BY_NAME["change_prob"].parameter
     OUTPUT_POLYGONS = BY_NAME["polygons"].parameter
@@ -163,6 +170,8 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size (tiles per step)",
                                          QgsProcessingParameterNumber.Integer, 4, minValue=1, maxValue=256),
             QgsProcessingParameterEnum(self.DEVICE, "Device", options=list(DEVICES), defaultValue=0),
+            QgsProcessingParameterEnum(self.BACKEND, "Inference backend (CPU runtimes are optional installs)",
+                                       options=list(BACKENDS), defaultValue=0),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -254,6 +263,7 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             min_area=self.parameterAsInt(parameters, self.MIN_AREA, context),
+            backend=BACKENDS[self.parameterAsEnum(parameters, self.BACKEND, context)],
             rasters=rasters,
             polygons=self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context) or None,
             report=report or None,

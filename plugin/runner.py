@@ -75,7 +75,7 @@ def _run(request: RunRequest, card: ModelCard, feedback: QgsProcessingFeedback, 
     overlap = round(tile * request.overlap_percent / 100.0)
     options = engine.RunOptions(bands_t1=request.bands_t1, bands_t2=request.bands_t2, tile_size=tile,
                                 overlap=overlap, batch_size=request.batch_size, device=request.device,
-                                min_patch_pixels=request.min_area)
+                                min_patch_pixels=request.min_area, backend=request.backend)
     csv_path = str(Path(request.report).with_suffix(".csv")) if request.report else None
     outputs = engine.OutputPaths(**request.rasters, transitions_csv=csv_path, polygons=request.polygons)
     feedback.pushInfo(f"model: {Path(request.model).name} ({card.model}, {card.task} change, trained on "
@@ -119,6 +119,7 @@ def _facts(request: RunRequest, card: ModelCard, summary: engine.RunSummary) -> 
         ("Processing area", f"{summary.width} x {summary.height} pixels"),
         ("Tiles", f"{summary.tiles_total} of {summary.tile_size} px, overlap {summary.overlap} px"),
         ("Device", f"{summary.device} ({summary.device_reason})"),
+        ("Inference backend", summary.backend),
         ("Time", f"{summary.elapsed_seconds:.1f} s"),
         ("Date", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),
     ]

@@ -33,7 +33,8 @@ def test_provider_and_algorithms_are_registered(scd_provider):
     for algorithm_id in ("scd:semanticchange", "scd:binarychange"):
         help_text = registry.algorithmById(algorithm_id).shortHelpString()
         assert "only meaningful inside" in help_text
-        for words in ("Tile size", "Overlap", "Batch size", "Device", "Minimum change patch", "Bands"):
+        for words in ("Tile size", "Overlap", "Batch size", "Device", "Inference backend", "Minimum change patch",
+                      "Bands"):
             assert words in help_text
 
 
@@ -42,10 +43,13 @@ def test_parameters_of_the_semantic_algorithm(scd_provider):
     definitions = {p.name(): p for p in algorithm.parameterDefinitions()}
     assert list(definitions) == [
         "INPUT_T1", "INPUT_T2", "MODEL", "BANDS_T1", "BANDS_T2", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE",
-        "MIN_AREA", "OUTPUT_FROMTO", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES", "OUTPUT_CHANGE_PROB",
+        "BACKEND", "MIN_AREA", "OUTPUT_FROMTO", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES", "OUTPUT_CHANGE_PROB",
         "OUTPUT_POLYGONS", "OUTPUT_REPORT"]
     assert definitions["OVERLAP"].defaultValue() == 25 and definitions["TILE_SIZE"].defaultValue() == 0
     assert definitions["DEVICE"].options() == ["auto", "cpu", "cuda"]
+    assert definitions["BACKEND"].options() == ["auto", "torch", "onnxruntime", "openvino"]
+    backend = definitions["BACKEND"]
+    assert backend.defaultValue() == 0 and backend.flags() & backend.FlagAdvanced
     optional = {name for name, p in definitions.items() if p.flags() & p.FlagOptional}
     assert optional == {"BANDS_T1", "BANDS_T2", "MIN_AREA", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES",
                         "OUTPUT_CHANGE_PROB", "OUTPUT_POLYGONS", "OUTPUT_REPORT"}
