@@ -126,6 +126,8 @@ class RunSummary:
     scaling_t2: str = ""
     transitions: list[TransitionRow] = field(default_factory=list)
     polygons: int = 0
+    #: Seconds per step of the run: read, prepare, network, blend, decode, write, finish.
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def megapixels_per_second(self) -> float:
@@ -221,7 +223,9 @@ def run_change_detection(
                          options, ProgressSpan(progress, 0.0, share), summary, stage)
         try:
             run.execute()
+            finishing = time.perf_counter()
             _record(summary, stage.finish())
+            summary.timings["finish"] = time.perf_counter() - finishing
         except BaseException:
             stage.discard()
             raise
@@ -403,7 +407,10 @@ class _Inference:
         for window in self.grid.windows():
             if self._stop.is_set():
                 return
+            started = time.perf_counter()
             img1, img2, valid = self.pair.read(window.row, window.col, window.height, window.width)
+            read = time.perf_counter()
+            self._add_time("read", read - started)
             pending.append(window)
             has_data = bool(valid.any())
             run_flags.append(has_data)
@@ -411,9 +418,13 @@ class _Inference:
                 x1s.append(pad_to(self.scalings[0].apply(img1), size))
                 x2s.append(pad_to(self.scalings[1].apply(img2), size))
                 valids.append(pad_to(valid[None].astype(np.float32), size))
+            batch = None
             if len(x1s) == self.options.batch_size:
-                yield _Batch(pending, run_flags, np.stack(x1s), np.stack(x2s), np.stack(valids))
+                batch = _Batch(pending, run_flags, np.stack(x1s), np.stack(x2s), np.stack(valids))
                 pending, run_flags, x1s, x2s, valids = [], [], [], [], []
+            self._add_time("prepare", time.perf_counter() - read)
+            if batch is not None:
+                yield batch
         if pending:
             if x1s:
                 yield _Batch(pending, run_flags, np.stack(x1s), np.stack(x2s), np.stack(valids))
@@ -489,7 +500,9 @@ class _Inference:
                 continue
             assert probs is not None and self.accumulator is not None
             values = probs[index, :, : window.height, : window.width]
+            started = time.perf_counter()
             self.accumulator.add(window, values, self.grid.weights(window))
+            self._add_time("blend", time.perf_counter() - started)
             self.summary.tiles_run += 1
             index += 1
 
@@ -506,6 +519,7 @@ class _Inference:
             stacked = self.heads.stack(outputs, valid)
         result = stacked.float().cpu().numpy()
         self.summary.model_seconds += time.perf_counter() - started
+        self._add_time("network", time.perf_counter() - started)
         if self.accumulator is None:
             band = min(self.grid.tile_size, self.grid.height)
             self.accumulator = RowBandAccumulator(self.heads.channels, band, self.grid.width)
@@ -524,9 +538,17 @@ class _Inference:
             self._flush(self.grid.height)
 
     def _write_rows(self, start: int, values: np.ndarray | None, count: int) -> None:
+        started = time.perf_counter()
         rows = self.heads.decode(values, count, self.grid.width)
+        decoded = time.perf_counter()
+        self._add_time("decode", decoded - started)
         self.stage.write_rows(start, rows["valid"], rows["changed"], prob=rows["prob"], c1=rows.get("c1"),
                               c2=rows.get("c2"))
+        self._add_time("write", time.perf_counter() - decoded)
+
+    def _add_time(self, step: str, seconds: float) -> None:
+        timings = self.summary.timings
+        timings[step] = timings.get(step, 0.0) + seconds
 
 
 #: Tiles an int8 graph is calibrated on, spread evenly over the scene.

@@ -214,6 +214,7 @@ def bench_engine(work: Path, checkpoint: Path, tile: int, batch: int, size: int 
           f"{wall / ideal:.3f}  (target <= 1.15)")
     print(f"  of the wall time, {summary.model_seconds:.2f} s were spent in the network; "
           f"memory estimate {summary.memory_estimate_bytes / 2**20:.0f} MiB")
+    print(f"  breakdown (s): {bench_backends.breakdown(summary.timings, wall)}")
 
 
 def bench_memory(work: Path, checkpoint: Path, tile: int, batch: int) -> None:

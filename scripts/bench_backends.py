@@ -152,6 +152,7 @@ def bench_e2e(checkpoint: Path, size: int, tile: int, batch: int, rounds: int) -
         }
         walls: dict[str, list[float]] = {label: [] for label in variants}
         parts: dict[str, list[tuple[float, float]]] = {label: [] for label in variants}
+        steps: dict[str, tuple[dict[str, float], float]] = {}
         codes: dict[str, np.ndarray] = {}
         chosen: dict[str, str] = {}
         for index in range(rounds + 1):  # round 0 exports, warms up and checks agreement
@@ -165,6 +166,7 @@ def bench_e2e(checkpoint: Path, size: int, tile: int, batch: int, rounds: int) -
                 if index:
                     walls[label].append(wall)
                     parts[label].append((summary.model_seconds, wall - summary.model_seconds))
+                    steps[label] = (summary.timings, wall)
                 else:
                     chosen[label] = summary.backend
                     with rasterio.open(out) as src:
@@ -176,6 +178,15 @@ def bench_e2e(checkpoint: Path, size: int, tile: int, batch: int, rounds: int) -
             agreement = float((codes[label] == codes["torch fp32"]).mean()) * 100
             print(f"  {label:14s} wall {wall:7.2f} s  x{base / wall:4.2f} faster than today  network {network:6.2f} s"
                   f"  rest {wall - network:5.2f} s  from-to {agreement:6.2f} % = torch fp32  [{chosen[label]}]")
+            print(f"    last run: {breakdown(*steps[label])}")
+
+
+def breakdown(timings: dict[str, float], wall: float) -> str:
+    """The engine's time per step, and what is left (Python per-tile work, flushing, set-up)."""
+    steps = ("read", "prepare", "network", "blend", "decode", "write", "finish")
+    parts = [f"{step} {timings.get(step, 0.0):.2f}" for step in steps]
+    other = wall - sum(timings.get(step, 0.0) for step in steps)
+    return "  ".join(parts) + f"  other {other:.2f} s"
 
 
 SEAM_BAND = 2

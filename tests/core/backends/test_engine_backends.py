@@ -51,6 +51,15 @@ def test_auto_on_a_tiny_scene_stays_on_torch_and_says_why(tmp_path: Path, scene_
     assert any(line.startswith("backend: torch (auto:") for line in lines)
 
 
+def test_summary_breaks_the_time_down_by_step(tmp_path: Path, scene_pair) -> None:
+    _, _, summary, _ = _run(scene_pair, tmp_path / "steps", backend="torch")
+    steps = ("read", "prepare", "network", "blend", "decode", "write", "finish")
+    assert set(summary.timings) == set(steps)
+    assert all(seconds > 0 for seconds in summary.timings.values())
+    assert summary.timings["network"] == pytest.approx(summary.model_seconds)
+    assert sum(summary.timings.values()) <= summary.elapsed_seconds
+
+
 def test_unknown_backend_is_refused_before_anything_is_written(tmp_path: Path, scene_pair) -> None:
     with pytest.raises(InputError, match="unknown backend 'tpu'"):
         _run(scene_pair, tmp_path / "bad", backend="tpu")
