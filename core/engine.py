@@ -518,8 +518,9 @@ class _Inference:
             outputs = self.network(x1, x2)
             stacked = self.heads.stack(outputs, valid)
         result = stacked.float().cpu().numpy()
-        self.summary.model_seconds += time.perf_counter() - started
-        self._add_time("network", time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.summary.model_seconds += elapsed
+        self._add_time("network", elapsed)
         if self.accumulator is None:
             band = min(self.grid.tile_size, self.grid.height)
             self.accumulator = RowBandAccumulator(self.heads.channels, band, self.grid.width)
