@@ -11,11 +11,12 @@ markedly faster than fp32; elsewhere they may not be (see docs/performance.md).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,18 @@ def calibration_digest(sample: CalibrationSample) -> str:
             digest.update(str(contiguous.shape).encode())
             digest.update(contiguous.tobytes())
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_root_log() -> Iterator[None]:
+    """The quantiser logs through the root logger, e.g. that a 1-D weight has no channel axis
+    (it is then quantised per tensor, as intended); keep that out of the user's log."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 def quantize_int8(fp32_model: Path, sample: CalibrationSample) -> bytes:
@@ -66,7 +79,7 @@ def quantize_int8(fp32_model: Path, sample: CalibrationSample) -> bytes:
             return {INPUT_NAMES[0]: np.ascontiguousarray(pair[0][None], dtype=np.float32),
                     INPUT_NAMES[1]: np.ascontiguousarray(pair[1][None], dtype=np.float32)}
 
-    with tempfile.TemporaryDirectory(prefix="scd-int8-") as folder, warnings.catch_warnings():
+    with tempfile.TemporaryDirectory(prefix="scd-int8-") as folder, warnings.catch_warnings(), _quiet_root_log():
         warnings.simplefilter("ignore")
         prepared = Path(folder) / "prepared.onnx"
         quantised = Path(folder) / "int8.onnx"
