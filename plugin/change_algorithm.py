@@ -76,10 +76,10 @@ class RunRequest:
     batch_size: int
     device: str
     min_area: int
-    backend: str = "auto"
     rasters: dict[str, str]
     polygons: str | None = None
     report: str | None = None
+    backend: str = "auto"
 
 
 COMMON_HELP = """
@@ -93,10 +93,10 @@ model file names, usually 1, 2, 3). <i>Tile size</i>: the side of the squares th
 model was trained with, which gives the best results). <i>Overlap</i>: how much neighbouring tiles overlap, in percent
 of the tile (default 25 %); overlapping predictions are blended so no seams show. <i>Batch size</i>: tiles per step;
 larger is faster on a GPU but needs more memory; cancelling stops within one batch. <i>Device</i>: <i>auto</i> uses
-an NVIDIA GPU when one is usable, otherwise the CPU; the log says which device was used and why. <i>Inference
-backend</i>: <i>auto</i> runs the network on ONNX Runtime or OpenVINO on a CPU when one is installed (faster than
-PyTorch there; the model is converted once and kept in your cache folder), and on PyTorch otherwise; the log says
-which was used and what to install.</p>
+an NVIDIA GPU when one is usable, otherwise the CPU; the log says which device was used and why.
+<i>Inference backend</i>: <i>auto</i> runs the network on ONNX Runtime or OpenVINO on a CPU when one is
+installed (faster than PyTorch there; the model is converted once and kept in your cache folder), and on PyTorch
+otherwise; the log says which was used and what to install.</p>
 <p><b>Minimum change patch</b> (optional): change patches smaller than this many pixels are removed (set to
 no change) in every output, a minimum mapping unit that removes speckle.</p>
 <p>The log starts with a diagnostics line (QGIS, Python, PyTorch, CUDA and GDAL versions and the device found) and

@@ -133,6 +133,10 @@ def _forwards(network: torch.nn.Module, card, size: int, batch: int, cache: Path
         runs["onnxruntime int8"] = select_backend(network, card, requested="onnxruntime", int8=True,
                                                   calibration=lambda: tiles, model_size=size, batch_size=batch,
                                                   cache_dir=cache)
+        if runtime_available("openvino"):
+            runs["openvino int8"] = select_backend(network, card, requested="openvino", int8=True,
+                                                   calibration=lambda: tiles, model_size=size, batch_size=batch,
+                                                   cache_dir=cache)
     return runs
 
 

@@ -141,9 +141,10 @@ def _auto(network: nn.Module, card: ModelCard, device: torch.device, model_size:
         return InferenceBackend("torch", f"auto: {name} could not be used ({error})", network)
 
 
-#: Largest difference from PyTorch an fp32 export may show on the probe batch; a traced
-#: constant or an unsupported operator shows up far above it.
-EXPORT_TOLERANCE = 1e-2
+#: Largest difference from PyTorch an fp32 export may show on the probe batch, relative to the
+#: output's largest magnitude (at least 1): logits of deep networks reach tens, and fused
+#: kernels sum in another order. A traced constant or a wrong operator shows up far above it.
+EXPORT_TOLERANCE = 5e-3
 
 
 def _check_reproduces(network: nn.Module, forward: Forward, bands: int, size: int, batch_size: int, model: str,
@@ -162,7 +163,7 @@ def _check_reproduces(network: nn.Module, forward: Forward, bands: int, size: in
     got = forward(x1, x2)
     for key, value in expected.items():
         difference = float((got[key].float() - value.float()).abs().max()) if key in got else float("inf")
-        if difference > EXPORT_TOLERANCE:
+        if difference > EXPORT_TOLERANCE * max(1.0, float(value.abs().max())):
             raise InputError(f"the network '{model}' exported to ONNX does not reproduce PyTorch under {runtime} "
                              f"('{key}' differs by {difference:.3g}); choose backend 'torch'")
 
