@@ -24,10 +24,11 @@ log = logging.getLogger(__name__)
 
 BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino")
 
-#: CPU runtimes ``auto`` tries, fastest first. ONNX Runtime leads: on the 2-core AVX-512 machine
-#: of docs/performance.md it beat PyTorch on every network and OpenVINO on most, and its
-#: quantiser is the one int8 uses.
-AUTO_ORDER = ("onnxruntime", "openvino")
+#: CPU runtimes ``auto`` tries, fastest first (``make bench`` section 7, docs/performance.md): on a
+#: 2-core AVX-512 CPU under load OpenVINO took 0.33-0.60 x the time of today's PyTorch path and
+#: ONNX Runtime 0.45-0.62 x; OpenVINO was faster on three networks of four (level on GAPL-SCD) and
+#: also ran the int8 graph faster. ONNX Runtime is the fall-back (and always makes the int8 graph).
+AUTO_ORDER = ("openvino", "onnxruntime")
 
 #: ``auto`` exports only for runs of at least this many batches (or when the export is cached):
 #: a first export costs about as much as a few forward passes, more than a tiny scene gains.

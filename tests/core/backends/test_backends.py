@@ -122,11 +122,16 @@ def test_damaged_cache_entry_is_rebuilt_not_used(tmp_path: Path, damage: str) ->
 
 
 @needs_ort
-def test_auto_on_cpu_takes_the_first_installed_runtime(tmp_path: Path) -> None:
+def test_auto_on_cpu_takes_the_first_installed_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model, card = _tiny()
     backend = select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path, expected_batches=100)
-    assert backend.name == backend_select.AUTO_ORDER[0] == "onnxruntime"
+    first = next(name for name in backend_select.AUTO_ORDER if backend_select.runtime_available(name))
+    assert backend.name == first
     assert backend.reason.startswith("auto: fastest installed CPU runtime")
+    # with only ONNX Runtime installed, auto takes it
+    monkeypatch.setattr(backend_select, "runtime_available", lambda name: name == "onnxruntime")
+    only = select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path, expected_batches=100)
+    assert only.name == "onnxruntime" and "(onnxruntime installed)" in only.reason
 
 
 def test_auto_without_runtimes_runs_torch_and_says_what_to_install(tmp_path: Path,
@@ -180,7 +185,8 @@ def test_network_that_cannot_be_exported_falls_back_under_auto_only(tmp_path: Pa
 
 
 @needs_ort
-def test_int8_graph_is_quantised_and_close_to_fp32(tmp_path: Path) -> None:
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_int8_graph_is_quantised_and_close_to_fp32(tmp_path: Path, runtime: str) -> None:
     import onnx
 
     model, card = _tiny()
@@ -191,7 +197,7 @@ def test_int8_graph_is_quantised_and_close_to_fp32(tmp_path: Path) -> None:
         calls.append(1)
         return sample
 
-    backend = select_backend(model, card, requested="onnxruntime", int8=True, calibration=calibration,
+    backend = select_backend(model, card, requested=runtime, int8=True, calibration=calibration,
                              model_size=SIZE, batch_size=1, cache_dir=tmp_path)
     assert backend.int8 and "int8" in backend.describe()
     ops = {node.op_type for node in onnx.load(str(backend.model_path)).graph.node}
@@ -203,7 +209,7 @@ def test_int8_graph_is_quantised_and_close_to_fp32(tmp_path: Path) -> None:
     assert float((got - expected).abs().max()) < 0.05
     confident = (expected - 0.5).abs() > 0.05  # an untrained network: many pixels sit at 0.5
     assert bool(((got > 0.5) == (expected > 0.5))[confident].all())
-    again = select_backend(model, card, requested="onnxruntime", int8=True, calibration=calibration,
+    again = select_backend(model, card, requested=runtime, int8=True, calibration=calibration,
                            model_size=SIZE, batch_size=1, cache_dir=tmp_path)
     assert again.model_path == backend.model_path and "cached export" in again.reason
 
