@@ -148,6 +148,9 @@ def bench_e2e(checkpoint: Path, size: int, tile: int, batch: int, rounds: int) -
     with tempfile.TemporaryDirectory(prefix="scd-bench-e2e-") as folder:
         work = Path(folder)
         t1, t2, _ = synthetic.write_pair(work / "scene", PALETTE, height=size, width=size, seed=7)
+        from core.models.checkpoint import read_card
+
+        semantic = read_card(checkpoint).task == "semantic"
         variants = {
             "torch (today)": RunOptions(backend="torch"),
             "torch fp32": RunOptions(backend="torch", precision="fp32"),
@@ -165,7 +168,8 @@ def bench_e2e(checkpoint: Path, size: int, tile: int, batch: int, rounds: int) -
                 options = RunOptions(**{**options.__dict__, "tile_size": tile, "batch_size": batch, "device": "cpu",
                                         "backend_cache_dir": work / "cache"})
                 started = time.perf_counter()
-                summary = run_change_detection(t1, t2, checkpoint, OutputPaths(fromto=out), options)
+                products = OutputPaths(fromto=out) if semantic else OutputPaths(change_mask=out)
+                summary = run_change_detection(t1, t2, checkpoint, products, options)
                 wall = time.perf_counter() - started
                 if index:
                     walls[label].append(wall)
@@ -181,7 +185,7 @@ def bench_e2e(checkpoint: Path, size: int, tile: int, batch: int, rounds: int) -
             network = statistics.median(p[0] for p in parts[label])
             agreement = float((codes[label] == codes["torch fp32"]).mean()) * 100
             print(f"  {label:14s} wall {wall:7.2f} s  x{base / wall:4.2f} faster than today  network {network:6.2f} s"
-                  f"  rest {wall - network:5.2f} s  from-to {agreement:6.2f} % = torch fp32  [{chosen[label]}]")
+                  f"  rest {wall - network:5.2f} s  labels {agreement:6.2f} % = torch fp32  [{chosen[label]}]")
             print(f"    last run: {breakdown(*steps[label])}")
 
 

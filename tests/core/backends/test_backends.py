@@ -217,3 +217,26 @@ def test_int8_graph_is_quantised_and_close_to_fp32(tmp_path: Path, runtime: str)
 def test_backend_describes_itself() -> None:
     backend = InferenceBackend("torch", "requested", lambda a, b: {})
     assert backend.channels_last and backend.describe() == "torch (requested)"
+
+
+@needs_ort
+def test_checkpoint_exports_beside_itself_without_overwriting(tmp_path: Path) -> None:
+    import onnxruntime
+
+    from core.backends.export import export_checkpoint
+    from core.models.checkpoint import save_checkpoint
+
+    network = build_model("sscfnet").eval()
+    checkpoint = save_checkpoint(tmp_path / "model.pt", network,
+                                 card_for("sscfnet", "binary", tile_size=64, options=network.build_options))
+    written = export_checkpoint(checkpoint)
+    assert written == tmp_path / "model.64px.onnx"
+    session = onnxruntime.InferenceSession(str(written), providers=["CPUExecutionProvider"])
+    x1, x2 = random_pair(1, 64, 64)
+    (prob,) = session.run(["change_prob"], {"x1": x1.numpy(), "x2": x2.numpy()})
+    with torch.inference_mode():
+        np.testing.assert_allclose(prob, network(x1, x2)["change_prob"].numpy(), atol=1e-4)
+    before = written.read_bytes()
+    with pytest.raises(InputError, match="already exists"):
+        export_checkpoint(checkpoint)
+    assert written.read_bytes() == before
