@@ -98,6 +98,8 @@ class CompareSummary:
     changed_pixels: int = 0
     changed_area_m2: float = 0.0
     transitions: list[TransitionRow] = field(default_factory=list)
+    #: Hectares that kept their class, per class (the diagonal of the matrix).
+    persistence_ha: list[float] = field(default_factory=list)
     polygons: int = 0
     elapsed_seconds: float = 0.0
 
@@ -180,6 +182,7 @@ def compare_classifications(
             raise
     summary.outputs.update(result.outputs)
     summary.transitions = result.transitions
+    summary.persistence_ha = result.persistence_ha
     summary.valid_pixels, summary.changed_pixels = result.valid_pixels, result.changed_pixels
     summary.changed_area_m2, summary.polygons = result.changed_area_m2, result.polygons
     summary.elapsed_seconds = time.perf_counter() - started
@@ -238,7 +241,8 @@ def _codes_present(pair: RasterPair, rows: int, progress: Progress) -> tuple[np.
         if invalid == valid.size:
             continue
         for index, raw in enumerate((raw1, raw2)):
-            values = np.where(valid, raw, raw[valid][0]) if invalid else raw  # invalid pixels: some valid code
+            # Invalid pixels take the first valid pixel's code, so they add no code of their own.
+            values = np.where(valid, raw, raw.flat[int(np.argmax(valid))]) if invalid else raw
             low, high = int(values.min()), int(values.max())
             if low >= 0 and high < _LOOKUP_LIMIT:
                 present = np.flatnonzero(np.bincount(values.ravel(), minlength=high + 1))
@@ -321,7 +325,8 @@ def _class_lookup(codes: np.ndarray, harmonised: np.ndarray,
         table[codes] = indices
 
         def lookup(raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
-            return table[np.where(valid, np.clip(raw, 0, high), 0)]
+            # Valid pixels hold codes found by the first pass (<= high); invalid ones were read as 0.
+            return table[raw]
     else:
         def lookup(raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
             position = np.clip(np.searchsorted(codes, raw), 0, len(codes) - 1)

@@ -191,11 +191,18 @@ def fromto_codes(
         raise ValueError(f"shapes differ: c1 {c1.shape}, c2 {c2.shape}, changed {changed.shape}")
     if changed.any():
         for name, c in (("c1", c1), ("c2", c2)):
+            if c.size and c.min() >= 1 and c.max() <= num_classes:
+                continue  # every pixel in range: no need to look at the changed ones alone
             inside = c[changed]
             if inside.min() < 1 or inside.max() > num_classes:
                 raise ValueError(f"{name} has classes outside 1..{num_classes} in changed pixels")
-    code = 1 + (c1.astype(np.int64) - 1) * num_classes + (c2.astype(np.int64) - 1)
-    return np.where(changed, code, 0).astype(dtype)
+    # In the code's own dtype: every changed pixel's code fits it, and unchanged ones are replaced by 0
+    # below (whatever unsigned wrap-around their classes gave), so no int64 copies are needed.
+    a = c1.astype(dtype, copy=False)
+    b = c2.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):
+        code = (a - dtype.type(1)) * dtype.type(num_classes) + b
+    return np.where(changed, code, dtype.type(0)).astype(dtype, copy=False)
 
 
 def fromto_code(from_class: int, to_class: int, num_classes: int) -> int:

@@ -182,8 +182,8 @@ class RasterPair:
 
         Returns:
             T1 and T2 pixels as float32 ``[bands, height, width]`` (the rasters' own
-            integer type for a categorical pair; invalid pixels set to 0) and a boolean mask, True where
-            both dates hold valid data.
+            integer type for a categorical pair; invalid pixels set to 0) and a boolean
+            mask, True where both dates hold valid data.
         """
         win = Window(self.window.col_off + col, self.window.row_off + row, width, height)
         source2, win2 = self._t2_source(win)
@@ -193,8 +193,8 @@ class RasterPair:
         else:
             img1 = self._src1.read(self.bands_t1, window=win, out_dtype="float32")
             img2 = source2.read(self.bands_t2, window=win2, out_dtype="float32")
-        valid = self._src1.dataset_mask(window=win) > 0
-        valid &= source2.dataset_mask(window=win2) > 0
+        valid = _valid(self._src1, img1, win) if self.categorical else self._src1.dataset_mask(window=win) > 0
+        valid &= _valid(source2, img2, win2) if self.categorical else source2.dataset_mask(window=win2) > 0
         if not self.categorical:
             valid &= np.isfinite(img1).all(axis=0) & np.isfinite(img2).all(axis=0)
         img1[:, ~valid] = 0
@@ -239,6 +239,20 @@ class RasterPair:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _valid(source: rasterio.io.DatasetReaderBase, pixels: np.ndarray, window: Window) -> np.ndarray:
+    """Where ``pixels`` (read from ``source``) hold data.
+
+    When nodata is a plain value (no alpha band or mask), comparing with it gives the
+    same mask as GDAL's, without GDAL reading every block a second time; otherwise
+    GDAL's dataset mask decides.
+    """
+    from rasterio.enums import MaskFlags
+
+    if source.nodata is not None and all(flags == [MaskFlags.nodata] for flags in source.mask_flag_enums):
+        return (pixels != source.nodata).any(axis=0)  # as GDAL: invalid where every band is nodata
+    return source.dataset_mask(window=window) > 0
 
 
 def pixel_area_m2(crs: rasterio.crs.CRS, transform: Affine, rows: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ import numpy as np
 from . import encode, matrix, qml, rat
 from .errors import InputError
 from .io import RasterWriter, check_output_path, discard, publish, read_rows, temporary_path
-from .legend import LegendEntry, binary_legend, class_legend, fromto_legend
+from .legend import SQUARE_METRES_PER_HECTARE, LegendEntry, binary_legend, class_legend, fromto_legend
 from .product_table import BY_NAME, COMPARE, RASTERS, SEMANTIC, code_product
 from .progress import Progress, ProgressSpan
 
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RGB = tuple[int, int, int]
+
+
 def polygon_source(task: str, rasters: Collection[str]) -> str:
     """The raster the polygons are drawn from: the from-to codes, unless only the change mask was asked for.
 
@@ -189,6 +191,8 @@ class StageResult:
     changed_pixels: int = 0
     changed_area_m2: float = 0.0
     polygons: int = 0
+    #: Hectares that kept their class, per class ``1..N`` (comparisons only; empty otherwise).
+    persistence_ha: list[float] = field(default_factory=list)
 
 
 def check_outputs(paths: Mapping[str, str | os.PathLike[str] | None], task: str,
@@ -333,6 +337,9 @@ class ProductsStage:
         if self.legends.semantic:
             assert self.counts.fromto is not None
             self.result.transitions = matrix.transition_table_rows(self.legends.classes, self.counts.fromto)
+            persistence = self.counts.persistence()
+            if persistence is not None:
+                self.result.persistence_ha = (persistence.areas_m2[1:] / SQUARE_METRES_PER_HECTARE).tolist()
         if self.csv is not None:
             assert self.counts.fromto is not None
             matrix.write_transition_matrix(self.csv, self.legends.classes, self.counts.fromto,

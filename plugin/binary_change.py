@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from ..core.models.names import titles_for_task
 from ..core.product_table import BY_NAME
 from .change_algorithm import COMMON_HELP, ChangeAlgorithm
 
@@ -34,9 +35,11 @@ class BinaryChangeAlgorithm(ChangeAlgorithm):
         self.add_common_outputs()
 
     def shortHelpString(self) -> str:
-        return """
-<p>Finds where something changed between two images of the same area. Works with binary change models (SSCFNet,
-CLDRNet) and with semantic ones (GAPL-SCD, LSAFNet), whose change decision it uses without the classes.</p>
+        networks = {task: ", ".join(titles_for_task(task)) for task in ("binary", "semantic")}
+        return f"""
+<p>Finds where something changed between two images of the same area. Works with binary change models
+({networks["binary"]}) and with semantic ones ({networks["semantic"]}), whose change decision it uses without the
+classes.</p>
 """ + COMMON_HELP + """
 <p><b>Outputs.</b> <i>Change mask</i>: 1 where the model found change (drawn in the model's change colour), 0 where
 it did not (transparent). <i>Change probability</i> (optional): how sure the model is that each pixel changed (0 to

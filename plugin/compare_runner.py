@@ -21,7 +21,7 @@ from ..core.products import Legends, OutputPaths
 from .change_algorithm import RunRequest
 from .feedback import FeedbackProgress
 from .product_styles import styles_for
-from .report import render_report, write_report
+from .report import COMPARISON_NOTE, render_report, write_report
 from .styling import Style
 
 #: Files a Shapefile consists of besides the ``.shp``.
@@ -67,6 +67,8 @@ def run(request: RunRequest, class_table: str | None, class_table_t2: str | None
                 colors={e.value: e.hex_color for e in legends.entries("fromto", present)},
                 class_names=[c.name for c in summary.classes],
                 csv_name=Path(csv_path).name,
+                note=COMPARISON_NOTE,
+                persistence_ha=summary.persistence_ha,
             )
             write_report(request.report, page)
             written.append(Path(request.report))

@@ -15,6 +15,15 @@ from pathlib import Path
 from ..core.files import atomic_write_text
 from ..core.matrix import TransitionRow
 
+#: How to read a network's numbers.
+NETWORK_NOTE = ("Areas are on the ground, in hectares (1 ha = 10,000 m²). The diagonal of the matrix holds changed "
+                "pixels whose class the network did not resolve. The per-date class maps are only meaningful inside "
+                "changed areas: the networks learn land-cover classes only where change happened.")
+#: How to read the comparison of two land-cover maps.
+COMPARISON_NOTE = ("Areas are on the ground, in hectares (1 ha = 10,000 m²). The matrix is the full "
+                   "cross-tabulation of the two maps: its diagonal holds the area that kept its class, its row "
+                   "totals are the first map's class areas.")
+
 #: Bars in the chart; the rest are summed as "other transitions".
 MAX_BARS = 15
 
@@ -38,6 +47,8 @@ def render_report(
     colors: Mapping[int, str],
     class_names: Sequence[str],
     csv_name: str | None = None,
+    note: str = NETWORK_NOTE,
+    persistence_ha: Sequence[float] | None = None,
 ) -> str:
     """The report page.
 
@@ -48,6 +59,9 @@ def render_report(
         colors: ``#rrggbb`` per from-to value, as on the map.
         class_names: Land-cover classes in order, for the matrix.
         csv_name: File name of the CSV beside the page, linked when given.
+        note: The closing note on how to read the numbers (the networks' by default).
+        persistence_ha: Area that kept its class, per class of ``class_names``; given, the
+            matrix is the full cross-tabulation with these on its diagonal.
     """
     changed = [t for t in transitions if t.value != 0]
     unchanged = next((t for t in transitions if t.value == 0), None)
@@ -67,11 +81,9 @@ def render_report(
         "<h2>Transitions by area</h2>",
         _chart(changed, colors) if changed else "<p>No change was detected.</p>",
         "<h2>Transition matrix (hectares; rows: from T1, columns: to T2)</h2>",
-        _matrix(changed, class_names, unchanged),
+        _matrix(changed, class_names, unchanged, persistence_ha),
         _table(changed, colors, changed_ha),
-        '<p class="note">Areas are on the ground, in hectares (1 ha = 10,000 m²). The diagonal of the matrix holds '
-        "changed pixels whose class the network did not resolve. The per-date class maps are only meaningful inside "
-        "changed areas: the networks learn land-cover classes only where change happened.</p>",
+        f'<p class="note">{_e(note)}</p>',
     ]
     if csv_name:
         parts.append(f'<p>The same numbers as CSV: <a href="{_e(csv_name)}">{_e(csv_name)}</a></p>')
@@ -112,16 +124,19 @@ def _chart(changed: Sequence[TransitionRow], colors: Mapping[int, str]) -> str:
 
 
 def _matrix(changed: Sequence[TransitionRow], class_names: Sequence[str],
-            unchanged: TransitionRow | None) -> str:
+            unchanged: TransitionRow | None, persistence_ha: Sequence[float] | None = None) -> str:
     index = {name: i for i, name in enumerate(class_names)}
     n = len(class_names)
     areas = [[0.0] * n for _ in range(n)]
     for t in changed:
         if t.from_class in index and t.to_class in index:
             areas[index[t.from_class]][index[t.to_class]] += float(t.area_ha)
+    shown = [row[:] for row in areas]
+    for i, kept in enumerate(persistence_ha or ()):
+        shown[i][i] += float(kept)  # a full cross-tabulation: the area that kept its class on the diagonal
     head = "".join(f"<th>{_e(name)}</th>" for name in class_names)
     rows = [f'<table><tr><th class="name">from \\ to</th>{head}<th>Total</th></tr>']
-    for name, row in zip(class_names, areas, strict=True):
+    for name, row in zip(class_names, shown, strict=True):
         cells = "".join(f"<td>{v:,.4f}</td>" for v in row)
         rows.append(f'<tr><th class="name">{_e(name)}</th>{cells}<td>{sum(row):,.4f}</td></tr>')
     totals = "".join(f"<td>{sum(r[j] for r in areas):,.4f}</td>" for j in range(n))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from ..core.models.names import titles_for_task
 from ..core.product_table import BY_NAME
 from .change_algorithm import COMMON_HELP, ChangeAlgorithm
 
@@ -43,9 +44,10 @@ class SemanticChangeAlgorithm(ChangeAlgorithm):
         self.add_product("transitions_csv")
 
     def shortHelpString(self) -> str:
-        return """
+        networks = ", ".join(titles_for_task("semantic"))
+        return f"""
 <p>Finds what changed between two images of the same area and what it became, with a semantic change model
-(GAPL-SCD, LSAFNet). The main result is a <b>from-to map</b>: every changed pixel holds a transition such as
+({networks}). The main result is a <b>from-to map</b>: every changed pixel holds a transition such as
 <i>Low vegetation -> Building</i>; unchanged pixels are transparent. The layer's legend lists the transitions found,
 in colours of the class each area became.</p>
 """ + COMMON_HELP + """

@@ -11,6 +11,9 @@ import importlib
 from typing import Any
 
 from .base import ChangeModel, ModelSpec
+from .names import describe_task, title, titles_for_task
+
+__all__ = ["build_model", "describe_task", "get_spec", "model_names", "title", "titles_for_task"]
 
 #: Registry name -> sub-package of ``core.models`` that defines ``SPEC``.
 _PACKAGES: dict[str, str] = {
@@ -21,32 +24,8 @@ _PACKAGES: dict[str, str] = {
 }
 
 
-#: Registry name -> how the network is called in messages and help (its paper's name).
-_TITLES: dict[str, str] = {
-    "gapl_scd": "GAPL-SCD",
-    "lsafnet": "LSAFNet",
-    "sscfnet": "SSCFNet",
-    "cldrnet": "CLDRNet",
-}
-
-
 def model_names() -> tuple[str, ...]:
     return tuple(_PACKAGES)
-
-
-def title(name: str) -> str:
-    """The network's own name for messages, e.g. ``"GAPL-SCD"`` for ``gapl_scd``."""
-    return _TITLES.get(name, name)
-
-
-def titles_for_task(task: str) -> tuple[str, ...]:
-    """Names of the registered networks of one task (``"semantic"`` or ``"binary"``), for messages."""
-    return tuple(title(name) for name in _PACKAGES if get_spec(name).task == task)
-
-
-def describe_task(task: str) -> str:
-    """E.g. ``"a semantic model (GAPL-SCD, LSAFNet)"``, built from the registry so it never goes stale."""
-    return f"a {task} model ({', '.join(titles_for_task(task))})"
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -176,3 +176,29 @@ def test_bad_inputs_are_refused_with_the_file_named(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no change_prob"):
         compare_classifications(p1, p1, OutputPaths(change_prob=tmp_path / "p.tif"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "f.tif", "t.csv"]
+
+
+def test_names_and_colours_from_a_raster_attribute_table(tmp_path: Path) -> None:
+    t1 = write_map(tmp_path / "a.tif", np.array([[11, 11, 21, 21]] * 2, dtype=np.uint8), nodata=255)
+    t2 = write_map(tmp_path / "b.tif", np.array([[11, 21, 21, 21]] * 2, dtype=np.uint8), nodata=255)
+    for path in (t1, t2):
+        with gdal_session() as gdal:
+            dataset = gdal.Open(str(path))
+            rat = gdal.RasterAttributeTable()
+            for name, kind, usage in (("VALUE", gdal.GFT_Integer, gdal.GFU_MinMax),
+                                      ("CLASS_NAME", gdal.GFT_String, gdal.GFU_Name),
+                                      ("R", gdal.GFT_Integer, gdal.GFU_Red), ("G", gdal.GFT_Integer, gdal.GFU_Green),
+                                      ("B", gdal.GFT_Integer, gdal.GFU_Blue)):
+                rat.CreateColumn(name, kind, usage)
+            for row, (code, name, rgb) in enumerate(((11, "Open Water", (70, 107, 159)),
+                                                     (21, "Developed, Open Space", (222, 197, 197)))):
+                rat.SetValueAsInt(row, 0, code)
+                rat.SetValueAsString(row, 1, name)
+                for column, value in enumerate(rgb, start=2):
+                    rat.SetValueAsInt(row, column, value)
+            dataset.GetRasterBand(1).SetDefaultRAT(rat)
+            dataset = None
+    summary = compare_classifications(t1, t2, OutputPaths(transitions_csv=tmp_path / "m.csv"))
+    assert [(c.name, c.color) for c in summary.classes] == [("Open Water", (70, 107, 159)),
+                                                            ("Developed, Open Space", (222, 197, 197))]
+    assert [r.label for r in summary.transitions if r.value] == ["Open Water -> Developed, Open Space"]

@@ -49,6 +49,10 @@ def test_two_maps_in_different_crss_give_a_styled_from_to_layer_and_the_cross_ta
     assert isinstance(polygons.renderer(), QgsCategorizedSymbolRenderer) and polygons.featureCount() > 0
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "Land-cover change" in page and "Tree cover -&gt; Built-up" in page
+    assert "kept its class" in page and "network" not in page  # the note fits a comparison
+    hectares = matrix_block(tmp_path / "report.csv", "hectares")[1]
+    tree = '<th class="name">Tree cover</th>' + "".join(f"<td>{v:,.4f}</td>" for v in hectares[0])
+    assert tree in page  # the page's matrix is the full cross-tabulation too, persistence on the diagonal
     assert isinstance(layer_named(project, "Land cover of T1").renderer(), QgsPalettedRasterRenderer)
 
 
@@ -110,3 +114,56 @@ def test_batch_interface_compares_every_pair_and_styles_every_result(scd_provide
         assert "Tree cover -> Built-up" in {c.label for c in layer.renderer().classes()}
     assert [layer.name() for layer in layers] == ["From-to change: wc2020 -> wc2021"] * 2
     dialog.close()
+
+
+def test_graphical_model_compares_and_hands_the_from_to_map_on(scd_provider, project, tmp_path):
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterRasterLayer,
+    )
+
+    model = QgsProcessingModelAlgorithm("Land-cover change", "Comparison")
+    for name in ("t1", "t2"):
+        model.addModelParameter(QgsProcessingParameterRasterLayer(name, name), QgsProcessingModelParameter(name))
+    compare = QgsProcessingModelChildAlgorithm("scd:compareclassifications")
+    compare.setChildId("compare")
+    for name, source in (("INPUT_T1", "t1"), ("INPUT_T2", "t2")):
+        compare.addParameterSources(name, [QgsProcessingModelChildParameterSource.fromModelParameter(source)])
+    compare.addParameterSources("MIN_AREA", [QgsProcessingModelChildParameterSource.fromStaticValue(0)])
+    fromto = QgsProcessingModelOutput("fromto", "From-to change")
+    fromto.setChildOutputName("OUTPUT_FROMTO")
+    fromto.setChildId("compare")
+    compare.setModelOutputs({"fromto": fromto})
+    model.addChildAlgorithm(compare)
+    report = QgsProcessingModelChildAlgorithm("native:rasterlayeruniquevaluesreport")
+    report.setChildId("uniquevalues")
+    report.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromChildOutput("compare",
+                                                                                                  "OUTPUT_FROMTO")])
+    report.addParameterSources("BAND", [QgsProcessingModelChildParameterSource.fromStaticValue(1)])
+    table = QgsProcessingModelOutput("transitions", "Transitions found")
+    table.setChildOutputName("OUTPUT_TABLE")
+    table.setChildId("uniquevalues")
+    report.setModelOutputs({"transitions": table})
+    model.addChildAlgorithm(report)
+    saved = tmp_path / "compare.model3"
+    assert model.toFile(str(saved))
+    loaded = QgsProcessingModelAlgorithm()
+    assert loaded.fromFile(str(saved))
+    t1, t2 = write_worldcover_pair(tmp_path / "in")
+    target = tmp_path / "fromto.tif"
+
+    results = processing.run(loaded, {"t1": str(t1), "t2": str(t2), "compare:fromto": str(target),
+                                      "uniquevalues:transitions": str(tmp_path / "transitions.gpkg")})
+
+    assert results["compare:fromto"] == str(target)
+    with rasterio.open(target) as src:
+        codes = src.read(1)
+        present = {int(v) for v in np.unique(codes)}
+    from qgis.core import QgsVectorLayer
+
+    transitions = QgsVectorLayer(str(tmp_path / "transitions.gpkg"), "t", "ogr")
+    assert {int(f["value"]) for f in transitions.getFeatures()} == present - {255}  # nodata is not a value

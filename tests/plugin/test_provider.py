@@ -158,3 +158,22 @@ def test_a_too_old_python_is_explained(scd_provider, plugin_package, semantic_mo
     monkeypatch.setattr(dependencies, "MINIMUM_PYTHON", (99, 0))
     with pytest.raises(QgsProcessingException, match=r"needs Python 99\.0 or newer"):
         processing.run("scd:modelinfo", {"MODEL": str(semantic_model)})
+
+
+def test_output_parameters_come_from_the_products_table(scd_provider):
+    from core.product_table import BY_NAME
+
+    registry = QgsApplication.processingRegistry()
+    for algorithm_id, task, offered in (
+            ("scd:semanticchange", "semantic", {"fromto", "t1_classes", "t2_classes", "change_prob", "polygons",
+                                                "report", "transitions_csv"}),
+            ("scd:binarychange", "binary", {"change_mask", "change_prob", "polygons"}),
+            ("scd:compareclassifications", "compare", {"fromto", "t1_classes", "t2_classes", "change_mask",
+                                                       "polygons", "report", "transitions_csv"})):
+        algorithm = registry.algorithmById(algorithm_id)
+        names = {p.name(): p.description() for p in algorithm.parameterDefinitions()}
+        names.update({o.name(): o.description() for o in algorithm.outputDefinitions()})
+        for product in offered:
+            entry = BY_NAME[product]
+            assert names[entry.parameter] == entry.title(task), (algorithm_id, product)
+            assert task in entry.tasks

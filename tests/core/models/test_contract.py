@@ -153,3 +153,13 @@ def test_registry_builds_it(built: Built) -> None:
     options = built.model.build_options  # type: ignore[attr-defined]
     assert options == {**spec.default_options, **built.options}
     assert json.loads(json.dumps(options)) == options  # a checkpoint stores them as JSON
+
+
+def test_the_names_table_matches_every_registered_network() -> None:
+    """The plugin's help and the engine's messages read core.models.names; it must agree with the specs."""
+    from core.models.names import NETWORKS
+    from core.models.registry import get_spec, model_names
+
+    assert set(NETWORKS) == set(model_names())
+    for name, (_, task) in NETWORKS.items():
+        assert get_spec(name).task == task, name
