@@ -41,7 +41,7 @@ from .classtable import (
     read_raster_legend,
 )
 from .errors import Cancelled, InputError
-from .io import RasterPair, open_raster
+from .io import RasterPair, open_raster, outputs_folders, terminate_cleanly, writing_outputs
 from .matrix import TransitionRow
 from .models.card import LandCoverClass
 from .product_table import COMPARE
@@ -73,6 +73,8 @@ class CompareOptions:
         min_patch_pixels: Minimum mapping unit: change patches smaller than this
             become "no change" (the pixel keeps its T1 class) in the from-to map, the
             change mask and the matrix.
+        overwrite: Replace existing files that this tool did not write (by default
+            only its own earlier outputs are replaced).
     """
 
     class_table: str | os.PathLike[str] | None = None
@@ -81,6 +83,7 @@ class CompareOptions:
     legend_t1: Mapping[int, ClassInfo] | None = None
     legend_t2: Mapping[int, ClassInfo] | None = None
     min_patch_pixels: int = 0
+    overwrite: bool = False
 
 
 @dataclass
@@ -106,6 +109,15 @@ class CompareSummary:
     @property
     def megapixels_per_second(self) -> float:
         return self.width * self.height / 1e6 / self.elapsed_seconds if self.elapsed_seconds else 0.0
+
+
+def _input_files(path_t1: str | os.PathLike[str], path_t2: str | os.PathLike[str],
+                 options: CompareOptions) -> dict[str, str | os.PathLike[str]]:
+    """Every file the comparison reads, by the name the user knows it by, so no output may replace one."""
+    files: dict[str, str | os.PathLike[str] | None] = {
+        "T1": path_t1, "T2": path_t2, "the class table": options.class_table,
+        "the class table of T2": options.class_table_t2, "the mapping table": options.mapping}
+    return {label: path for label, path in files.items() if path is not None}
 
 
 def compare_classifications(
@@ -138,7 +150,8 @@ def compare_classifications(
     if options.min_patch_pixels < 0:
         raise InputError(f"the minimum patch size must be 0 or more pixels, got {options.min_patch_pixels}")
     requested = check_outputs(outputs.requested(), COMPARE, lambda names: (
-        f"comparing two land-cover maps gives no {', '.join(names)} (there is no probability without a model)"))
+        f"comparing two land-cover maps gives no {', '.join(names)} (there is no probability without a model)"),
+        inputs=_input_files(path_t1, path_t2, options), overwrite=options.overwrite)
     for path in (path_t1, path_t2):
         _check_categorical(path)
     legends_in = _legends(path_t1, path_t2, options)
@@ -173,10 +186,11 @@ def compare_classifications(
             progress=ProgressSpan(progress, _FIRST_PASS_SHARE + share, 1.0 - _FIRST_PASS_SHARE - share))
         rows_progress = ProgressSpan(progress, _FIRST_PASS_SHARE, share)
         try:
-            for start, raw1, raw2, valid in _bands(pair, rows, rows_progress):
-                c1, c2 = lookup_t1(raw1, valid), lookup_t2(raw2, valid)
-                stage.write_rows(start, valid, c1 != c2, c1=c1, c2=c2)
-            result = stage.finish()
+            with writing_outputs(outputs_folders(requested)), terminate_cleanly(stage.discard):
+                for start, raw1, raw2, valid in _bands(pair, rows, rows_progress):
+                    c1, c2 = lookup_t1(raw1, valid), lookup_t2(raw2, valid)
+                    stage.write_rows(start, valid, c1 != c2, c1=c1, c2=c2)
+                result = stage.finish()
         except BaseException:
             stage.discard()
             raise

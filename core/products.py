@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import encode, matrix, qml, rat
+from . import encode, matrix, pathguard, qml, rat
 from .errors import InputError
 from .io import RasterWriter, check_output_path, discard, publish, read_rows, temporary_path
 from .legend import SQUARE_METRES_PER_HECTARE, LegendEntry, binary_legend, class_legend, fromto_legend
@@ -196,13 +196,18 @@ class StageResult:
 
 
 def check_outputs(paths: Mapping[str, str | os.PathLike[str] | None], task: str,
-                  refusal: Callable[[list[str]], str]) -> dict[str, Path]:
-    """The requested products as paths, refused before any work if the task cannot write one or two collide.
+                  refusal: Callable[[list[str]], str], *, inputs: Mapping[str, str | os.PathLike[str]],
+                  model: str | os.PathLike[str] | None = None, overwrite: bool = False) -> dict[str, Path]:
+    """The requested products as paths, refused before any work if the task cannot write one, two collide,
+    or one would overwrite an input, the model or a file this tool did not write (see :mod:`.pathguard`).
 
     Args:
         paths: Product name -> file (None: not requested).
         task: The task that will write them.
         refusal: The message for products the task cannot write, given their names.
+        inputs: The files the run reads, by the name the user knows them by (``T1``, ``T2``, ...).
+        model: The model file, when the run reads one.
+        overwrite: The caller allows replacing existing files that this tool did not write.
     """
     requested = {name: Path(p) for name, p in paths.items() if p is not None}
     if not requested:
@@ -215,6 +220,8 @@ def check_outputs(paths: Mapping[str, str | os.PathLike[str] | None], task: str,
         raise InputError(refusal(refused))
     if len({p.resolve() for p in requested.values()}) != len(requested):
         raise InputError("two outputs have the same file name; give each output its own file")
+    pathguard.check_outputs([pathguard.Output(name, path, _GUARD_KIND.get(name, "raster"), overwrite)
+                             for name, path in requested.items()], inputs=inputs, model=model)
     for path in requested.values():
         check_output_path(path)
     if "polygons" in requested:
@@ -222,6 +229,10 @@ def check_outputs(paths: Mapping[str, str | os.PathLike[str] | None], task: str,
 
         check_vector_output(requested["polygons"])  # refuse an unknown format before the long part
     return requested
+
+
+#: How the path guard treats each product that is not a raster.
+_GUARD_KIND = {"transitions_csv": "table", "polygons": "vector"}
 
 
 class ProductsStage:

@@ -29,6 +29,7 @@ from qgis.core import (
 from ..core.product_table import COMPARE
 from .change_algorithm import RASTER_SUFFIXES, ChangeAlgorithm, RunRequest
 from .dependencies import diagnostics, install_instructions
+from .destinations import check_destinations
 from .inputs import describe_layer
 
 CSV_FILTER = "CSV files (*.csv);;All files (*.*)"
@@ -120,6 +121,9 @@ class CompareClassificationsAlgorithm(ChangeAlgorithm):
         request = self.build_request(parameters, context)
         tables = {key: self.parameterAsFile(parameters, key, context) or None
                   for key in (self.CLASS_TABLE, self.CLASS_TABLE_T2, self.MAPPING)}
+        read = {s.label: s.path or s.gdal_source for s in self.sources if s.path or s.gdal_source}
+        read.update({key: path for key, path in tables.items() if path})
+        check_destinations(request, read, self.products)
         work = Path(tempfile.mkdtemp(prefix="scd-inputs-", dir=QgsProcessingUtils.tempFolder()))
         try:
             request.t1 = self.sources[0].materialize(work, context, feedback)

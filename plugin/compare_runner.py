@@ -19,6 +19,7 @@ from ..core.files import sidecars
 from ..core.product_table import COMPARE
 from ..core.products import Legends, OutputPaths
 from .change_algorithm import RunRequest
+from .destinations import csv_beside_report
 from .feedback import FeedbackProgress
 from .product_styles import styles_for
 from .report import COMPARISON_NOTE, render_report, write_report
@@ -48,11 +49,11 @@ def run(request: RunRequest, class_table: str | None, class_table_t2: str | None
     """
     written: list[Path] = []
     try:
-        csv_path = str(Path(request.report).with_suffix(".csv")) if request.report else None
+        csv_path = csv_beside_report(request.report) if request.report else None
         outputs = OutputPaths(**request.rasters, transitions_csv=csv_path, polygons=request.polygons)
         options = CompareOptions(class_table=class_table, class_table_t2=class_table_t2, mapping=mapping,
                                  legend_t1=_legend(palettes[0]), legend_t2=_legend(palettes[1]),
-                                 min_patch_pixels=request.min_area)
+                                 min_patch_pixels=request.min_area, overwrite=True)  # checked by check_destinations
         summary = compare_classifications(request.t1, request.t2, outputs, options, FeedbackProgress(feedback))
         written.extend(Path(p) for p in summary.outputs.values())
         outcome = Outcome(summary, written=dict(summary.outputs))

@@ -59,10 +59,17 @@ def test_rows_in_two_bands_give_codes_matrix_and_a_present_only_legend(tmp_path:
 
 def test_refusals_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no output was requested"):
-        check_outputs({"fromto": None}, "compare", lambda names: "")
+        check_outputs({"fromto": None}, "compare", lambda names: "", inputs={})
     with pytest.raises(InputError, match="same file name"):
-        check_outputs({"fromto": tmp_path / "a.tif", "change_mask": tmp_path / "a.tif"}, "compare", lambda n: "")
+        check_outputs({"fromto": tmp_path / "a.tif", "change_mask": tmp_path / "a.tif"}, "compare", lambda n: "",
+                      inputs={})
     with pytest.raises(InputError, match="cannot: change_prob"):
-        check_outputs({"change_prob": tmp_path / "p.tif"}, "compare", lambda names: f"cannot: {', '.join(names)}")
+        check_outputs({"change_prob": tmp_path / "p.tif"}, "compare", lambda names: f"cannot: {', '.join(names)}",
+                      inputs={})
     with pytest.raises(InputError, match=r"no vector format for .\.xyz"):
-        check_outputs({"polygons": tmp_path / "p.xyz"}, "compare", lambda names: "")
+        check_outputs({"polygons": tmp_path / "p.xyz"}, "compare", lambda names: "", inputs={})
+    t1 = tmp_path / "t1.tif"
+    t1.write_bytes(b"the user's own map")
+    with pytest.raises(InputError, match="T1"):
+        check_outputs({"fromto": t1}, "compare", lambda names: "", inputs={"T1": t1})
+    assert t1.read_bytes() == b"the user's own map"
