@@ -76,6 +76,9 @@ class OpenVinoForward:
             "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
             "INFERENCE_PRECISION_HINT": "f32",
             "PERFORMANCE_HINT": "LATENCY",
+            # OpenVINO keeps its compiled kernels here, keyed by model and settings: the next run
+            # of the same graph skips most of the compile (several seconds for these networks)
+            "CACHE_DIR": str(path.parent / "openvino"),
         }
         self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
