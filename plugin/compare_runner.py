@@ -14,11 +14,11 @@ from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
 from ..core.classtable import ClassInfo
 from ..core.compare import CompareOptions, CompareSummary, compare_classifications
-from ..core.errors import ChangeDetectionError
+from ..core.errors import Cancelled, ChangeDetectionError
 from ..core.files import sidecars
 from ..core.product_table import COMPARE
 from ..core.products import Legends, OutputPaths
-from .change_algorithm import RunRequest
+from .change_algorithm import RunCancelled, RunRequest
 from .destinations import csv_beside_report
 from .feedback import FeedbackProgress
 from .product_styles import styles_for
@@ -74,6 +74,9 @@ def run(request: RunRequest, class_table: str | None, class_table_t2: str | None
             write_report(request.report, page)
             written.append(Path(request.report))
             outcome.written["report"] = request.report
+    except Cancelled as error:
+        _remove(written)
+        raise RunCancelled(str(error)) from error
     except ChangeDetectionError as error:
         _remove(written)
         raise QgsProcessingException(str(error)) from error
