@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from . import encode, memory
+from .backends import InferenceBackend, select_backend
 from .devices import inference_context, select_device, select_precision
 from .errors import Cancelled, ChangeDetectionError, InputError
 from .io import RasterPair, outputs_folders, terminate_cleanly, writing_outputs
@@ -82,6 +83,10 @@ class RunOptions:
         overwrite: Replace existing files at the output paths even when this tool did
             not write them. Without it only its own earlier outputs are replaced; an
             output that is an input, the model or another output is refused either way.
+        backend: Where the forward pass runs: ``auto``, ``torch``, ``onnxruntime`` or
+            ``openvino`` (see :mod:`.backends`; ``auto`` uses an installed CPU runtime on a CPU).
+        int8: Run an int8-quantised graph calibrated on tiles of this scene (CPU runtimes only).
+        backend_cache_dir: Where exported networks are kept (default: the user's cache folder).
     """
 
     bands_t1: Sequence[int] | None = None
@@ -96,6 +101,9 @@ class RunOptions:
     extent: tuple[float, float, float, float] | None = None
     mask: Sequence[dict[str, Any]] | None = None
     overwrite: bool = False
+    backend: str = "auto"
+    int8: bool = False
+    backend_cache_dir: str | os.PathLike[str] | None = None
 
 
 @dataclass
@@ -106,6 +114,7 @@ class RunSummary:
     device: str = ""
     device_reason: str = ""
     precision: str = ""
+    backend: str = ""
     model: str = ""
     task: str = ""
     width: int = 0
@@ -127,6 +136,8 @@ class RunSummary:
     scaling_t2: str = ""
     transitions: list[TransitionRow] = field(default_factory=list)
     polygons: int = 0
+    #: Seconds per step of the run: read, prepare, network, blend, decode, write, finish.
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def megapixels_per_second(self) -> float:
@@ -204,18 +215,32 @@ def run_change_detection(
         network = network.to(device_choice.device).eval()
         if device_choice.device.type != "mps":
             network = network.to(memory_format=torch.channels_last)
+        backend = select_backend(
+            network, card, requested=options.backend, device=device_choice.device, model_size=grid.model_size,
+            batch_size=options.batch_size, int8=options.int8,
+            # a precision chosen by "auto" yields to a runtime; one the user asked for keeps torch
+            autocast_dtype=autocast_dtype if (options.precision or "auto").lower() != "auto" else None,
+            calibration=lambda: _calibration_tiles(pair, grid, scalings), cache_dir=options.backend_cache_dir,
+            expected_batches=-(-len(grid) // options.batch_size))
+        summary.backend = backend.describe()
+        if backend.name != "torch":
+            autocast_dtype = None
+            summary.precision = f"{'int8' if backend.int8 else 'fp32'} ({backend.name})"
+        progress.info(f"backend: {summary.backend}; precision: {summary.precision}")
         # Polygons take the last part of the bar; everything else in the products stage is quick.
         share = INFERENCE_SHARE_WITH_POLYGONS if outputs.polygons is not None else 1.0
         stage = ProductsStage(
             Grid(pair.width, pair.height, pair.crs, pair.transform, pair.pixel_area_m2),
             Legends(card.task, tuple(card.classes), card.change_color), requested,
             min_patch_pixels=options.min_patch_pixels, progress=ProgressSpan(progress, share, 1.0 - share))
-        run = _Inference(pair, grid, card, heads, scalings, network, device_choice.device, autocast_dtype,
+        run = _Inference(pair, grid, card, heads, scalings, backend, device_choice.device, autocast_dtype,
                          options, ProgressSpan(progress, 0.0, share), summary, stage)
         try:
             with writing_outputs(outputs_folders(requested)), terminate_cleanly(stage.discard):
                 run.execute()
+                finishing = time.perf_counter()
                 _record(summary, stage.finish())
+                summary.timings["finish"] = time.perf_counter() - finishing
         except BaseException:
             stage.discard()
             raise
@@ -370,7 +395,7 @@ class _Inference:
     """Stage 1: tiles through the network, blended, decoded into rows for the products stage."""
 
     def __init__(self, pair: RasterPair, grid: TileGrid, card: ModelCard, heads: _Heads,
-                 scalings: tuple[BandScaling, BandScaling], network: nn.Module, device: torch.device,
+                 scalings: tuple[BandScaling, BandScaling], network: InferenceBackend, device: torch.device,
                  autocast_dtype: torch.dtype | None, options: RunOptions, progress: Progress, summary: RunSummary,
                  stage: ProductsStage) -> None:
         self.pair, self.grid, self.card, self.heads = pair, grid, card, heads
@@ -394,7 +419,10 @@ class _Inference:
         for window in self.grid.windows():
             if self._stop.is_set():
                 return
+            started = time.perf_counter()
             img1, img2, valid = self.pair.read(window.row, window.col, window.height, window.width)
+            read = time.perf_counter()
+            self._add_time("read", read - started)
             pending.append(window)
             has_data = bool(valid.any())
             run_flags.append(has_data)
@@ -402,9 +430,13 @@ class _Inference:
                 x1s.append(pad_to(self.scalings[0].apply(img1), size))
                 x2s.append(pad_to(self.scalings[1].apply(img2), size))
                 valids.append(pad_to(valid[None].astype(np.float32), size))
+            batch = None
             if len(x1s) == self.options.batch_size:
-                yield _Batch(pending, run_flags, np.stack(x1s), np.stack(x2s), np.stack(valids))
+                batch = _Batch(pending, run_flags, np.stack(x1s), np.stack(x2s), np.stack(valids))
                 pending, run_flags, x1s, x2s, valids = [], [], [], [], []
+            self._add_time("prepare", time.perf_counter() - read)
+            if batch is not None:
+                yield batch
         if pending:
             if x1s:
                 yield _Batch(pending, run_flags, np.stack(x1s), np.stack(x2s), np.stack(valids))
@@ -484,22 +516,27 @@ class _Inference:
                 continue
             assert probs is not None and self.accumulator is not None
             values = probs[index, :, : window.height, : window.width]
+            started = time.perf_counter()
             self.accumulator.add(window, values, self.grid.weights(window))
+            self._add_time("blend", time.perf_counter() - started)
             self.summary.tiles_run += 1
             index += 1
 
     def _infer(self, batch: _Batch) -> np.ndarray:
         assert batch.x1 is not None and batch.x2 is not None and batch.valid is not None
         to_device = {"device": self.device, "non_blocking": True}
-        x1 = torch.from_numpy(batch.x1).to(**to_device).contiguous(memory_format=torch.channels_last)
-        x2 = torch.from_numpy(batch.x2).to(**to_device).contiguous(memory_format=torch.channels_last)
+        layout = torch.channels_last if self.network.channels_last else torch.contiguous_format
+        x1 = torch.from_numpy(batch.x1).to(**to_device).contiguous(memory_format=layout)
+        x2 = torch.from_numpy(batch.x2).to(**to_device).contiguous(memory_format=layout)
         valid = torch.from_numpy(batch.valid).to(**to_device)
         started = time.perf_counter()
         with inference_context(self.device, self.autocast_dtype):
             outputs = self.network(x1, x2)
             stacked = self.heads.stack(outputs, valid)
         result = stacked.float().cpu().numpy()
-        self.summary.model_seconds += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.summary.model_seconds += elapsed
+        self._add_time("network", elapsed)
         self.progress.set_progress(self._batch_span[0] + BATCH_NETWORK_SHARE * self._batch_span[1])
         if self.accumulator is None:
             band = min(self.grid.tile_size, self.grid.height)
@@ -519,9 +556,38 @@ class _Inference:
             self._flush(self.grid.height)
 
     def _write_rows(self, start: int, values: np.ndarray | None, count: int) -> None:
+        started = time.perf_counter()
         rows = self.heads.decode(values, count, self.grid.width)
+        decoded = time.perf_counter()
+        self._add_time("decode", decoded - started)
         self.stage.write_rows(start, rows["valid"], rows["changed"], prob=rows["prob"], c1=rows.get("c1"),
                               c2=rows.get("c2"))
+        self._add_time("write", time.perf_counter() - decoded)
+
+    def _add_time(self, step: str, seconds: float) -> None:
+        timings = self.summary.timings
+        timings[step] = timings.get(step, 0.0) + seconds
+
+
+#: Tiles an int8 graph is calibrated on, spread evenly over the scene.
+CALIBRATION_TILES = 16
+
+
+def _calibration_tiles(pair: RasterPair, grid: TileGrid, scalings: tuple[BandScaling, BandScaling],
+                       count: int = CALIBRATION_TILES) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Up to ``count`` prepared tile pairs with valid pixels, spread over the scene, for int8 calibration."""
+    windows = list(grid.windows())
+    step = max(1, len(windows) // (count * 2))
+    sample: list[tuple[np.ndarray, np.ndarray]] = []
+    for window in windows[::step]:
+        img1, img2, valid = pair.read(window.row, window.col, window.height, window.width)
+        if valid.mean() < 0.5:
+            continue
+        sample.append((pad_to(scalings[0].apply(img1), grid.model_size),
+                       pad_to(scalings[1].apply(img2), grid.model_size)))
+        if len(sample) == count:
+            break
+    return sample
 
 
 def _lower_thread_priority() -> None:

@@ -15,8 +15,14 @@ Prints, for one model on this machine in one run:
    uint8 pair against an in-memory numpy baseline (read both, ``np.bincount`` of
    ``from * K + to``): megapixels per second and peak memory of each, in fresh processes.
 
+7-9. CPU inference speed: backends per network, the engine end to end per backend, and the
+   tile/overlap table (see scripts/bench_backends.py; run with --only backends|e2e|tiles).
+
 Usage: python scripts/bench.py [--model gapl_scd] [--tile 256] [--batch 4] [--skip-models]
        python scripts/bench.py --only compare [--compare-size 20000]
+       python scripts/bench.py --only backends [--networks sscfnet,gapl_scd] [--backend-tile 256] [--rounds 3]
+       python scripts/bench.py --only e2e [--model gapl_scd] [--e2e-size 1024] [--rounds 2]
+       python scripts/bench.py --only tiles --trained model.pt
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_backends  # noqa: E402
 import bench_compare_children  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -119,7 +126,7 @@ def child_engine(args: argparse.Namespace) -> dict[str, float]:
     started = time.perf_counter()
     summary = run_change_detection(args.t1, args.t2, args.checkpoint, OutputPaths(fromto=out / "fromto.tif"),
                                    RunOptions(tile_size=args.tile, batch_size=args.batch, device="cpu",
-                                              precision="fp32"))
+                                              precision="fp32", backend="torch"))
     return {"seconds": time.perf_counter() - started, "peak_rss_mib": peak_rss_mib(),
             "estimate_mib": summary.memory_estimate_bytes / 2**20, "tiles": summary.tiles_total}
 
@@ -191,7 +198,7 @@ def bench_engine(work: Path, checkpoint: Path, tile: int, batch: int, size: int 
     started = time.perf_counter()
     summary = run_change_detection(t1, t2, checkpoint, OutputPaths(fromto=work / "engine_fromto.tif"),
                                    RunOptions(tile_size=tile, batch_size=batch, device="cpu", precision="fp32",
-                                              prefetch_batches=prefetch))
+                                              prefetch_batches=prefetch, backend="torch"))
     wall = time.perf_counter() - started
     # The reference: the bare network over the same sequence of batches, right after the run, so that
     # both see the machine in the same state (its speed drifts by +-15 % from minute to minute here).
@@ -207,6 +214,7 @@ def bench_engine(work: Path, checkpoint: Path, tile: int, batch: int, size: int 
           f"{wall / ideal:.3f}  (target <= 1.15)")
     print(f"  of the wall time, {summary.model_seconds:.2f} s were spent in the network; "
           f"memory estimate {summary.memory_estimate_bytes / 2**20:.0f} MiB")
+    print(f"  breakdown (s): {bench_backends.breakdown(summary.timings, wall)}")
 
 
 def bench_memory(work: Path, checkpoint: Path, tile: int, batch: int) -> None:
@@ -235,7 +243,8 @@ def bench_precision(work: Path, checkpoint: Path, tile: int, batch: int) -> None
         out = work / f"prec_{precision}.tif"
         started = time.perf_counter()
         run_change_detection(t1, t2, checkpoint, OutputPaths(fromto=out),
-                             RunOptions(tile_size=tile, batch_size=batch, device="cpu", precision=precision))
+                             RunOptions(tile_size=tile, batch_size=batch, device="cpu", precision=precision,
+                                        backend="torch"))
         timings[precision] = time.perf_counter() - started
         import rasterio
 
@@ -299,9 +308,15 @@ def main() -> int:
     parser.add_argument("--skip-models", action="store_true", help="leave out section 5")
     parser.add_argument("--prefetch", type=int, help="batches read ahead in section 1 (0: no reader thread; "
                         "default: the engine's choice for the device)")
-    parser.add_argument("--only", choices=("engine", "memory", "precision", "models", "compare"),
+    parser.add_argument("--only", choices=("engine", "memory", "precision", "models", "compare",
+                                           *bench_backends.SECTIONS),
                         help="run one section only")
     parser.add_argument("--compare-size", type=int, default=20_000, help="side of the land-cover pair in section 6")
+    parser.add_argument("--networks", default=",".join(model_names()), help="networks of section 7, comma-separated")
+    parser.add_argument("--backend-tile", type=int, help="tile of section 7 (default: each network's own)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds in sections 7 and 8")
+    parser.add_argument("--e2e-size", type=int, default=1024, help="scene side in section 8")
+    parser.add_argument("--trained", type=Path, help="a trained checkpoint for section 9")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     for key in ("t1", "t2", "checkpoint", "workdir"):
         parser.add_argument(f"--{key}", help=argparse.SUPPRESS)
@@ -313,6 +328,17 @@ def main() -> int:
     torch.manual_seed(0)
     print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
           f"CUDA {'available' if torch.cuda.is_available() else 'not available'}")
+    if args.only == "backends":
+        bench_backends.bench_backends(args.networks.split(","), args.backend_tile, args.batch, args.rounds)
+        return 0
+    if args.only == "e2e":
+        with tempfile.TemporaryDirectory(prefix="scd-bench-") as folder:
+            checkpoint = make_checkpoint(Path(folder), args.model, args.tile)
+            bench_backends.bench_e2e(checkpoint, args.e2e_size, args.tile, args.batch, args.rounds)
+        return 0
+    if args.only == "tiles":
+        bench_backends.bench_tiles(args.trained)
+        return 0
     if args.only == "compare":
         with tempfile.TemporaryDirectory(prefix="scd-bench-") as folder:
             bench_compare(Path(folder), args.compare_size)
@@ -330,6 +356,11 @@ def main() -> int:
     if args.only is None:
         with tempfile.TemporaryDirectory(prefix="scd-bench-") as folder:
             bench_compare(Path(folder), args.compare_size)
+        bench_backends.bench_backends(args.networks.split(","), args.backend_tile, args.batch, args.rounds)
+        with tempfile.TemporaryDirectory(prefix="scd-bench-") as folder:
+            checkpoint = make_checkpoint(Path(folder), args.model, args.tile)
+            bench_backends.bench_e2e(checkpoint, args.e2e_size, args.tile, args.batch, args.rounds)
+        bench_backends.bench_tiles(args.trained)
     return 0
 
 

@@ -23,6 +23,14 @@ def _one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_backend_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Exported networks go to a folder of the test session's own, never the user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SCD_CACHE_DIR", str(tmp_path_factory.mktemp("backend-cache")))
+        yield
+
+
 @pytest.fixture
 def pointwise() -> tuple[nn.Module, ModelCard]:
     return PointwiseModel().eval(), make_card()

@@ -36,7 +36,7 @@ class Slow(PointwiseModel):
 
 run_change_detection({t1!r}, {t2!r}, (Slow().eval(), make_card()),
                      OutputPaths(fromto={out!r} + "/f.tif", change_prob={out!r} + "/p.tif"),
-                     RunOptions(batch_size=1, tile_size=64, overlap=0))
+                     RunOptions(batch_size=1, tile_size=64, overlap=0, backend="torch"))  # Slow must run per batch
 """
 
 

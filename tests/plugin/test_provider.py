@@ -46,10 +46,12 @@ def test_parameters_of_the_semantic_algorithm(scd_provider):
     definitions = {p.name(): p for p in algorithm.parameterDefinitions()}
     assert list(definitions) == [
         "INPUT_T1", "INPUT_T2", "MODEL", "BANDS_T1", "BANDS_T2", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE",
-        "MIN_AREA", "EXTENT", "MASK", "OUTPUT_FROMTO", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES", "OUTPUT_CHANGE_PROB",
-        "OUTPUT_POLYGONS", "OUTPUT_REPORT"]
+        "BACKEND", "MIN_AREA", "EXTENT", "MASK", "OUTPUT_FROMTO", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES",
+        "OUTPUT_CHANGE_PROB", "OUTPUT_POLYGONS", "OUTPUT_REPORT"]
     assert definitions["OVERLAP"].defaultValue() == 25 and definitions["TILE_SIZE"].defaultValue() == 0
     assert definitions["DEVICE"].options() == ["auto", "cpu", "cuda"]
+    assert definitions["BACKEND"].options() == ["auto", "torch", "onnxruntime", "openvino"]
+    assert definitions["BACKEND"].defaultValue() == 0 and "ONNX Runtime" in definitions["BACKEND"].help()
     optional = {name for name, p in definitions.items() if p.flags() & p.FlagOptional}
     assert optional == {"BANDS_T1", "BANDS_T2", "MIN_AREA", "EXTENT", "MASK", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES",
                         "OUTPUT_CHANGE_PROB", "OUTPUT_POLYGONS", "OUTPUT_REPORT"}

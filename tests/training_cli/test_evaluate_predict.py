@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +124,16 @@ def test_semantic_model_on_binary_data_predicts_and_scores_change(tmp_path: Path
         assert main(["evaluate", *source, "--data", str(data["binary"]), "--split", "test", "--json", str(out)]) == 0
     assert json.loads((tmp_path / "pred.json").read_text()) == pytest.approx(
         json.loads((tmp_path / "checkpoint.json").read_text()))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed")
+def test_evaluate_runs_the_checkpoint_on_the_backend_asked_for(tmp_path: Path, data, tiny) -> None:
+    # (that a runtime's products equal PyTorch's is tested on the engine, at fp32 on both sides)
+    checkpoint = tmp_path / "tiny.pt"
+    assert main(["init", "--model", "tiny_scd", "--preset", "second", "--out", str(checkpoint)]) == 0
+    out = tmp_path / "scores.json"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data["second"]), "--split", "val",
+                 "--device", "cpu", "--backend", "onnxruntime", "--json", str(out)]) == 0
+    assert 0.0 <= json.loads(out.read_text())["oa"] <= 1.0
+    assert list(Path(os.environ["SCD_CACHE_DIR"]).glob("onnx/tiny_scd-*.onnx"))
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data["second"]), "--backend", "tpu"]) == 2

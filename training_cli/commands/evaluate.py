@@ -52,6 +52,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=FORMATS, help="dataset layout (default: detected)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the scores as JSON")
     parser.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"),
+                        help="where the network runs (auto: a CPU runtime on a CPU when installed and the run is "
+                             "long enough to repay the one-off export)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="tiles per forward pass")
     return parser
 
@@ -64,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         model = load_checkpoint(args.checkpoint)
         check_compatible(model[1], dataset)
-        predictions = engine_predictions(model, dataset, device=args.device, batch_size=args.batch_size)
+        predictions = engine_predictions(model, dataset, device=args.device, batch_size=args.batch_size,
+                                         backend=args.backend)
         source = f"{args.checkpoint} ({model[1].model})"
     else:
         predictions = folder_predictions(args.pred, dataset)

@@ -49,6 +49,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--split", default="all", metavar="SPLIT", help="all (default), train, val, test or a list")
     parser.add_argument("--format", choices=FORMATS, help="dataset layout (default: detected)")
     parser.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"),
+                        help="where the network runs (auto: a CPU runtime on a CPU when installed and the run is "
+                             "long enough to repay the one-off export)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="tiles per forward pass")
     return parser
 
@@ -61,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     check_compatible(card, dataset)
     palette = ((255, 255, 255), *(c.color for c in card.classes))
     with staged_folder(args.out) as staging:
-        for prediction in engine_predictions(model, dataset, device=args.device, batch_size=args.batch_size):
+        for prediction in engine_predictions(model, dataset, device=args.device, batch_size=args.batch_size,
+                                         backend=args.backend):
             if card.task == "semantic" and dataset.task == "semantic":
                 for folder, classes in zip(SEMANTIC_FOLDERS[dataset.format], (prediction.sem_t1, prediction.sem_t2),
                                            strict=True):

@@ -1,0 +1,128 @@
+"""A folder of exported networks, keyed so that a stale or damaged file is never used.
+
+Each entry is ``<key>.onnx`` plus ``<key>.json``; the key holds the network's name,
+the SHA-256 of its weights (the digest checkpoints store, see
+:func:`~core.models.checkpoint.state_dict_sha256`), the tile size, the software and
+PyTorch versions and the ONNX opset, and for int8 files the digest of the
+calibration sample. New weights, a new tile size or a new release therefore get a
+new entry instead of an old graph. The JSON records the SHA-256 of the ONNX bytes:
+an entry is used only when its file hashes to it and the runtime then loads it;
+anything else (a truncated copy, a half-finished write from a killed process, an
+edit) is rebuilt. Both files are written atomically (:mod:`core.files`), the ONNX
+file first, so a reader never sees a JSON whose model is missing or partial.
+
+The folder is the user's cache (``SCD_CACHE_DIR``, else the platform's cache
+folder): nothing in it is precious, deleting it only costs one export per model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..files import atomic_write_text, atomic_write_with
+
+log = logging.getLogger(__name__)
+
+#: Environment variable naming the cache folder (the engine option wins over it).
+CACHE_ENV = "SCD_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """``$SCD_CACHE_DIR``, else the platform's per-user cache folder plus ``semantic_change``."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "semantic_change"
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A verified file in the cache and what was recorded with it."""
+
+    path: Path
+    output_names: tuple[str, ...]
+    rebuilt: bool
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class OnnxCache:
+    """Exported graphs under ``folder/onnx``; see the module docstring for the rules."""
+
+    def __init__(self, folder: str | os.PathLike[str] | None = None) -> None:
+        self.folder = Path(folder).expanduser() if folder is not None else default_cache_dir()
+        self.folder = self.folder / "onnx"
+
+    def paths(self, key: str) -> tuple[Path, Path]:
+        return self.folder / f"{key}.onnx", self.folder / f"{key}.json"
+
+    def lookup(self, key: str) -> CacheEntry | None:
+        """The entry for ``key`` if its file is whole and matches its record, else ``None``."""
+        model_path, record_path = self.paths(key)
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+            if record.get("key") != key or file_sha256(model_path) != record.get("sha256"):
+                log.info("cache entry %s does not match its record; rebuilding it", model_path)
+                return None
+            return CacheEntry(model_path, tuple(record["output_names"]), rebuilt=False)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.info("cache entry %s is unreadable (%s); rebuilding it", record_path, error)
+            return None
+
+    def store(self, key: str, model: bytes, output_names: tuple[str, ...]) -> CacheEntry:
+        """Write ``model`` and its record for ``key`` atomically and return the entry."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        model_path, record_path = self.paths(key)
+        atomic_write_with(model_path, lambda stream: stream.write(model))
+        record = {"key": key, "sha256": hashlib.sha256(model).hexdigest(), "output_names": list(output_names)}
+        atomic_write_text(record_path, json.dumps(record, indent=1))
+        return CacheEntry(model_path, output_names, rebuilt=True)
+
+    def remove(self, key: str) -> None:
+        """Forget ``key`` (both files), e.g. when its graph turned out not to reproduce the network."""
+        for path in self.paths(key):
+            path.unlink(missing_ok=True)
+
+    def get_or_build(self, key: str, build: Callable[[], tuple[bytes, tuple[str, ...]]],
+                     load_check: Callable[[CacheEntry], object]) -> tuple[CacheEntry, object]:
+        """A verified, loadable entry for ``key``, built (again) when missing, stale or corrupt.
+
+        Args:
+            key: The entry's key.
+            build: Makes the ONNX bytes and output names.
+            load_check: Loads an entry in the runtime (raising if it cannot); its result
+                is returned so the caller does not load the file twice.
+
+        Returns:
+            The entry and what ``load_check`` returned for it.
+        """
+        entry = self.lookup(key)
+        if entry is not None:
+            try:
+                return entry, load_check(entry)
+            except Exception as error:  # noqa: BLE001 - any failure to load means: rebuild
+                log.info("cached %s does not load (%s); rebuilding it", entry.path, error)
+        model, names = build()
+        entry = self.store(key, model, names)
+        return entry, load_check(entry)

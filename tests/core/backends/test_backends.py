@@ -1,0 +1,242 @@
+"""Inference backends: the runtimes give PyTorch's outputs, the cache is never trusted blindly, ``auto`` explains.
+
+Every network is built once per module at a tiny size with the cheapest options that keep its
+architecture, exported once into a module-wide cache and run by each installed runtime.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from helpers import LocalConvModel, PointwiseModel, make_card, random_pair
+
+from core.backends import INSTALL_HINT, InferenceBackend, select_backend
+from core.backends import select as backend_select
+from core.errors import InputError
+from core.models.card import ModelCard
+from core.models.checkpoint import make_card as card_for
+from core.models.registry import build_model, model_names
+
+#: Same spirit as the contract test: the architecture at a fraction of the CPU time.
+LIGHT_OPTIONS: dict[str, dict[str, Any]] = {
+    "gapl_scd": {"sqmlfi_channels": 32, "head_channels": 16, "btff_channels": 16},
+    "lsafnet": {"decoder_channels": 16},
+}
+SIZE = 64
+
+
+
+def _installed(name: str) -> bool:
+    return backend_select.runtime_available(name)
+
+
+RUNTIMES = [pytest.param(name, marks=pytest.mark.skipif(not _installed(name), reason=f"{name} is not installed"))
+            for name in ("onnxruntime", "openvino")]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="module", params=model_names())
+def network(request: pytest.FixtureRequest) -> tuple[torch.nn.Module, ModelCard]:
+    name = request.param
+    model = build_model(name, **LIGHT_OPTIONS.get(name, {})).eval()
+    preset = "second" if model.task == "semantic" else "binary"
+    return model, card_for(name, preset, options=model.build_options)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_runtime_outputs_equal_pytorch(network: tuple[torch.nn.Module, ModelCard], runtime: str,
+                                       cache: Path) -> None:
+    model, card = network
+    backend = select_backend(model, card, requested=runtime, model_size=SIZE, batch_size=2, cache_dir=cache)
+    assert backend.name == runtime and backend.model_path is not None
+    for batch in (2, 1):  # a full batch and the shorter last one of a scene
+        x1, x2 = random_pair(batch, SIZE, SIZE, seed=batch)
+        with torch.inference_mode():
+            expected = model(x1, x2)
+            got = backend(x1.contiguous(memory_format=torch.channels_last), x2)
+        assert set(got) == set(expected)
+        for key, value in expected.items():
+            assert got[key].shape == value.shape
+            torch.testing.assert_close(got[key], value, atol=2e-3, rtol=1e-3, msg=f"{runtime} {key}")
+
+
+def _tiny() -> tuple[torch.nn.Module, ModelCard]:
+    return LocalConvModel().eval(), make_card("binary", model="test-localconv")
+
+
+needs_ort = pytest.mark.skipif(not _installed("onnxruntime"), reason="onnxruntime is not installed")
+
+
+@needs_ort
+def test_second_run_uses_the_cached_export(tmp_path: Path) -> None:
+    model, card = _tiny()
+    first = select_backend(model, card, requested="onnxruntime", model_size=SIZE, batch_size=1, cache_dir=tmp_path)
+    assert "exported now" in first.reason
+    stamp = first.model_path.stat().st_mtime_ns
+    second = select_backend(model, card, requested="onnxruntime", model_size=SIZE, batch_size=1, cache_dir=tmp_path)
+    assert "cached export" in second.reason and second.model_path == first.model_path
+    assert second.model_path.stat().st_mtime_ns == stamp
+    # another tile size or other weights get their own file
+    other_size = select_backend(model, card, requested="onnxruntime", model_size=96, batch_size=1, cache_dir=tmp_path)
+    with torch.no_grad():
+        model.body[0].weight.mul_(2)
+    other_weights = select_backend(model, card, requested="onnxruntime", model_size=SIZE, batch_size=1,
+                                   cache_dir=tmp_path)
+    assert len({first.model_path, other_size.model_path, other_weights.model_path}) == 3
+    x1, x2 = random_pair(1, SIZE, SIZE)
+    with torch.inference_mode():
+        torch.testing.assert_close(other_weights(x1, x2)["change_prob"], model(x1, x2)["change_prob"],
+                                   atol=1e-4, rtol=1e-4)
+
+
+@needs_ort
+@pytest.mark.parametrize("damage", ["truncate", "flip-bytes", "record"])
+def test_damaged_cache_entry_is_rebuilt_not_used(tmp_path: Path, damage: str) -> None:
+    model, card = _tiny()
+    first = select_backend(model, card, requested="onnxruntime", model_size=SIZE, batch_size=1, cache_dir=tmp_path)
+    path = first.model_path
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "flip-bytes":
+        path.write_bytes(data[:-64] + bytes(64))
+    else:
+        path.with_suffix(".json").write_text("{not json")
+    again = select_backend(model, card, requested="onnxruntime", model_size=SIZE, batch_size=1, cache_dir=tmp_path)
+    assert "exported now" in again.reason
+    assert again.model_path.read_bytes() == data
+    assert json.loads(again.model_path.with_suffix(".json").read_text())["output_names"] == ["change_prob"]
+    x1, x2 = random_pair(1, SIZE, SIZE)
+    with torch.inference_mode():
+        torch.testing.assert_close(again(x1, x2)["change_prob"], model(x1, x2)["change_prob"], atol=1e-4, rtol=1e-4)
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+@needs_ort
+def test_auto_on_cpu_takes_the_first_installed_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, card = _tiny()
+    backend = select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path, expected_batches=100)
+    first = next(name for name in backend_select.AUTO_ORDER if backend_select.runtime_available(name))
+    assert backend.name == first
+    assert backend.reason.startswith("auto: fastest installed CPU runtime")
+    # with only ONNX Runtime installed, auto takes it
+    monkeypatch.setattr(backend_select, "runtime_available", lambda name: name == "onnxruntime")
+    only = select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path, expected_batches=100)
+    assert only.name == "onnxruntime" and "(onnxruntime installed)" in only.reason
+
+
+def test_auto_without_runtimes_runs_torch_and_says_what_to_install(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backend_select, "runtime_available", lambda name: False)
+    model, card = _tiny()
+    backend = select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path)
+    assert backend.name == "torch" and backend.forward is model
+    assert INSTALL_HINT in backend.reason
+    with pytest.raises(InputError, match="pip install openvino"):
+        select_backend(model, card, requested="openvino", model_size=SIZE, batch_size=1, cache_dir=tmp_path)
+    assert not tmp_path.joinpath("onnx").exists()
+
+
+@needs_ort
+def test_auto_keeps_torch_where_a_runtime_cannot_help(tmp_path: Path) -> None:
+    model, card = _tiny()
+    kwargs = {"model_size": SIZE, "batch_size": 1, "cache_dir": tmp_path}
+    on_gpu = select_backend(model, card, device=torch.device("meta"), **kwargs)
+    assert on_gpu.name == "torch" and "meta" in on_gpu.reason
+    bf16 = select_backend(model, card, autocast_dtype=torch.bfloat16, expected_batches=100, **kwargs)
+    assert bf16.name == "torch" and "bf16" in bf16.reason
+    small = select_backend(model, card, expected_batches=2, **kwargs)
+    assert small.name == "torch" and "2 batch" in small.reason
+    assert not tmp_path.joinpath("onnx").exists()
+    with pytest.raises(InputError, match="runs on the CPU"):
+        select_backend(model, card, requested="onnxruntime", device=torch.device("meta"), **kwargs)
+
+
+def test_unknown_backend_and_int8_on_torch_are_refused(tmp_path: Path) -> None:
+    model, card = _tiny()
+    with pytest.raises(InputError, match="choose one of auto, torch, onnxruntime, openvino"):
+        select_backend(model, card, requested="tensorrt", model_size=SIZE, batch_size=1, cache_dir=tmp_path)
+    with pytest.raises(InputError, match="int8 runs on ONNX Runtime"):
+        select_backend(model, card, requested="torch", int8=True, model_size=SIZE, batch_size=1)
+
+
+@needs_ort
+def test_network_that_cannot_be_exported_falls_back_under_auto_only(tmp_path: Path) -> None:
+    class Unexportable(PointwiseModel):
+        def predict(self, x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
+            out = super().predict(x1, x2)
+            out["change_prob"] = torch.from_numpy(out["change_prob"].numpy().copy())  # leaves the graph
+            return out
+
+    model, card = Unexportable().eval(), make_card()
+    with pytest.raises(InputError, match="does not reproduce PyTorch"):
+        select_backend(model, card, requested="onnxruntime", model_size=SIZE, batch_size=1, cache_dir=tmp_path)
+    backend = select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path, expected_batches=100)
+    assert backend.name == "torch" and "could not be used" in backend.reason
+
+
+@needs_ort
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_int8_graph_is_quantised_and_close_to_fp32(tmp_path: Path, runtime: str) -> None:
+    import onnx
+
+    model, card = _tiny()
+    sample = [tuple(t[0].numpy() for t in random_pair(1, SIZE, SIZE, seed=s)) for s in range(4)]
+    calls = []
+
+    def calibration() -> list[tuple[np.ndarray, np.ndarray]]:
+        calls.append(1)
+        return sample
+
+    backend = select_backend(model, card, requested=runtime, int8=True, calibration=calibration,
+                             model_size=SIZE, batch_size=1, cache_dir=tmp_path)
+    assert backend.int8 and "int8" in backend.describe()
+    ops = {node.op_type for node in onnx.load(str(backend.model_path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    x1, x2 = (torch.from_numpy(a[None]) for a in sample[0])
+    with torch.inference_mode():
+        expected = model(x1, x2)["change_prob"]
+    got = backend(x1, x2)["change_prob"]
+    assert float((got - expected).abs().max()) < 0.05
+    confident = (expected - 0.5).abs() > 0.05  # an untrained network: many pixels sit at 0.5
+    assert bool(((got > 0.5) == (expected > 0.5))[confident].all())
+    again = select_backend(model, card, requested=runtime, int8=True, calibration=calibration,
+                           model_size=SIZE, batch_size=1, cache_dir=tmp_path)
+    assert again.model_path == backend.model_path and "cached export" in again.reason
+
+
+def test_backend_describes_itself() -> None:
+    backend = InferenceBackend("torch", "requested", lambda a, b: {})
+    assert backend.channels_last and backend.describe() == "torch (requested)"
+
+
+@needs_ort
+def test_checkpoint_exports_beside_itself_without_overwriting(tmp_path: Path) -> None:
+    import onnxruntime
+
+    from core.backends.export import export_checkpoint
+    from core.models.checkpoint import save_checkpoint
+
+    network = build_model("sscfnet").eval()
+    checkpoint = save_checkpoint(tmp_path / "model.pt", network,
+                                 card_for("sscfnet", "binary", tile_size=64, options=network.build_options))
+    written = export_checkpoint(checkpoint)
+    assert written == tmp_path / "model.64px.onnx"
+    session = onnxruntime.InferenceSession(str(written), providers=["CPUExecutionProvider"])
+    x1, x2 = random_pair(1, 64, 64)
+    (prob,) = session.run(["change_prob"], {"x1": x1.numpy(), "x2": x2.numpy()})
+    with torch.inference_mode():
+        np.testing.assert_allclose(prob, network(x1, x2)["change_prob"].numpy(), atol=1e-4)
+    before = written.read_bytes()
+    with pytest.raises(InputError, match="already exists"):
+        export_checkpoint(checkpoint)
+    assert written.read_bytes() == before

@@ -1,0 +1,76 @@
+"""The engine's backend option: the same products from every runtime, and the choice in the log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import LocalConvModel, make_card, read_band
+
+from core.backends import select as backend_select
+from core.engine import OutputPaths, Progress, RunOptions, run_change_detection
+from core.errors import InputError
+
+
+class _Log(Progress):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def _run(scene_pair, folder: Path, **options: object) -> tuple[np.ndarray, np.ndarray, object, list[str]]:
+    t1, t2, _ = scene_pair
+    folder.mkdir()
+    log = _Log()
+    summary = run_change_detection(
+        t1, t2, (LocalConvModel().eval(), make_card("binary")),
+        OutputPaths(change_prob=folder / "prob.tif", change_mask=folder / "mask.tif"),
+        RunOptions(tile_size=64, overlap=16, batch_size=3, backend_cache_dir=folder.parent / "cache", **options),
+        log)
+    return read_band(folder / "prob.tif"), read_band(folder / "mask.tif"), summary, log.lines
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_runtime_backend_writes_the_products_pytorch_writes(tmp_path: Path, scene_pair, runtime: str) -> None:
+    if not backend_select.runtime_available(runtime):
+        pytest.skip(f"{runtime} is not installed")
+    prob_torch, mask_torch, _, _ = _run(scene_pair, tmp_path / "torch", backend="torch", precision="fp32")
+    prob, mask, summary, lines = _run(scene_pair, tmp_path / runtime, backend=runtime)
+    assert summary.backend.startswith(f"{runtime} (requested")
+    assert any(line.startswith(f"backend: {runtime}") for line in lines)
+    np.testing.assert_allclose(prob, prob_torch, atol=1e-4)
+    assert (mask == mask_torch).mean() > 0.999
+
+
+def test_auto_on_a_tiny_scene_stays_on_torch_and_says_why(tmp_path: Path, scene_pair) -> None:
+    _, _, summary, lines = _run(scene_pair, tmp_path / "auto")
+    assert summary.backend.startswith("torch (auto:")
+    assert any(line.startswith("backend: torch (auto:") for line in lines)
+
+
+def test_summary_breaks_the_time_down_by_step(tmp_path: Path, scene_pair) -> None:
+    _, _, summary, _ = _run(scene_pair, tmp_path / "steps", backend="torch")
+    steps = ("read", "prepare", "network", "blend", "decode", "write", "finish")
+    assert set(summary.timings) == set(steps)
+    assert all(seconds > 0 for seconds in summary.timings.values())
+    assert summary.timings["network"] == pytest.approx(summary.model_seconds)
+    assert sum(summary.timings.values()) <= summary.elapsed_seconds
+
+
+def test_unknown_backend_is_refused_before_anything_is_written(tmp_path: Path, scene_pair) -> None:
+    with pytest.raises(InputError, match="unknown backend 'tpu'"):
+        _run(scene_pair, tmp_path / "bad", backend="tpu")
+    assert not list((tmp_path / "bad").iterdir())
+
+
+def test_int8_run_is_calibrated_on_the_scene(tmp_path: Path, scene_pair) -> None:
+    if not backend_select.runtime_available("onnxruntime"):
+        pytest.skip("onnxruntime is not installed")
+    _, mask_torch, _, _ = _run(scene_pair, tmp_path / "torch", backend="torch", precision="fp32")
+    _, mask, summary, _ = _run(scene_pair, tmp_path / "int8", backend="onnxruntime", int8=True)
+    assert "int8" in summary.backend
+    assert list((tmp_path / "cache" / "onnx").glob("*-int8-*.onnx"))
+    assert (mask == mask_torch).mean() > 0.9
