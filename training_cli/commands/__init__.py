@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import init, models
+from . import export, init, models, train
 
 #: Sub-command modules in the order ``--help`` lists them.
-COMMANDS: tuple[ModuleType, ...] = (models, init)
+COMMANDS: tuple[ModuleType, ...] = (models, init, train, export)
