@@ -108,13 +108,19 @@ class Processes:
                 t.copy_(flat[offset:offset + t.numel()].view_as(t))
                 offset += t.numel()
 
-    def sum_matrix(self, matrix: np.ndarray) -> np.ndarray:
-        """Element-wise sum of an integer array over every process."""
+    def sum_vector(self, vector: np.ndarray) -> np.ndarray:
+        """Element-wise sum of a float64 vector (confusion counts) over every process."""
         if not self.distributed:
-            return matrix
-        tensor = torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.int64))
+            return vector
+        tensor = torch.from_numpy(np.ascontiguousarray(vector, dtype=np.float64))
         dist.all_reduce(tensor)
         return tensor.numpy()
+
+    def share_buffers(self, model: nn.Module) -> None:
+        """Give every process rank 0's buffers (batch-norm statistics), so all validate the saved network."""
+        if self.distributed:
+            for buffer in model.buffers():
+                dist.broadcast(buffer, 0)
 
     def any(self, flag: bool) -> bool:
         """True on every process when ``flag`` is true on any (so all stop at the same step)."""
@@ -198,10 +204,8 @@ def lr_factor(stage: Mapping[str, Any], step: int, steps_per_epoch: int) -> floa
     warmup = int(stage.get("warmup_epochs", 0)) * steps_per_epoch
     if step < warmup:
         return (step + 1) / warmup
-    if stage.get("schedule_unit") == "epoch":
-        done = (step // steps_per_epoch) * steps_per_epoch
-    else:
-        done = step
+    per_epoch = stage.get("schedule_unit") == "epoch"
+    done = (step // steps_per_epoch) * steps_per_epoch if per_epoch else step
     progress = min(1.0, (done - warmup) / max(1, total - warmup))
     kind = stage["schedule"]
     if kind == "cosine":
@@ -275,18 +279,26 @@ def new_confusion(task: str, num_classes: int) -> Any:
 
 def score_batch(confusion: Any, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor],
                 task: str) -> None:
-    """Decode outputs exactly as the engine does and add them to ``confusion``."""
+    """Decode outputs exactly as the engine does and add them to ``confusion``.
+
+    Pixels an item marks invalid (``valid == 0``: no label there) are not counted.
+    """
+    from core.metrics import IGNORE_INDEX
+
     prob = outputs[CHANGE_PROB].float().cpu().numpy()[:, 0]
     threshold = outputs.get(CHANGE_THRESHOLD)
     threshold = threshold.float().cpu().numpy()[:, 0] if threshold is not None else None
     for i in range(prob.shape[0]):
         changed = encode.decode_change(prob[i], None if threshold is None else threshold[i])
+        invalid = batch["valid"][i, 0].numpy() < 0.5 if "valid" in batch else np.zeros(changed.shape, bool)
         if task == "semantic":
             for key, label in ((SEM_LOGITS_T1, "sem_t1"), (SEM_LOGITS_T2, "sem_t2")):
                 classes = encode.decode_classes(outputs[key][i, 1:].float().cpu().numpy())
-                confusion.update(encode.mask_classes(classes, changed).astype(np.int64), batch[label][i].numpy())
+                target = np.where(invalid, IGNORE_INDEX, batch[label][i].numpy())
+                confusion.update(encode.mask_classes(classes, changed).astype(np.int64), target)
         else:
-            confusion.update(changed.astype(np.int64), batch["change"][i, 0].numpy().round().astype(np.int64))
+            target = np.where(invalid, IGNORE_INDEX, batch["change"][i, 0].numpy().round().astype(np.int64))
+            confusion.update(changed.astype(np.int64), target)
 
 
 def validate(model: nn.Module, dataset: Dataset, *, task: str, num_classes: int, device: torch.device,
@@ -307,7 +319,7 @@ def validate(model: nn.Module, dataset: Dataset, *, task: str, num_classes: int,
             outputs = {k: v[..., :crop[0], :crop[1]] for k, v in outputs.items()}
             score_batch(confusion, outputs, batch, task)
     model.train(was_training)
-    confusion.matrix[...] = processes.sum_matrix(confusion.matrix)
+    confusion.load_state_vector(processes.sum_vector(confusion.state_vector()))
     return {k: float(v) for k, v in confusion.compute().items() if isinstance(v, (int, float, np.floating, np.integer))}
 
 
@@ -409,12 +421,12 @@ class Trainer:
         resume: Continue from ``out_dir/last.pt``.
         processes: This process's rank among the training processes.
         progress: Show progress bars (rank 0 only).
-        on_step: Called after every optimiser step with the global step (tests use it to interrupt).
+        on_step: Called after every optimiser step with the global step and the network.
     """
 
     def __init__(self, recipe: Mapping[str, Any], data: TrainingData, out_dir: Path, *, device: str = "auto",
                  resume: bool = False, processes: Processes = SINGLE_PROCESS, progress: bool = True,
-                 on_step: Callable[[int], None] | None = None) -> None:
+                 on_step: Callable[[int, nn.Module], None] | None = None) -> None:
         self.recipe = json.loads(json.dumps(recipe))
         self.data = data
         self.out_dir = Path(out_dir)
@@ -471,6 +483,10 @@ class Trainer:
         if self.processes.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         state = self._initial_state()
+        seed = int(self.train_cfg["seed"])
+        torch.manual_seed(seed)  # the same seed builds the same initial network
+        random.seed(seed)
+        np.random.seed(seed % (1 << 32))
         model, self.backbone_start = build_network(self.recipe, self.data.card, start_from_pretrained=state is None)
         if state is not None:
             model.load_state_dict(state["model"])
@@ -579,7 +595,7 @@ class Trainer:
                                     pairs_s=f"{rate:.1f}", refresh=False)
                     bar.update(1)
                 if self.on_step is not None:
-                    self.on_step(progress["global_step"])
+                    self.on_step(progress["global_step"], model)
                 if self.processes.any(stop.requested) and progress["step_in_epoch"] < steps_per_epoch:
                     if bar is not None:
                         bar.close()
@@ -587,6 +603,7 @@ class Trainer:
                     return EXIT_INTERRUPTED
             if bar is not None:
                 bar.close()
+            self.processes.share_buffers(model)
             metrics = validate(model, self.data.val, task=self.data.card.task, num_classes=self.data.card.num_classes,
                                device=self.device, dtype=self.dtype,
                                batch_size=int(self.train_cfg.get("val_batch_size") or batch_size),

@@ -92,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
     if args.data is None or args.out is None:
         raise InputError("train needs --data DIR and --out DIR (or --print-config to see the recipe)")
     processes = processes_from_environment()
-    torch.manual_seed(int(recipe["train"]["seed"]))
     data = open_training_data(recipe, args.data, args.format)
     result = Trainer(recipe, data, args.out, device=args.device, resume=args.resume, processes=processes,
                      progress=not args.no_progress and sys.stderr.isatty()).run()
@@ -110,6 +109,7 @@ def open_training_data(recipe: dict[str, Any], root: Path, data_format: str | No
         raise InputError(f"{spec.name} is a {spec.task} network but --format {data_format} is {preset.task} data")
     crop = int(recipe["train"]["crop"])
     given = recipe["data"]
+    resize = given.get("resize")
     if all(k in given for k in ("mean_t1", "std_t1", "mean_t2", "std_t2")):
         stats = tuple(tuple(float(v) for v in given[k]) for k in ("mean_t1", "std_t1", "mean_t2", "std_t2"))
         source = "recipe"
@@ -117,11 +117,12 @@ def open_training_data(recipe: dict[str, Any], root: Path, data_format: str | No
         stats = (preset.mean_t1, preset.std_t1, preset.mean_t2, preset.std_t2)
         source = f"published {preset.name} statistics"
     else:
-        raw = open_dataset(root, data_format, "train", crop=None, augment=False, mean=(0.0,) * 3, std=(1.0,) * 3)
+        raw = open_dataset(root, data_format, "train", crop=None, augment=False, mean=(0.0,) * 3, std=(1.0,) * 3,
+                           resize=resize)
         stats = dataset_statistics(raw)
         source = "computed on the training split"
     mean_t1, std_t1, mean_t2, std_t2 = stats
-    norm = {"mean": (mean_t1, mean_t2), "std": (std_t1, std_t2)}
+    norm = {"mean": mean_t1, "std": std_t1, "mean_t2": mean_t2, "std_t2": std_t2, "resize": resize}
     train = open_dataset(root, data_format, "train", crop=crop, augment=False, **norm)
     val = open_dataset(root, data_format, "val", crop=None, augment=False, **norm)
     card = make_card(spec.name, preset, options=recipe.get("options", {}), tile_size=crop,
