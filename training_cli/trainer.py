@@ -613,6 +613,8 @@ class Trainer:
             progress["step_in_epoch"] = 0
             row = {"epoch": progress["global_epoch"], "stage": stage.name,
                    "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 3),
+                   "train_seconds": round(wait + busy, 3),
+                   "pairs_per_second": round(counted * batch_size * self.processes.world / max(wait + busy, 1e-9), 3),
                    "data_wait": round(wait / max(wait + busy, 1e-9), 4),
                    **{f"train_{k}": v / max(counted, 1) for k, v in sums.items()},
                    **{f"val_{k}": v for k, v in metrics.items()}}
