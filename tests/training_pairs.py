@@ -49,7 +49,8 @@ def _normalised(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy((image.astype(np.float32) - MEAN) / STD)
 
 
-def write_folder(root: Path, *, semantic: bool, train: int, val: int, size: int = 64, seed: int = 0) -> Path:
+def write_folder(root: Path, *, semantic: bool, train: int, val: int, size: int = 64, seed: int = 0,
+                 changes: int = 4) -> Path:
     """A dataset folder with ``train/`` and ``val/`` in the SECOND (``im1 im2 label1 label2``, colour
     labels, white = no change) or binary (``A B label``, 0/255) layout, as the real sets are released."""
     from PIL import Image
@@ -57,7 +58,7 @@ def write_folder(root: Path, *, semantic: bool, train: int, val: int, size: int 
     palette = [c.color for c in SECOND_CLASSES]
     for split, count, offset in (("train", train, 0), ("val", val, 500)):
         for index in range(count):
-            scene = synthetic.make_scene(size, size, 6, seed=seed * 1000 + offset + index, changes=4)
+            scene = synthetic.make_scene(size, size, 6, seed=seed * 1000 + offset + index, changes=changes)
             changed = scene.changed
             images = {"1": synthetic.render(scene.labels_t1, palette, seed=2 * (offset + index)),
                       "2": synthetic.render(scene.labels_t2, palette, seed=2 * (offset + index) + 1)}

@@ -463,10 +463,16 @@ class Trainer:
         state = read_training_state(path)
         if state["recipe"].get("model") != self.recipe["model"]:
             raise InputError(f"--resume: {path} trains {state['recipe'].get('model')!r}, not {self.recipe['model']!r}")
+        changed = _differences(state["recipe"], self.recipe)
+        if changed:
+            self._say(f"resuming with a changed recipe ({', '.join(changed)}); the run is no longer the one "
+                      "that started")
         return state
 
     def _card(self, metrics: Mapping[str, float]) -> ModelCard:
+        latest = self.history[-1]["epoch"] if self.history else None
         training = {
+            "metrics_epoch": self.best_epoch if metrics is self.best_metrics else latest,
             "recipe": self.recipe,
             "data": self.data.description,
             "backbone_start": self.backbone_start,
@@ -666,13 +672,15 @@ class Trainer:
               scaler: torch.amp.GradScaler, progress: Mapping[str, Any], stage_index: int, epoch: int) -> None:
         if not self.processes.is_main:
             return
+        # The card describes the weights in this file: best.pt's are the best epoch's, last.pt's the latest.
+        metrics = self.best_metrics if name == BEST else self._latest_metrics()
         saved = {**progress, "stage": stage_index, "epoch": epoch, "best_score": self.best_score,
                  "best_epoch": self.best_epoch, "best_metrics": json.dumps(self.best_metrics),
                  "backbone_start": self.backbone_start}
         payload = {
             "format": STATE_FORMAT,
             "format_version": STATE_VERSION,
-            "card": json.dumps(self._card(self.best_metrics).to_dict()),
+            "card": json.dumps(self._card(metrics).to_dict()),
             "recipe": self.recipe,
             "model": {k: v.detach().to("cpu") for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict(),
@@ -683,6 +691,11 @@ class Trainer:
             "history": json.dumps(self.history),
         }
         write_payload(self.out_dir / name, payload)
+
+    def _latest_metrics(self) -> dict[str, float]:
+        if not self.history:
+            return {}
+        return {k[4:]: v for k, v in self.history[-1].items() if k.startswith("val_")}
 
     def _write_log(self) -> None:
         keys: list[str] = []
@@ -711,6 +724,17 @@ class Trainer:
             self._say(f"  wrote {path}")
         self._say(f"  make the QGIS model file with: python -m training_cli export --checkpoint "
                   f"{self.out_dir / BEST} --out model.pt")
+
+
+def _differences(old: Any, new: Any, where: str = "") -> list[str]:
+    """Dotted keys whose values differ between two recipes."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for key in sorted(old.keys() | new.keys())
+                for d in _differences(old.get(key), new.get(key), f"{where}.{key}" if where else str(key))]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [d for i, (a, b) in enumerate(zip(old, new, strict=True))
+                for d in _differences(a, b, f"{where}.{i + 1}")]
+    return [] if old == new else [f"{where}: {old!r} -> {new!r}"]
 
 
 def read_training_state(path: Path) -> dict[str, Any]:

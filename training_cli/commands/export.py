@@ -65,5 +65,5 @@ def run(args: argparse.Namespace) -> int:
     shown = ", ".join(f"{k} {v:.4f}" for k, v in card.metrics.items()) or "none"
     print(f"wrote {out}{' (float16 weights)' if args.half else ''}")
     print(f"  model {card.model}; {card.task}; tile {card.tile_size} px; trained on {card.dataset}")
-    print(f"  validation metrics (epoch {card.training.get('best_epoch')}): {shown}")
+    print(f"  validation metrics (epoch {card.training.get('metrics_epoch')}): {shown}")
     return 0
