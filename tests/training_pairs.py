@@ -21,11 +21,12 @@ class MemoryPairs(Dataset):
     Semantic labels carry the land cover only where it changed (0 elsewhere), as SECOND does.
     """
 
-    def __init__(self, count: int, size: int = 64, *, seed: int = 0, semantic: bool = True, classes: int = 6) -> None:
+    def __init__(self, count: int, size: int = 64, *, seed: int = 0, semantic: bool = True, classes: int = 6,
+                 changes: int = 4) -> None:
         palette = [c.color for c in SECOND_CLASSES[:classes]]
         self.items: list[dict[str, Any]] = []
         for index in range(count):
-            scene = synthetic.make_scene(size, size, classes, seed=seed * 1000 + index, changes=4)
+            scene = synthetic.make_scene(size, size, classes, seed=seed * 1000 + index, changes=changes)
             changed = scene.changed
             item: dict[str, Any] = {
                 "t1": _normalised(synthetic.render(scene.labels_t1, palette, seed=2 * index)),
@@ -50,13 +51,15 @@ def _normalised(image: np.ndarray) -> torch.Tensor:
 
 
 def write_folder(root: Path, *, semantic: bool, train: int, val: int, size: int = 64, seed: int = 0,
-                 changes: int = 4) -> Path:
+                 changes: int = 4, val_offset: int = 500) -> Path:
     """A dataset folder with ``train/`` and ``val/`` in the SECOND (``im1 im2 label1 label2``, colour
-    labels, white = no change) or binary (``A B label``, 0/255) layout, as the real sets are released."""
+    labels, white = no change) or binary (``A B label``, 0/255) layout, as the real sets are released.
+
+    ``val_offset=0`` makes the validation pairs the first training pairs."""
     from PIL import Image
 
     palette = [c.color for c in SECOND_CLASSES]
-    for split, count, offset in (("train", train, 0), ("val", val, 500)):
+    for split, count, offset in (("train", train, 0), ("val", val, val_offset)):
         for index in range(count):
             scene = synthetic.make_scene(size, size, 6, seed=seed * 1000 + offset + index, changes=changes)
             changed = scene.changed

@@ -307,7 +307,7 @@ def validate(model: nn.Module, dataset: Dataset, *, task: str, num_classes: int,
     """Metrics of ``model`` on ``dataset``, summed over every process's share of the images."""
     confusion = new_confusion(task, num_classes)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=_Shard(len(dataset), processes.rank, processes.world),
-                        num_workers=workers, pin_memory=device.type == "cuda")
+                        num_workers=workers, pin_memory=device.type == "cuda", worker_init_fn=ignore_interrupts)
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -398,6 +398,12 @@ class _StopRequest:
         self.requested = True
         print("\nstopping after this step; saving the last checkpoint (Ctrl-C again to stop at once)",
               file=sys.stderr, flush=True)
+
+
+def ignore_interrupts(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process, which saves ``last`` and stops them itself."""
+    del worker_id
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def threading_main() -> bool:
@@ -574,7 +580,7 @@ class Trainer:
                 train_items, batch_size=batch_size, sampler=_Skip(sampler, skip * batch_size), drop_last=True,
                 num_workers=int(self.train_cfg["workers"]), pin_memory=self.device.type == "cuda",
                 generator=torch.Generator().manual_seed(int(self.train_cfg["seed"]) + global_epoch),
-                persistent_workers=False)
+                worker_init_fn=ignore_interrupts, persistent_workers=False)
             model.train()
             for module in frozen:
                 module.eval()
