@@ -25,6 +25,10 @@ _EPILOG = """\
 examples:
   python -m training_cli models
   python -m training_cli init --model sscfnet --preset binary --out sscfnet-untrained.pt
+  python -m training_cli synthetic --out synth --pairs 40 --size 256
+  python -m training_cli prepare --t1 a.tif --t2 b.tif --labels change.tif --out my-cd --tile 256
+  python -m training_cli evaluate --checkpoint model.pt --data SECOND --split val --json scores.json
+  python -m training_cli predict --checkpoint model.pt --data SECOND --split val --out predictions
   python -m training_cli <command> --help
 """
 

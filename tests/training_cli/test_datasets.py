@@ -213,3 +213,16 @@ def test_augmentation_moves_both_dates_and_labels_together(second) -> None:
         assert np.array_equal(item["change"][0].numpy() > 0, item["sem_t1"].numpy() > 0)
         seen.add(t1.tobytes())
     assert len(seen) >= 4  # several of the eight symmetries were drawn
+
+
+def test_landsat_proportion_split_leaves_out_the_augmented_copies(tmp_path: Path) -> None:
+    root = tmp_path / "landsat"
+    names = [f"{k}" for k in range(10)] + ["3_rotate90", "4_Crop2", "5_ZheDang"]
+    for name in names:
+        _save(root / "A" / f"{name}.png", np.zeros((2, 2, 3)))
+        _save(root / "B" / f"{name}.png", np.zeros((2, 2, 3)))
+        _save(root / "label" / f"{name}.png", np.zeros((2, 2)))
+    splits = {s: [x.name for x in list_samples(root, "landsat-scd", s)] for s in ("train", "val", "test")}
+    assert [len(v) for v in splits.values()] == [6, 2, 2]
+    assert sorted(n for v in splits.values() for n in v) == sorted(names[:10])
+    assert len(list_samples(root, "landsat-scd", "all")) == 13

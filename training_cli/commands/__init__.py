@@ -10,7 +10,18 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import export, init, models, train
+from . import (
+    evaluate,
+    export,
+    init,
+    models,
+    predict,
+    prepare,
+    synthetic,  # datasets, scoring and synthetic data
+    train,
+)
 
 #: Sub-command modules in the order ``--help`` lists them.
 COMMANDS: tuple[ModuleType, ...] = (models, init, train, export)
+#: Dataset, scoring and synthetic-data commands.
+COMMANDS += (synthetic, prepare, evaluate, predict)

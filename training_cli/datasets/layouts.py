@@ -12,7 +12,8 @@ A split is, in this order: a sub-folder ``<root>/<split>/`` holding the layout; 
 ``<split>.txt``, ``<split>_list.txt``, ``<split>_info.txt``, ``list/<split>.txt`` in the root) with one file
 name per line; or, for the semantic sets only, a fixed seeded split of the pairs in the proportions the papers
 use (SECOND: 2,375 train / 593 val of 2,968, as in Bi-SRNet, with ``test`` = ``val`` since SECOND's test labels
-were never released; Landsat-SCD: 3:1:1 train/val/test). ``all`` (or no split) takes every pair.
+were never released; Landsat-SCD: 3:1:1 train/val/test after leaving out the augmented copies of its original
+release, whose names contain "rotate", "Crop" or "ZheDang"). ``all`` (or no split) takes every pair.
 """
 
 from __future__ import annotations
@@ -144,6 +145,8 @@ def list_samples(root: str | os.PathLike[str], format: str, split: str | os.Path
             raise InputError(f"{t2_files[orphans[0]]}: no partner image in {t1_dir} "
                              f"({len(orphans)} such file(s)); every pair needs both dates")
     if split is not None and wanted is None and base == root and format in _RATIO_SPLITS and str(split) != "all":
+        if format == "landsat-scd":
+            names = [n for n in names if not is_augmented_copy(n)]
         names = _ratio_split(names, format, str(split))
     samples = []
     for name in names:
@@ -189,6 +192,16 @@ def _resolve_split(root: Path, format: str, split: str | os.PathLike[str] | None
         return root, None
     raise InputError(f"{root}: no split {name!r}: expected a folder {root / name}/ with the {format} layout or a "
                      f"list file {root / (name + '.txt')}, or give --split FILE")
+
+
+#: Name parts of the augmented copies in Landsat-SCD's original release (8,468 pairs; 2,425 without them).
+_AUGMENTED_MARKERS = ("rotate", "crop", "zhedang")
+
+
+def is_augmented_copy(name: str) -> bool:
+    """Whether a Landsat-SCD file name marks one of the release's rotated, cropped or occluded copies."""
+    lowered = name.lower()
+    return any(marker in lowered for marker in _AUGMENTED_MARKERS)
 
 
 def _read_list(path: Path) -> list[str]:

@@ -1,0 +1,124 @@
+"""``evaluate`` and ``predict``: checkpoints run through the engine, predictions scored the SECOND way."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import register_tiny_models
+from PIL import Image
+
+from training_cli.cli import main
+from training_cli.datasets import open_dataset
+from training_cli.datasets.reading import write_label_png
+
+KEYS = ("oa", "oa_global", "miou", "sek", "f_scd", "kappa", "precision", "recall", "f1", "iou")
+
+
+@pytest.fixture
+def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
+    register_tiny_models(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("data")
+    sets = {}
+    for format in ("second", "binary"):
+        assert main(["synthetic", "--out", str(root / format), "--format", format, "--pairs", "4", "--size", "64",
+                     "--scene-size", "0"]) == 0
+        sets[format] = root / format
+    return sets
+
+
+def _write_predictions(out: Path, dataset, mode: str) -> None:
+    for index, sample in enumerate(dataset.samples):
+        sem1, sem2, _ = dataset.read_pair(index)[2]
+        if mode == "none":
+            sem1, sem2 = np.zeros_like(sem1), np.zeros_like(sem2)
+        write_label_png(out / "label1" / f"{sample.name}.png", sem1, dataset.palette)
+        write_label_png(out / "label2" / f"{sample.name}.png", sem2, dataset.palette)
+
+
+def test_evaluate_pred_perfect_and_no_change_predictions(tmp_path: Path, data, capsys) -> None:
+    dataset = open_dataset(data["second"], split="train")
+    _write_predictions(tmp_path / "perfect", dataset, "perfect")
+    assert main(["evaluate", "--pred", str(tmp_path / "perfect"), "--data", str(data["second"]), "--split", "train",
+                 "--json", str(tmp_path / "perfect.json")]) == 0
+    table = capsys.readouterr().out
+    assert "OA, mean per image (as the papers report it)" in table and "SeK" in table
+    perfect = json.loads((tmp_path / "perfect.json").read_text())
+    for key in KEYS:
+        assert perfect[key] == pytest.approx(1.0), key
+    assert perfect["pairs"] == 2 and perfect["split"] == "train"
+
+    _write_predictions(tmp_path / "none", dataset, "none")
+    assert main(["evaluate", "--pred", str(tmp_path / "none"), "--data", str(data["second"]), "--split", "train",
+                 "--json", str(tmp_path / "none.json")]) == 0
+    scores = json.loads((tmp_path / "none.json").read_text())
+    unchanged = [1 - float((dataset.read_pair(i)[2][0] > 0).mean()) for i in range(2)]
+    assert scores["oa"] == pytest.approx(np.mean(unchanged))          # each map: its share of unchanged pixels
+    assert scores["oa_global"] == pytest.approx(np.mean(unchanged))   # same-size maps: the same here
+    assert scores["iou_c"] == 0 and scores["f_scd"] == 0 and scores["sek"] == 0 and scores["recall"] == 0
+
+
+def test_evaluate_pred_names_a_missing_prediction(tmp_path: Path, data, capsys) -> None:
+    dataset = open_dataset(data["second"], split="train")
+    _write_predictions(tmp_path / "p", dataset, "perfect")
+    (tmp_path / "p" / "label2" / f"{dataset.samples[1].name}.png").unlink()
+    assert main(["evaluate", "--pred", str(tmp_path / "p"), "--data", str(data["second"]), "--split", "train"]) == 2
+    assert f"no prediction named {dataset.samples[1].name}.png" in capsys.readouterr().err
+
+
+def test_checkpoint_scores_equal_the_scores_of_its_predicted_pngs(tmp_path: Path, data, tiny, capsys) -> None:
+    checkpoint = tmp_path / "tiny.pt"
+    assert main(["init", "--model", "tiny_scd", "--preset", "second", "--out", str(checkpoint)]) == 0
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data["second"]), "--split", "val",
+                 "--device", "cpu", "--json", str(tmp_path / "engine.json")]) == 0
+    engine = json.loads((tmp_path / "engine.json").read_text())
+    for key in KEYS:
+        assert 0.0 <= engine[key] <= 1.0 or key == "kappa"
+    assert main(["predict", "--checkpoint", str(checkpoint), "--data", str(data["second"]), "--split", "val",
+                 "--device", "cpu", "--out", str(tmp_path / "pred")]) == 0
+    png = tmp_path / "pred" / "label1" / "00002.png"
+    with Image.open(png) as image:
+        assert image.mode == "P" and image.size == (64, 64)
+        assert tuple(image.getpalette()[:6]) == (255, 255, 255, 0, 0, 255)
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--data", str(data["second"]), "--split", "val",
+                 "--json", str(tmp_path / "pngs.json")]) == 0
+    assert json.loads((tmp_path / "pngs.json").read_text()) == pytest.approx(engine)
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(checkpoint), "--data", str(data["second"]), "--split", "val",
+                 "--out", str(tmp_path / "pred")]) == 2
+    assert "already holds files" in capsys.readouterr().err
+
+
+def test_binary_checkpoint_and_class_mismatch(tmp_path: Path, data, tiny, capsys) -> None:
+    binary = tmp_path / "bcd.pt"
+    assert main(["init", "--model", "tiny_bcd", "--preset", "binary", "--out", str(binary)]) == 0
+    assert main(["evaluate", "--checkpoint", str(binary), "--data", str(data["binary"]), "--split", "test",
+                 "--device", "cpu", "--json", str(tmp_path / "b.json")]) == 0
+    scores = json.loads((tmp_path / "b.json").read_text())
+    assert {"precision", "recall", "f1", "iou", "oa", "kappa"} <= set(scores) and "sek" not in scores
+    landsat = tmp_path / "landsat.pt"
+    assert main(["init", "--model", "tiny_scd", "--preset", "landsat-scd", "--out", str(landsat)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(landsat), "--data", str(data["second"]), "--device", "cpu"]) == 2
+    assert "the model has 4 classes" in capsys.readouterr().err
+
+
+def test_semantic_model_on_binary_data_predicts_and_scores_change(tmp_path: Path, data, tiny) -> None:
+    checkpoint = tmp_path / "scd.pt"
+    assert main(["init", "--model", "tiny_scd", "--preset", "second", "--out", str(checkpoint)]) == 0
+    assert main(["predict", "--checkpoint", str(checkpoint), "--data", str(data["binary"]), "--split", "test",
+                 "--device", "cpu", "--out", str(tmp_path / "pred")]) == 0
+    assert [p.name for p in (tmp_path / "pred").iterdir()] == ["label"]
+    with Image.open(tmp_path / "pred" / "label" / "00003.png") as image:
+        assert image.mode == "L" and set(np.unique(np.array(image))) <= {0, 255}
+    for source in (["--pred", str(tmp_path / "pred")], ["--checkpoint", str(checkpoint), "--device", "cpu"]):
+        out = tmp_path / f"{source[0][2:]}.json"
+        assert main(["evaluate", *source, "--data", str(data["binary"]), "--split", "test", "--json", str(out)]) == 0
+    assert json.loads((tmp_path / "pred.json").read_text()) == pytest.approx(
+        json.loads((tmp_path / "checkpoint.json").read_text()))
