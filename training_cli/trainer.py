@@ -10,7 +10,10 @@ What a run guarantees:
   scheduler, gradient scaler, stage, epoch, step, every random state and the best score. Items are
   seeded by (seed, epoch, index) and the sampler by (seed, epoch), so a resumed CPU run ends with
   bitwise the weights of an uninterrupted one.
-* **Files are complete or absent.** ``last.pt`` and ``best.pt`` are written atomically.
+* **Files are complete or absent.** ``last.pt`` and ``best.pt`` are written atomically. Each is a model
+  file (``core.models.checkpoint``: card, weights, checksum) that ``evaluate``, ``predict`` and the plugin
+  read as it is, with the training state in an extra ``training_state`` entry; ``export`` writes the same
+  card and weights without it (and optionally in float16).
 * **Honest metrics.** Validation fills a confusion matrix; with several processes each scores its
   own share of the images (no padding, no repeats) and the matrices are summed, so the metrics are
   the ones a single process computes.
@@ -49,7 +52,7 @@ from core.errors import InputError
 from core.models import registry
 from core.models.base import CHANGE_PROB, CHANGE_THRESHOLD, SEM_LOGITS_T1, SEM_LOGITS_T2, plain_backward
 from core.models.card import ModelCard
-from core.models.checkpoint import write_payload
+from core.models.checkpoint import FORMAT_NAME, state_dict_sha256, write_payload
 
 from .augment import SeededItems
 
@@ -683,18 +686,26 @@ class Trainer:
         saved = {**progress, "stage": stage_index, "epoch": epoch, "best_score": self.best_score,
                  "best_epoch": self.best_epoch, "best_metrics": json.dumps(self.best_metrics),
                  "backbone_start": self.backbone_start}
+        weights = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+        card = self._card(metrics)
+        # A model file (evaluate, predict and the plugin read it as is) that also carries the training state.
         payload = {
-            "format": STATE_FORMAT,
-            "format_version": STATE_VERSION,
-            "card": json.dumps(self._card(metrics).to_dict()),
-            "recipe": self.recipe,
-            "model": {k: v.detach().to("cpu") for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "progress": saved,
-            "rng": capture_random_states(self.device),
-            "history": json.dumps(self.history),
+            "format": FORMAT_NAME,
+            "format_version": card.format_version,
+            "card": json.dumps(card.to_dict()),
+            "state_dict": weights,
+            "sha256": state_dict_sha256(weights),
+            "training_state": {
+                "format": STATE_FORMAT,
+                "format_version": STATE_VERSION,
+                "recipe": self.recipe,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "progress": saved,
+                "rng": capture_random_states(self.device),
+                "history": json.dumps(self.history),
+            },
         }
         write_payload(self.out_dir / name, payload)
 
@@ -744,19 +755,23 @@ def _differences(old: Any, new: Any, where: str = "") -> list[str]:
 
 
 def read_training_state(path: Path) -> dict[str, Any]:
-    """A ``last.pt`` / ``best.pt`` file, read safely (``weights_only``), or a clear refusal."""
+    """A ``last.pt`` / ``best.pt`` file, read safely (``weights_only``), or a clear refusal.
+
+    Returns the training state with the file's ``card`` (JSON text) and ``model`` (the weights) added.
+    """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise InputError(f"training checkpoint {path} not found") from None
     except Exception as error:  # noqa: BLE001 - torch.load fails in arbitrary ways on arbitrary bytes
         raise InputError(f"cannot read training checkpoint {path}: {str(error).splitlines()[0][:200]}") from None
+    state = payload.get("training_state") if isinstance(payload, dict) else None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise InputError(f"{path} is not a training checkpoint of this tool (the {LAST} or {BEST} of a "
                          "`train` run)")
     if state.get("format_version", 0) > STATE_VERSION:
         raise InputError(f"{path} was written by a newer version of this software; update it")
-    return state
+    return {**state, "card": payload["card"], "model": payload["state_dict"]}
 
 
 def _bar(enabled: bool, total: int, initial: int, desc: str) -> Any:
