@@ -27,10 +27,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import encode, legend
+from . import encode, legend, memory, pathguard
 from .devices import inference_context, select_device, select_precision
 from .errors import Cancelled, ChangeDetectionError, InputError
-from .io import RasterPair, RasterWriter, check_output_path, discard, publish, read_rows, temporary_path
+from .io import (
+    RasterPair,
+    RasterWriter,
+    check_output_path,
+    discard,
+    outputs_folders,
+    publish,
+    read_rows,
+    temporary_path,
+    terminate_cleanly,
+    writing_outputs,
+)
 from .models.base import CHANGE_PROB, CHANGE_THRESHOLD, SEM_LOGITS_T1, SEM_LOGITS_T2
 from .models.card import ModelCard
 from .preprocess import BandScaling, plan_scaling
@@ -59,6 +70,9 @@ class RunOptions:
             slows it (``make bench``).
         min_patch_pixels: Minimum mapping unit: connected change patches smaller than
             this many pixels become "no change" in every output (0 keeps all).
+        overwrite: Replace existing files at the output paths even when this tool did
+            not write them. Without it only its own earlier outputs are replaced; an
+            output that is an input, the model or another output is refused either way.
     """
 
     bands_t1: Sequence[int] | None = None
@@ -70,6 +84,7 @@ class RunOptions:
     precision: str = "auto"
     prefetch_batches: int | None = None
     min_patch_pixels: int = 0
+    overwrite: bool = False
 
 
 @dataclass(frozen=True)
@@ -178,7 +193,8 @@ def run_change_detection(
     options = options or RunOptions()
     progress = progress or Progress()
     network, card = _load_model(model)
-    rasters = _check_outputs(outputs, card)
+    rasters = _check_outputs(outputs, card, {"T1": path_t1, "T2": path_t2},
+                             None if isinstance(model, tuple) else model, options.overwrite)
     tile_size = int(options.tile_size or card.tile_size)
     overlap = int(options.overlap if options.overlap is not None else tile_size // 4)
     if options.batch_size < 1:
@@ -202,8 +218,10 @@ def run_change_detection(
         scalings = _plan_scalings(pair, card)
         summary.scaling_t1, summary.scaling_t2 = scalings[0].description, scalings[1].description
         heads = _Heads(card)
-        summary.memory_estimate_bytes = estimate_memory(grid, card, options.batch_size, network, heads.channels,
-                                                        options.prefetch_batches)
+        run_bytes = estimate_memory(grid, card, options.batch_size, network, heads.channels,
+                                    options.prefetch_batches)
+        memory.refuse_if_short(run_bytes, device_choice.device.type, tile_size, options.batch_size)
+        summary.memory_estimate_bytes = memory.process_rss_bytes() + run_bytes
         progress.info(f"device: {summary.device} ({summary.device_reason}); precision: {precision_reason}")
         progress.info(f"processing area: {pair.width} x {pair.height} px on T1's grid ({pair.crs}); "
                       f"{len(grid)} tiles of {tile_size} px, overlap {overlap} px, batch {options.batch_size}")
@@ -217,8 +235,9 @@ def run_change_detection(
         run = _Run(pair, grid, card, heads, scalings, rasters, network, device_choice.device, autocast_dtype,
                    options, progress, summary, csv)
         try:
-            run.execute()
-            run.finish(outputs)
+            with writing_outputs(outputs_folders(rasters, csv)), terminate_cleanly(run.discard):
+                run.execute()
+                run.finish(outputs)
         except BaseException:
             run.discard()
             raise
@@ -242,7 +261,8 @@ def _load_model(model: ModelSource) -> tuple[nn.Module, ModelCard]:
     return load_checkpoint(model)
 
 
-def _check_outputs(outputs: OutputPaths, card: ModelCard) -> dict[str, Path]:
+def _check_outputs(outputs: OutputPaths, card: ModelCard, inputs: dict[str, Any], model: Any,
+                   overwrite: bool) -> dict[str, Path]:
     rasters = outputs.rasters()
     if not rasters and outputs.transitions_csv is None:
         raise InputError("no output was requested; choose at least one output file")
@@ -252,36 +272,26 @@ def _check_outputs(outputs: OutputPaths, card: ModelCard) -> dict[str, Path]:
             names = ", ".join(semantic_only + (["transitions_csv"] if outputs.transitions_csv else []))
             raise InputError(f"the model '{card.model}' detects binary change only, so it cannot write {names}; "
                              "use a semantic model (GAPL-SCD, LSAFNet) or ask for the change mask/probability")
-    paths = [*rasters.values(), *([Path(outputs.transitions_csv)] if outputs.transitions_csv else [])]
-    if len({p.resolve() for p in paths}) != len(paths):
-        raise InputError("two outputs have the same file name; give each output its own file")
-    for path in paths:
-        check_output_path(path)
+    guarded = [pathguard.Output(name, path, "raster", overwrite) for name, path in rasters.items()]
+    if outputs.transitions_csv is not None:
+        guarded.append(pathguard.Output("transitions_csv", outputs.transitions_csv, "table", overwrite))
+    pathguard.check_outputs(guarded, inputs=inputs, model=model)
+    for output in guarded:
+        check_output_path(output.path)
     return rasters
 
 
 def _plan_scalings(pair: RasterPair, card: ModelCard) -> tuple[BandScaling, BandScaling]:
+    """Scaling of both dates, from valid pixels only (see :meth:`.io.RasterPair.valid_sample`)."""
     dtypes1, dtypes2 = pair.dtypes()
-    img1, img2, valid = pair.sample()
-    if not valid.any():
-        # the sample is decimated; confirm with a full-resolution scan before refusing
-        if not _any_valid(pair):
-            raise InputError("T1 and T2 have no valid pixel in common (all nodata, masked or NaN where they "
-                             "overlap); check the nodata values and that both images cover the same area")
-        valid = np.ones(valid.shape, dtype=bool)
-    s1 = plan_scaling(dtypes1, img1, valid, card.scaling, card.mean_t1, card.std_t1)
-    s2 = plan_scaling(dtypes2, img2, valid, card.scaling, card.mean_t2, card.std_t2)
+    values1, values2 = pair.valid_sample()
+    if not values1.shape[1]:
+        raise InputError("T1 and T2 have no valid pixel in common (all nodata, masked or NaN where they "
+                         "overlap); check the nodata values and that both images cover the same area")
+    valid = np.ones((1, values1.shape[1]), dtype=bool)
+    s1 = plan_scaling(dtypes1, values1[:, None, :], valid, card.scaling, card.mean_t1, card.std_t1)
+    s2 = plan_scaling(dtypes2, values2[:, None, :], valid, card.scaling, card.mean_t2, card.std_t2)
     return s1, s2
-
-
-def _any_valid(pair: RasterPair) -> bool:
-    step = 1024
-    for row in range(0, pair.height, step):
-        for col in range(0, pair.width, step):
-            _, _, valid = pair.read(row, col, min(step, pair.height - row), min(step, pair.width - col))
-            if valid.any():
-                return True
-    return False
 
 
 class _Heads:
@@ -318,7 +328,10 @@ class _Heads:
 
 def estimate_memory(grid: TileGrid, card: ModelCard, batch_size: int, network: nn.Module, channels: int,
                     prefetch: int) -> int:
-    """Bytes the run will need at its peak: accumulators, tile batches, outputs and the network."""
+    """Bytes the run adds at its peak: accumulators, tile batches, outputs and the network.
+
+    What the process already holds comes on top (:mod:`.memory`).
+    """
     size = grid.model_size
     accumulators = (channels + 2) * min(grid.tile_size, grid.height) * grid.width * 4
     batches = (prefetch + 2) * batch_size * 2 * len(card.bands_t1) * size * size * 4
@@ -660,4 +673,4 @@ def _with_nodata(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def describe_memory(num_bytes: int) -> str:
-    return f"{num_bytes / 2**20:.0f} MiB" if num_bytes < 2**30 else f"{num_bytes / 2**30:.1f} GiB"
+    return memory.describe(num_bytes)

@@ -27,6 +27,7 @@ import colorsys
 import csv
 import io
 import os
+import re
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping, Sequence
@@ -466,6 +467,15 @@ def _finish_qml(root: ET.Element, pipe: ET.Element) -> str:
     return _QML_DOCTYPE + ET.tostring(root, encoding="unicode") + "\n"
 
 
+#: Characters XML 1.0 cannot hold at all, not even escaped (control characters other than tab and line breaks).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    """``text`` with characters XML cannot hold shown as ``\\xNN``, so a ``.qml`` always stays well-formed."""
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def paletted_qml(entries: Sequence[LegendEntry]) -> str:
     """QGIS paletted-renderer style (QGIS 3.22+) with one palette entry per legend entry."""
     root, pipe = _qml_root()
@@ -477,7 +487,7 @@ def paletted_qml(entries: Sequence[LegendEntry]) -> str:
     palette = ET.SubElement(renderer, "colorPalette")
     for e in _check_entries(entries):
         ET.SubElement(palette, "paletteEntry", {
-            "value": str(e.value), "color": e.hex_color, "alpha": str(e.alpha), "label": e.label,
+            "value": str(e.value), "color": e.hex_color, "alpha": str(e.alpha), "label": xml_safe(e.label),
         })
     ET.SubElement(renderer, "colorramp", {"type": "randomcolors", "name": "[source]"})
     return _finish_qml(root, pipe)

@@ -41,6 +41,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from .dependencies import diagnostics, require_engine
+from .destinations import check_destinations
 from .inputs import LayerSource, describe_layer
 from .resources import HOMEPAGE, plugin_icon
 from .styling import LayerStyler, Style
@@ -196,10 +197,12 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         feedback.pushInfo(diagnostics())
         if self.refusal is not None:
             raise self.refusal
+        request = self.build_request(parameters, context)
+        check_destinations(request, {s.label: s.path or s.gdal_source for s in self.sources
+                                     if s.path or s.gdal_source}, self.products)
         require_engine()
         from . import runner  # imports the engine, and so torch: only now that torch is known to be there
 
-        request = self.build_request(parameters, context)
         work = Path(tempfile.mkdtemp(prefix="scd-inputs-", dir=QgsProcessingUtils.tempFolder()))
         try:
             request.t1 = self.sources[0].materialize(work, context, feedback)

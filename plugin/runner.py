@@ -17,10 +17,11 @@ from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
 from ..core import engine, legend, postprocess
 from ..core.errors import ChangeDetectionError
-from ..core.io import sidecars
+from ..core.io import sidecars, terminate_cleanly
 from ..core.models.card import ModelCard
 from ..core.models.checkpoint import read_card
 from .change_algorithm import RunRequest
+from .destinations import csv_beside_report
 from .report import render_report, write_report
 from .styling import Palette, PolygonCategories, ProbabilityRamp, Style, swatches_from_legend
 
@@ -64,15 +65,16 @@ def run(request: RunRequest, feedback: QgsProcessingFeedback) -> Outcome:
             including a cancel.
     """
     written: list[Path] = []
-    try:
-        card = _checked_card(request)
-        outcome = _run(request, card, feedback, written)
-    except ChangeDetectionError as error:
-        _remove(written)
-        raise QgsProcessingException(str(error)) from error
-    except BaseException:
-        _remove(written)
-        raise
+    with terminate_cleanly(lambda: _remove(written)):  # qgis_process runs algorithms in its main thread
+        try:
+            card = _checked_card(request)
+            outcome = _run(request, card, feedback, written)
+        except ChangeDetectionError as error:
+            _remove(written)
+            raise QgsProcessingException(str(error)) from error
+        except BaseException:
+            _remove(written)
+            raise
     return outcome
 
 
@@ -91,8 +93,8 @@ def _run(request: RunRequest, card: ModelCard, feedback: QgsProcessingFeedback, 
     overlap = round(tile * request.overlap_percent / 100.0)
     options = engine.RunOptions(bands_t1=request.bands_t1, bands_t2=request.bands_t2, tile_size=tile,
                                 overlap=overlap, batch_size=request.batch_size, device=request.device,
-                                min_patch_pixels=request.min_area)
-    csv_path = str(Path(request.report).with_suffix(".csv")) if request.report else None
+                                min_patch_pixels=request.min_area, overwrite=True)  # checked by check_destinations
+    csv_path = csv_beside_report(request.report) if request.report else None
     if request.polygons:
         postprocess.check_vector_output(request.polygons)  # refuse before the long part, not after
     outputs = engine.OutputPaths(**request.rasters, transitions_csv=csv_path)

@@ -53,7 +53,8 @@ def main() -> int:
         fromto=OUT / "fromto.tif", t1_classes=OUT / "t1_classes.tif", t2_classes=OUT / "t2_classes.tif",
         change_prob=OUT / "change_prob.tif", transitions_csv=OUT / "transitions.csv",
     )
-    summary = run_change_detection(t1, t2, model, outputs, RunOptions(batch_size=4), PrintProgress())
+    # build/demo belongs to the demo: results of earlier versions (not yet tagged as ours) may be replaced
+    summary = run_change_detection(t1, t2, model, outputs, RunOptions(batch_size=4, overwrite=True), PrintProgress())
     print("4. written:")
     for name, path in summary.outputs.items():
         print(f"  {name:16s} {Path(path).relative_to(ROOT)}")

@@ -412,6 +412,13 @@ def _refusal_message(path: Path, kind: str, error: Exception) -> str:
 
 def _unreadable_message(path: Path, kind: str, error: Exception) -> str:
     reason = _summary(error)
+    foreign = _foreign_zip_entries(path) if kind == "zip" else None
+    if foreign is not None:
+        listed = ", ".join(foreign[:_MAX_NAMED]) + (", ..." if len(foreign) > _MAX_NAMED else "")
+        return (
+            f"{path} is a zip archive but not a PyTorch model file (it holds {listed or 'nothing'}); choose the "
+            f"model file itself (a .pt written by this tool), or unpack the archive first. {_INIT_HINT}."
+        )
     if kind == "zip":
         return (
             f"model file {path} is damaged or incomplete ({reason}). It was probably cut short by an interrupted "
@@ -423,6 +430,20 @@ def _unreadable_message(path: Path, kind: str, error: Exception) -> str:
         f"{path} is not a PyTorch model file (its content is not a PyTorch archive; it may be another kind of "
         f"file, or damaged beyond recognition). {_INIT_HINT}."
     )
+
+
+def _foreign_zip_entries(path: Path) -> list[str] | None:
+    """The entries of a readable zip that is not a PyTorch archive (no ``data.pkl``); ``None`` otherwise."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None  # not even a readable zip: damaged
+    if any(name.endswith("data.pkl") for name in names):
+        return None
+    return names
 
 
 def _pickle_globals(path: Path, *, max_ops: int = 1_000_000) -> list[str]:
