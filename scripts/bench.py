@@ -306,7 +306,7 @@ def _train_run(work: Path, model: str, data: Path, data_format: str, *, processe
     return {k: float(row[k]) for k in ("pairs_per_second", "data_wait", "train_seconds")}
 
 
-def bench_training(pairs: int = 8, batch: int = 2, workers: int = 2) -> None:
+def bench_training(pairs: int = 4, batch: int = 2, workers: int = 2) -> None:
     print(f"\n== 6. training at 256 x 256 (one epoch of {pairs} pairs, batch {batch}, {workers} DataLoader workers, "
           "random initialisation, fresh processes)")
     print(f"  {'model':10s} {'pairs/s':>8s} {'data wait':>10s}")
