@@ -291,7 +291,7 @@ def write_training_folder(root: Path, pairs: int, size: int) -> Path:
 def _train_run(work: Path, model: str, data: Path, data_format: str, *, processes: int,
                batch: int, workers: int) -> dict[str, float]:
     """One epoch of ``train`` in fresh process(es); the epoch row of its log."""
-    out = work / f"run-{model}-{processes}"
+    out = work / f"run-{model}-{processes}-processes-{workers}-workers"
     command = ["-m", "training_cli", "train", "--model", model, "--data", str(data), "--format", data_format,
                "--out", str(out), "--epochs", "1", "--batch-size", str(batch), "--crop", "256",
                "--workers", str(workers), "--pretrained", "none", "--no-progress",
