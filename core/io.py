@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.features
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
@@ -30,7 +31,8 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from .errors import InputError
-from .pathguard import PRODUCT_TAG, raster_sidecars, source_file
+from .files import sidecars
+from .pathguard import PRODUCT_TAG, source_file
 
 #: Authalic radius of the WGS84 ellipsoid: a sphere with the ellipsoid's area.
 AUTHALIC_RADIUS_M = 6371007.181
@@ -103,7 +105,17 @@ class RasterPair:
         bands_t2: Sequence[int],
         *,
         needed_bands: int,
+        categorical: bool = False,
+        extent: tuple[float, float, float, float] | None = None,
+        mask: Sequence[dict[str, Any]] | None = None,
     ) -> None:
+        # Categories (land-cover codes) are warped by nearest neighbour and read as integers: a
+        # bilinear mean of two class codes is a third, unrelated class.
+        self.categorical = categorical
+        # Optional processing extent (left, bottom, right, top) and mask polygons (GeoJSON-like
+        # geometries), both in T1's CRS: the area is cut to the extent, pixels outside the mask are nodata.
+        self._extent = extent
+        self._mask = list(mask) if mask is not None else None
         self._src1 = open_raster(path_t1)
         try:
             self._src2 = open_raster(path_t2)
@@ -166,6 +178,12 @@ class RasterPair:
                 f"{_fmt_bounds((left, bottom, right, top))} in T1's CRS ({src1.crs}); "
                 "choose two images of the same area"
             )
+        if self._extent is not None:
+            e = self._extent
+            inter = (max(inter[0], e[0]), max(inter[1], e[1]), min(inter[2], e[2]), min(inter[3], e[3]))
+            if not (inter[0] < inter[2] and inter[1] < inter[3]):
+                raise InputError(f"the processing extent {_fmt_bounds(e)} lies outside the area both dates cover "
+                                 f"in T1's CRS ({src1.crs}); choose an extent inside the images or none")
         # corners to pixels through the inverse transform: right for north-up and south-up grids alike
         corners = [~src1.transform * (x, y) for x in (inter[0], inter[2]) for y in (inter[1], inter[3])]
         cols, rows = [c for c, _ in corners], [r for _, r in corners]
@@ -206,7 +224,7 @@ class RasterPair:
         src1, src2 = self._src1, self._src2
         options: dict[str, Any] = {
             "crs": src1.crs, "transform": src1.transform, "width": src1.width, "height": src1.height,
-            "resampling": Resampling.bilinear,
+            "resampling": Resampling.nearest if self.categorical else Resampling.bilinear,
         }
         if src2.nodata is None and not _has_mask(src2):
             options["add_alpha"] = True  # so that areas outside T2 read as masked (an alpha band already does)
@@ -221,22 +239,29 @@ class RasterPair:
         pixel; NaN in any selected band does.
 
         Returns:
-            T1 and T2 pixels as float32 ``[bands, height, width]`` (invalid pixels set to
-            0) and a boolean mask, True where both dates hold valid data.
+            T1 and T2 pixels as float32 ``[bands, height, width]`` (the rasters' own
+            integer type for a categorical pair; invalid pixels set to 0) and a boolean
+            mask, True where both dates hold valid data.
         """
         win = Window(self.window.col_off + col, self.window.row_off + row, width, height)
         source2, win2 = self._t2_source(win)
+        # categorical rasters keep their class codes in their own integer type
+        out_dtype = None if self.categorical else "float32"
         try:
-            img1 = self._src1.read(self.bands_t1, window=win, out_dtype="float32")
-            valid = self._src1.dataset_mask(window=win) > 0
+            img1 = self._src1.read(self.bands_t1, window=win, out_dtype=out_dtype)
+            valid = _valid(self._src1, img1, win) if self.categorical else self._src1.dataset_mask(window=win) > 0
         except READ_ERRORS as error:
             raise unreadable(self._src1.name, error) from error
         try:
-            img2 = source2.read(self.bands_t2, window=win2, out_dtype="float32")
-            valid &= source2.dataset_mask(window=win2) > 0
+            img2 = source2.read(self.bands_t2, window=win2, out_dtype=out_dtype)
+            valid &= _valid(source2, img2, win2) if self.categorical else source2.dataset_mask(window=win2) > 0
         except READ_ERRORS as error:
             raise unreadable(self._src2.name, error) from error
-        valid &= np.isfinite(img1).all(axis=0) & np.isfinite(img2).all(axis=0)
+        if not self.categorical:
+            valid &= np.isfinite(img1).all(axis=0) & np.isfinite(img2).all(axis=0)
+        if self._mask is not None:
+            valid &= rasterio.features.geometry_mask(self._mask, (height, width), self._src1.window_transform(win),
+                                                     invert=True) if self._mask else False
         img1[:, ~valid] = 0
         img2[:, ~valid] = 0
         return img1, img2, valid
@@ -314,6 +339,20 @@ class RasterPair:
         self.close()
 
 
+def _valid(source: rasterio.io.DatasetReaderBase, pixels: np.ndarray, window: Window) -> np.ndarray:
+    """Where ``pixels`` (read from ``source``) hold data.
+
+    When nodata is a plain value (no alpha band or mask), comparing with it gives the
+    same mask as GDAL's, without GDAL reading every block a second time; otherwise
+    GDAL's dataset mask decides.
+    """
+    from rasterio.enums import MaskFlags
+
+    if source.nodata is not None and all(flags == [MaskFlags.nodata] for flags in source.mask_flag_enums):
+        return (pixels != source.nodata).any(axis=0)  # as GDAL: invalid where every band is nodata
+    return source.dataset_mask(window=window) > 0
+
+
 def pixel_area_m2(crs: rasterio.crs.CRS, transform: Affine, rows: np.ndarray) -> np.ndarray:
     """Area of one pixel per row: constant for projected CRSs, by latitude for geographic ones."""
     rows = np.asarray(rows, dtype=np.float64)
@@ -367,10 +406,9 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
 _FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 
 
-def outputs_folders(rasters: Mapping[str, Path], table: Path | None = None) -> list[Path]:
-    """The folders a run writes into, for messages about them."""
-    paths = [*rasters.values(), *([table] if table is not None else [])]
-    return list(dict.fromkeys(Path(os.path.abspath(p)).parent for p in paths))
+def outputs_folders(outputs: Mapping[str, Path]) -> list[Path]:
+    """The folders a run writes into (outputs by product name), for messages about them."""
+    return list(dict.fromkeys(Path(os.path.abspath(p)).parent for p in outputs.values()))
 
 
 @contextmanager
@@ -441,11 +479,6 @@ def terminate_cleanly(cleanup: Callable[[], None] | None = None) -> Iterator[Non
 def temporary_path(final: Path) -> Path:
     """A hidden name beside ``final`` that never looks like a finished output."""
     return final.with_name(f".{final.stem}.partial-{uuid.uuid4().hex[:8]}{final.suffix}")
-
-
-def sidecars(path: Path) -> list[Path]:
-    """What GDAL and QGIS read beside a raster (see :func:`.pathguard.raster_sidecars`)."""
-    return raster_sidecars(path)
 
 
 def publish(temporary: Path, final: Path) -> None:
@@ -559,3 +592,35 @@ class RasterWriter:
 
     def abort(self) -> None:
         self._dst.close()
+
+
+# --- GDAL ------------------------------------------------------------------------------
+
+
+@contextmanager
+def gdal_session() -> Iterator[Any]:
+    """GDAL with exceptions on and PAM enabled for this thread, both restored afterwards.
+
+    PAM is forced on because the RAT and category names of a GeoTIFF can only live in
+    the ``.aux.xml`` sidecar; the setting is thread-local so nothing else changes.
+    """
+    from osgeo import gdal
+
+    old_pam = gdal.GetThreadLocalConfigOption("GDAL_PAM_ENABLED", None)
+    gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", "YES")
+    try:
+        manager = getattr(gdal, "ExceptionMgr", None)  # GDAL >= 3.7
+        if manager is not None:
+            with manager(useExceptions=True):
+                yield gdal
+        else:
+            was_on = gdal.GetUseExceptions()
+            gdal.UseExceptions()
+            try:
+                yield gdal
+            finally:
+                if not was_on:
+                    gdal.DontUseExceptions()
+    finally:
+        gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", old_pam)
+

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
+from .files import sidecars
 
 #: GeoTIFF metadata tag that marks a raster as written by this tool (its value: the product name).
 PRODUCT_TAG = "SEMANTIC_CHANGE_PRODUCT"
@@ -138,8 +139,7 @@ class Output:
 
 def raster_sidecars(path: str | os.PathLike[str]) -> list[Path]:
     """The files GDAL and QGIS read beside a raster: ``.aux.xml``, the default style ``.qml``, overviews ``.ovr``."""
-    path = Path(path)
-    return [Path(f"{path}.aux.xml"), path.with_suffix(".qml"), Path(f"{path}.ovr")]
+    return [*sidecars(path), Path(f"{path}.ovr")]
 
 
 def vector_sidecars(path: str | os.PathLike[str]) -> list[Path]:

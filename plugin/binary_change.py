@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from qgis.core import QgsProcessingParameterRasterDestination
-
-from .change_algorithm import COMMON_HELP, ChangeAlgorithm
+from ..core.models.names import titles_for_task
+from ..core.product_table import BY_NAME
+from .change_algorithm import COMMON_HELP, ChangeAlgorithm, help_text
 
 
 class BinaryChangeAlgorithm(ChangeAlgorithm):
     """Runs any change model and writes the change mask, optional probability and polygons."""
 
-    OUTPUT_CHANGE = "OUTPUT_CHANGE"
+    OUTPUT_CHANGE = BY_NAME["change_mask"].parameter
 
     task = "binary"
-    products: ClassVar[dict[str, str]] = {
-        "change_mask": OUTPUT_CHANGE,
-        "change_prob": ChangeAlgorithm.OUTPUT_CHANGE_PROB,
-        "polygons": ChangeAlgorithm.OUTPUT_POLYGONS,
+    offered: ClassVar[tuple[str, ...]] = ("change_mask", "change_prob", "polygons")
+    parameter_help: ClassVar[dict[str, str]] = {
+        OUTPUT_CHANGE: "1 where the model found change, 0 where it did not.",
     }
 
     def name(self) -> str:
@@ -35,17 +34,17 @@ class BinaryChangeAlgorithm(ChangeAlgorithm):
 
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
         self.add_inputs()
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_CHANGE, "Change mask"))
+        self.add_product("change_mask", optional=False)
         self.add_common_outputs()
 
     def shortHelpString(self) -> str:
-        return """
-<p>Finds where something changed between two images of the same area. Works with binary change models (SSCFNet,
-CLDRNet) and with semantic ones (GAPL-SCD, LSAFNet), whose change decision it uses without the classes.</p>
-""" + COMMON_HELP + """
-<p><b>Outputs.</b> <i>Change mask</i>: 1 where the model found change (drawn in the model's change colour), 0 where
-it did not (transparent). <i>Change probability</i> (optional): how sure the model is that each pixel changed (0 to
-1). <i>Change polygons</i> (optional): one polygon per connected change patch with its area in m².</p>
-<p>To see <i>what</i> each area became, use <i>Semantic change (from-to)</i> with a semantic model; its per-date
-class maps are only meaningful inside changed areas.</p>
-"""
+        networks = {task: ", ".join(titles_for_task(task)) for task in ("binary", "semantic")}
+        return help_text(
+            "Finds where something changed between two images of the same area, with a binary change model "
+            f"({networks['binary']}) or a semantic one ({networks['semantic']}), whose change decision it uses.",
+            *COMMON_HELP,
+            "<b>Outputs:</b> a change mask (1: change, in the model's change colour; 0: transparent); optionally "
+            "change probability and change polygons with their areas.",
+            "To see what each area became, use <i>Semantic change (from-to)</i> with a semantic model; its per-date "
+            "class maps are only meaningful inside changed areas.",
+        )

@@ -38,7 +38,7 @@ def check_destinations(request: RunRequest, inputs: dict[str, str], names: dict[
         outputs.append(pathguard.Output(report, request.report, "document", overwrite=True))
         outputs.append(pathguard.Output(f"{report}'s transitions CSV", csv_beside_report(request.report), "table"))
     try:
-        pathguard.check_outputs(outputs, inputs=inputs, model=request.model)
+        pathguard.check_outputs(outputs, inputs=inputs, model=request.model or None)
     except ChangeDetectionError as error:
         raise QgsProcessingException(str(error)) from error
 

@@ -15,36 +15,20 @@ from pathlib import Path
 
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
-from ..core import engine, legend, postprocess
-from ..core.errors import ChangeDetectionError
-from ..core.io import sidecars, terminate_cleanly
+from ..core import engine
+from ..core.errors import Cancelled, ChangeDetectionError
+from ..core.files import sidecars
+from ..core.io import terminate_cleanly
 from ..core.models.card import ModelCard
 from ..core.models.checkpoint import read_card
-from .change_algorithm import RunRequest
+from ..core.products import Legends
+from .bands import contradictions, expected_bands, read_bands
+from .change_algorithm import RunCancelled, RunRequest
 from .destinations import csv_beside_report
-from .report import render_report, write_report
-from .styling import Palette, PolygonCategories, ProbabilityRamp, Style, swatches_from_legend
-
-#: Share of the progress bar the engine gets when polygons follow.
-ENGINE_SHARE_WITH_POLYGONS = 0.85
-
-
-class FeedbackProgress(engine.Progress):
-    """The engine's progress hooks on a QGIS feedback, mapped onto part of the progress bar."""
-
-    def __init__(self, feedback: QgsProcessingFeedback, start: float = 0.0, share: float = 1.0) -> None:
-        self.feedback = feedback
-        self.start = start
-        self.share = share
-
-    def set_progress(self, fraction: float) -> None:
-        self.feedback.setProgress(100.0 * (self.start + self.share * min(1.0, max(0.0, fraction))))
-
-    def info(self, message: str) -> None:
-        self.feedback.pushInfo(message)
-
-    def is_cancelled(self) -> bool:
-        return self.feedback.isCanceled()
+from .feedback import FeedbackProgress
+from .product_styles import present_codes, styles_for
+from .report import format_hectares, raster_grid, render_report, write_report
+from .styling import Style
 
 
 @dataclass
@@ -69,6 +53,9 @@ def run(request: RunRequest, feedback: QgsProcessingFeedback) -> Outcome:
         try:
             card = _checked_card(request)
             outcome = _run(request, card, feedback, written)
+        except Cancelled as error:
+            _remove(written)
+            raise RunCancelled(str(error)) from error
         except ChangeDetectionError as error:
             _remove(written)
             raise QgsProcessingException(str(error)) from error
@@ -79,12 +66,14 @@ def run(request: RunRequest, feedback: QgsProcessingFeedback) -> Outcome:
 
 
 def _checked_card(request: RunRequest) -> ModelCard:
+    from ..core.models.registry import describe_task, title
+
     card = read_card(request.model)
     if request.task == "semantic" and card.task != "semantic":
         raise QgsProcessingException(
-            f"{Path(request.model).name} holds a binary change model ({card.model}): it finds where change happened "
-            "but not what became what, so it cannot make a from-to map. Run 'Binary change' (scd:binarychange) with "
-            "this file, or choose a semantic model file (GAPL-SCD, LSAFNet) here.")
+            f"{Path(request.model).name} holds a binary change model ({title(card.model)}): it finds where change "
+            "happened but not what became what, so it cannot make a from-to map. Run 'Binary change' "
+            f"(scd:binarychange) with this file, or choose {describe_task('semantic')} file here.")
     return card
 
 
@@ -93,47 +82,48 @@ def _run(request: RunRequest, card: ModelCard, feedback: QgsProcessingFeedback, 
     overlap = round(tile * request.overlap_percent / 100.0)
     options = engine.RunOptions(bands_t1=request.bands_t1, bands_t2=request.bands_t2, tile_size=tile,
                                 overlap=overlap, batch_size=request.batch_size, device=request.device,
-                                min_patch_pixels=request.min_area, overwrite=True)  # checked by check_destinations
+                                min_patch_pixels=request.min_area, extent=request.extent, mask=request.mask,
+                                overwrite=True)  # checked by check_destinations
     csv_path = csv_beside_report(request.report) if request.report else None
-    if request.polygons:
-        postprocess.check_vector_output(request.polygons)  # refuse before the long part, not after
-    outputs = engine.OutputPaths(**request.rasters, transitions_csv=csv_path)
-    share = ENGINE_SHARE_WITH_POLYGONS if request.polygons else 1.0
-    feedback.pushInfo(f"model: {Path(request.model).name} ({card.model}, {card.task} change, trained on "
-                      f"{card.dataset}); tile {tile} px, overlap {overlap} px ({request.overlap_percent:g} %)"
+    outputs = engine.OutputPaths(**request.rasters, transitions_csv=csv_path, polygons=request.polygons)
+    feedback.pushInfo(f"model: {Path(request.model).name} ({card.model}, {card.task} change, {_trained(card)}); "
+                      f"tile {tile} px, overlap {overlap} px ({request.overlap_percent:g} %)"
                       + (f"; minimum change patch {request.min_area} px" if request.min_area > 1 else ""))
+    warnings = _model_warnings(request, card)
+    bands_used = {}
+    for label, path, bands in (("T1", request.t1, request.bands_t1 or card.bands_t1),
+                               ("T2", request.t2, request.bands_t2 or card.bands_t2)):
+        infos = read_bands(path, bands)
+        bands_used[label] = ", ".join(map(str, infos))
+        feedback.pushInfo(f"{label} bands used, in the model's order: {bands_used[label]}")
+        warnings += [f"{label}: {problem}; choose the bands in the model's order (red, green, blue) under "
+                     f"'Bands of {label}'" for problem in contradictions(infos, expected_bands(len(bands)))]
+    for warning in warnings:
+        _warn(feedback, warning)
 
-    summary = engine.run_change_detection(request.t1, request.t2, request.model, outputs, options,
-                                          FeedbackProgress(feedback, 0.0, share))
+    engine_progress = FeedbackProgress(feedback)
+    engine_progress.set_progress(0.0)  # a determinate bar from the start, not QGIS's "busy" one
+    summary = engine.run_change_detection(request.t1, request.t2, request.model, outputs, options, engine_progress)
     written.extend(Path(p) for p in summary.outputs.values())
     outcome = Outcome(card, summary, written={name: str(path) for name, path in summary.outputs.items()})
+    legends = Legends(card.task, tuple(card.classes), card.change_color)
+    outcome.styles = styles_for(outcome.written, legends, summary.transitions)
 
-    mask_entries = legend.binary_legend(card.change_color)
-    if "fromto" in request.rasters:
-        code_raster, code_entries, present = request.rasters["fromto"], legend.fromto_legend(card.classes), \
-            _present_codes(summary)
-    else:
-        code_raster, code_entries, present = request.rasters["change_mask"], mask_entries, {0, 1}
-    for name in outcome.written:
-        style = _raster_style(name, card, code_entries, mask_entries, present)
-        if style is not None:
-            outcome.styles[name] = style
-
-    if request.polygons:
-        feedback.pushInfo("vectorising change patches ...")
-        count = postprocess.polygonize_changes(code_raster, request.polygons, code_entries,
-                                               progress=FeedbackProgress(feedback, share, 1.0 - share))
-        written.append(Path(request.polygons))
-        outcome.written["polygons"] = request.polygons
-        outcome.styles["polygons"] = PolygonCategories(swatches_from_legend(code_entries, present - {0}))
-        feedback.pushInfo(f"polygons: {count} change patches written to {request.polygons}")
+    unresolved = [row for row in summary.transitions
+                  if row.pixels and row.value and row.from_class == row.to_class]
+    if unresolved:
+        feedback.pushInfo(
+            f"{sum(r.pixels for r in unresolved)} changed pixels are labelled 'Changed (class, class "
+            "unresolved)': the network found change there but gave the same class at both dates, so what the "
+            "area became is not known")
 
     if request.report and csv_path:
         page = render_report(
             title=f"Semantic change: {request.t1_name} -> {request.t2_name}",
-            facts=_facts(request, card, summary),
+            facts=_facts(request, card, summary, bands_used),
+            warnings=warnings,
             transitions=summary.transitions,
-            colors={e.value: e.hex_color for e in code_entries},
+            colors={e.value: e.hex_color for e in legends.entries("fromto", present_codes(summary.transitions))},
             class_names=card.class_names,
             csv_name=Path(csv_path).name,
         )
@@ -145,35 +135,46 @@ def _run(request: RunRequest, card: ModelCard, feedback: QgsProcessingFeedback, 
     feedback.pushInfo(
         f"summary: device {summary.device}; estimated memory {engine.describe_memory(summary.memory_estimate_bytes)}; "
         f"{summary.tiles_total} tiles ({summary.tiles_run} run, {summary.tiles_skipped} without data); "
-        f"{summary.changed_pixels} changed pixels ({summary.changed_area_m2 / 10_000:.4f} ha); "
+        f"{summary.changed_pixels} changed pixels ({format_hectares(summary.changed_area_m2 / 10_000)} ha); "
         f"{summary.elapsed_seconds:.1f} s")
     return outcome
 
 
-def _present_codes(summary: engine.RunSummary) -> set[int]:
-    """From-to codes the output holds (and 0), so the map legend lists only transitions that happened."""
-    return {0} | {int(row["value"]) for row in summary.transitions if row.get("pixels")}
+def _trained(card: ModelCard) -> str:
+    return "UNTRAINED (random weights)" if card.dataset == UNTRAINED else f"trained on {card.dataset}"
 
 
-def _raster_style(name: str, card: ModelCard, code_entries: list[legend.LegendEntry],
-                  mask_entries: list[legend.LegendEntry], present: set[int]) -> Style | None:
-    if name == "fromto":
-        return Palette(swatches_from_legend(code_entries, present))
-    if name == "change_mask":
-        return Palette(swatches_from_legend(mask_entries))
-    if name in ("t1_classes", "t2_classes"):
-        return Palette(swatches_from_legend(legend.class_legend(card.classes)))
-    if name == "change_prob":
-        return ProbabilityRamp(legend.PROBABILITY_RAMP)
-    return None
+#: What ``init`` writes as the dataset of a model that has never been trained.
+UNTRAINED = "untrained"
 
 
-def _facts(request: RunRequest, card: ModelCard, summary: engine.RunSummary) -> list[tuple[str, str]]:
+def _model_warnings(request: RunRequest, card: ModelCard) -> list[str]:
+    if card.dataset != UNTRAINED:
+        return []
+    return [f"The model {Path(request.model).name} is untrained: it was written by the training tool's 'init' and "
+            "its weights are random, so its maps show noise, not real change. Use it only to try the workflow; "
+            "train it (or get a trained model file) before reading anything into the results."]
+
+
+def _warn(feedback: QgsProcessingFeedback, message: str) -> None:
+    if hasattr(feedback, "pushWarning"):
+        feedback.pushWarning(message)
+    else:  # QGIS before 3.16.2
+        feedback.pushInfo(f"WARNING: {message}")
+
+
+def _facts(request: RunRequest, card: ModelCard, summary: engine.RunSummary,
+           bands_used: dict[str, str]) -> list[tuple[str, str]]:
+    crs, pixel = raster_grid(summary.outputs.get("fromto") or summary.outputs["change_mask"])
     return [
         ("Earlier image (T1)", f"{request.t1_name} ({request.t1})"),
         ("Later image (T2)", f"{request.t2_name} ({request.t2})"),
-        ("Model", f"{Path(request.model).name}: {card.model}, trained on {card.dataset}"),
-        ("Processing area", f"{summary.width} x {summary.height} pixels"),
+        ("Bands used", f"T1: {bands_used['T1']}; T2: {bands_used['T2']}"),
+        ("Model", f"{Path(request.model).name}: {card.model}, {_trained(card)}"),
+        ("Coordinate reference system", crs),
+        ("Pixel size", pixel),
+        ("Processing area", f"{summary.width} x {summary.height} pixels"
+                            + (f" ({request.area_note})" if request.area_note else "")),
         ("Tiles", f"{summary.tiles_total} of {summary.tile_size} px, overlap {summary.overlap} px"),
         ("Device", f"{summary.device} ({summary.device_reason})"),
         ("Time", f"{summary.elapsed_seconds:.1f} s"),

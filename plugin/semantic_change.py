@@ -4,33 +4,29 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from qgis.core import (
-    QgsProcessingOutputFile,
-    QgsProcessingParameterFileDestination,
-    QgsProcessingParameterRasterDestination,
-)
-
-from .change_algorithm import COMMON_HELP, ChangeAlgorithm
+from ..core.models.names import titles_for_task
+from ..core.product_table import BY_NAME
+from .change_algorithm import COMMON_HELP, ChangeAlgorithm, help_text
 
 
 class SemanticChangeAlgorithm(ChangeAlgorithm):
     """Runs a semantic change model and writes the from-to map, optional class maps, polygons and report."""
 
-    OUTPUT_FROMTO = "OUTPUT_FROMTO"
-    OUTPUT_T1_CLASSES = "OUTPUT_T1_CLASSES"
-    OUTPUT_T2_CLASSES = "OUTPUT_T2_CLASSES"
-    OUTPUT_REPORT = "OUTPUT_REPORT"
-    OUTPUT_REPORT_CSV = "OUTPUT_REPORT_CSV"
+    OUTPUT_FROMTO = BY_NAME["fromto"].parameter
+    OUTPUT_T1_CLASSES = BY_NAME["t1_classes"].parameter
+    OUTPUT_T2_CLASSES = BY_NAME["t2_classes"].parameter
+    OUTPUT_REPORT = BY_NAME["report"].parameter
+    OUTPUT_REPORT_CSV = BY_NAME["transitions_csv"].parameter
 
     task = "semantic"
-    products: ClassVar[dict[str, str]] = {
-        "fromto": OUTPUT_FROMTO,
-        "t1_classes": OUTPUT_T1_CLASSES,
-        "t2_classes": OUTPUT_T2_CLASSES,
-        "change_prob": ChangeAlgorithm.OUTPUT_CHANGE_PROB,
-        "polygons": ChangeAlgorithm.OUTPUT_POLYGONS,
-        "report": OUTPUT_REPORT,
-        "transitions_csv": OUTPUT_REPORT_CSV,
+    offered: ClassVar[tuple[str, ...]] = ("fromto", "t1_classes", "t2_classes", "change_prob", "polygons", "report",
+                                          "transitions_csv")
+    parameter_help: ClassVar[dict[str, str]] = {
+        OUTPUT_FROMTO: "What became what: one code per transition, with its legend stored beside the GeoTIFF.",
+        OUTPUT_T1_CLASSES: "Land cover at T1, only inside changed areas (0 elsewhere).",
+        OUTPUT_T2_CLASSES: "Land cover at T2, only inside changed areas (0 elsewhere).",
+        OUTPUT_REPORT: "An HTML page with the areas of every transition and the transition matrix; a CSV with "
+                       "the same numbers is written beside it.",
     }
 
     def name(self) -> str:
@@ -47,29 +43,23 @@ class SemanticChangeAlgorithm(ChangeAlgorithm):
 
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
         self.add_inputs()
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_FROMTO, "From-to change"))
-        self.addParameter(QgsProcessingParameterRasterDestination(
-            self.OUTPUT_T1_CLASSES, "Land cover of T1 (inside change)", optional=True, createByDefault=False))
-        self.addParameter(QgsProcessingParameterRasterDestination(
-            self.OUTPUT_T2_CLASSES, "Land cover of T2 (inside change)", optional=True, createByDefault=False))
+        self.add_product("fromto", optional=False)
+        self.add_product("t1_classes")
+        self.add_product("t2_classes")
         self.add_common_outputs()
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_REPORT, "Transition report", "HTML files (*.html)", optional=True, createByDefault=False))
-        self.addOutput(QgsProcessingOutputFile(self.OUTPUT_REPORT_CSV, "Transition matrix (CSV)"))
+        self.add_product("report")
+        self.add_product("transitions_csv")
 
     def shortHelpString(self) -> str:
-        return """
-<p>Finds what changed between two images of the same area and what it became, with a semantic change model
-(GAPL-SCD, LSAFNet). The main result is a <b>from-to map</b>: every changed pixel holds a transition such as
-<i>Low vegetation -> Building</i>; unchanged pixels are transparent. The layer's legend lists the transitions found,
-in colours of the class each area became.</p>
-""" + COMMON_HELP + """
-<p><b>Outputs.</b> <i>From-to change</i>: the transition map (GeoTIFF, with its legend stored beside it so other
-GIS software shows the same labels). <i>Land cover of T1 / T2</i> (optional): the class at each date,
-<b>only meaningful inside changed areas</b>: the networks learn land-cover classes only where change happened,
-so unchanged pixels are 0 (no change) in these maps. <i>Change probability</i> (optional): how sure the model is that
-each pixel changed (0 to 1). <i>Change polygons</i> (optional): one polygon per connected patch of one transition,
-with its from and to classes, label and area in m². <i>Transition report</i> (optional): the transition matrix with
-areas as an HTML page with a chart, and the same numbers as a CSV file beside it.</p>
-<p>A model file for binary change cannot make a from-to map: use <i>Binary change</i> with it.</p>
-"""
+        return help_text(
+            "Finds what changed between two images of the same area and what it became, with a semantic change "
+            f"model ({', '.join(titles_for_task('semantic'))}). The main result is a <b>from-to map</b> whose legend "
+            "lists the transitions found (<i>Low vegetation -> Building</i>); unchanged pixels are transparent.",
+            *COMMON_HELP,
+            "<b>Outputs:</b> the from-to map; optionally the land cover of each date (<b>only meaningful inside "
+            "changed areas</b>: the networks learn classes only where change happened), change probability, "
+            "change polygons and a report with the areas of every transition (HTML, and CSV beside it).",
+            "<i>Changed (Water, class unresolved)</i>: the network found change but the same class at both "
+            "dates, so what the area became is not known.",
+            "A binary change model cannot make a from-to map: use <i>Binary change</i> with it.",
+        )

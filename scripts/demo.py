@@ -60,9 +60,9 @@ def main() -> int:
         print(f"  {name:16s} {Path(path).relative_to(ROOT)}")
     print(f"  changed: {summary.changed_pixels} of {summary.valid_pixels} valid pixels "
           f"({summary.changed_area_m2 / 1e4:.2f} ha)")
-    top = sorted(summary.transitions, key=lambda row: -row.get("pixels", 0))[:5]
+    top = sorted(summary.transitions, key=lambda row: -row.pixels)[:5]
     for row in top:
-        print(f"  {row.get('label', '?'):40s} {row.get('pixels', 0):8d} px")
+        print(f"  {row.label:40s} {row.pixels:8d} px")
     print("Open build/demo/fromto.tif in QGIS: the legend reads 'from -> to'.")
     return 0
 

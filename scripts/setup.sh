@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debian_packages=(qgis python3-qgis qgis-providers python3-gdal python3-rasterio python3-venv xvfb)
+# xvfb, xauth and Mesa's GL driver: the desktop test runs the real QGIS under Xvfb with the GL driver loaded.
+debian_packages=(qgis python3-qgis qgis-providers python3-gdal python3-rasterio python3-venv xvfb xauth libgl1-mesa-dri
+                 libglx-mesa0)
 missing=()
 for pkg in "${debian_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -11,9 +11,10 @@ import dataclasses
 import math
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .base import Task
+if TYPE_CHECKING:  # base imports torch; cards are read without it (e.g. to compare land-cover maps)
+    from .base import Task
 
 #: Bumped whenever the checkpoint layout changes incompatibly.
 FORMAT_VERSION = 1
@@ -189,7 +190,7 @@ def _check_card_numbers(card: ModelCard) -> None:
         raise ValueError(f"format version must be a whole number, got {card.format_version!r}")
 
 
-# --- Presets (seed digest sections 2.4, 5.1, 5.2) -------------------------------------------
+# --- Presets: dataset classes, palettes, statistics (docs/networks.md) ---------------------
 
 SECOND_CLASSES = (
     LandCoverClass("Water", (0, 0, 255)),

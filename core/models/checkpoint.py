@@ -37,14 +37,12 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import pickle
 import pickletools
 import re
-import secrets
 import warnings
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -55,6 +53,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, InputError
+from ..files import atomic_write_with
 from ..version import __version__
 from . import registry
 from .base import ChangeModel
@@ -347,22 +346,12 @@ def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
     folder = path.parent
     if not folder.is_dir():
         raise InputError(f"cannot write {path}: folder {folder} does not exist; create it first")
-    temporary = folder / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
-        # os.open with mode 0o666 lets the umask decide permissions, as for any new file.
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        with os.fdopen(descriptor, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        atomic_write_with(path, lambda stream: torch.save(payload, stream), fsync=True)
     except OSError as error:
         raise InputError(f"cannot write {path}: {error.strerror or error}") from error
     except RuntimeError as error:  # torch's zip writer reports a full disk or a failed write this way
         raise InputError(f"cannot write {path}: {_summary(error)}") from error
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
 
 
 # --- Reading ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from affine import Affine
 from helpers import make_card, read_band, register_tiny_models
 from rasterio.control import GroundControlPoint
 
-from core import io, legend, memory, synthetic
+from core import io, legend, memory, qml, synthetic
 from core.engine import OutputPaths, RunOptions, run_change_detection
 from core.errors import CheckpointError, InputError
 from core.models import registry
@@ -103,7 +103,7 @@ def test_a_model_file_with_a_broken_card_is_refused_on_load_and_blamed(model_fil
 def test_class_names_with_control_characters_still_give_well_formed_styles():
     entries = legend.class_legend((LandCoverClass("Water", (0, 0, 255)),))
     entries = [type(e)(**{**e.__dict__, "label": "Wa\x00ter\x1b"}) if e.value == 1 else e for e in entries]
-    root = ET.fromstring(legend.paletted_qml(entries).split("\n", 1)[1])
+    root = ET.fromstring(qml.paletted_qml(entries).split("\n", 1)[1])
     labels = [e.get("label") for e in root.iter("paletteEntry")]
     assert "Wa\\x00ter\\x1b" in labels
     with pytest.raises(ValueError, match=r"control character"):

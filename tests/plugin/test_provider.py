@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "semantic_change"
 
 ALGORITHMS = {"scd:semanticchange": "Semantic change (from-to)", "scd:binarychange": "Binary change",
+              "scd:compareclassifications": "Compare two land-cover maps (from-to)",
               "scd:modelinfo": "Model information"}
 
 
@@ -28,12 +29,16 @@ def test_provider_and_algorithms_are_registered(scd_provider):
         assert algorithm is not None and algorithm.displayName() == name
         assert not algorithm.icon().isNull()
         help_text = algorithm.shortHelpString()
-        assert len(help_text) > 300 and algorithm.helpUrl().startswith("https://")
+        assert algorithm.helpUrl().startswith("https://")
+        # QGIS 3.22 shows each line as a paragraph: every line is a whole paragraph, and the panel stays short.
+        paragraphs = help_text.split("\n")
+        assert all(p.strip() and p == p.strip() and p.endswith((".", ":", ")")) for p in paragraphs), paragraphs
+        assert 200 < len(help_text) < 1600
+        for definition in algorithm.parameterDefinitions():
+            assert len(definition.help()) > 20, definition.name()
     for algorithm_id in ("scd:semanticchange", "scd:binarychange"):
         help_text = registry.algorithmById(algorithm_id).shortHelpString()
-        assert "only meaningful inside" in help_text
-        for words in ("Tile size", "Overlap", "Batch size", "Device", "Minimum change patch", "Bands"):
-            assert words in help_text
+        assert "only meaningful inside" in help_text and "9 pixels" in help_text
 
 
 def test_parameters_of_the_semantic_algorithm(scd_provider):
@@ -41,12 +46,12 @@ def test_parameters_of_the_semantic_algorithm(scd_provider):
     definitions = {p.name(): p for p in algorithm.parameterDefinitions()}
     assert list(definitions) == [
         "INPUT_T1", "INPUT_T2", "MODEL", "BANDS_T1", "BANDS_T2", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE",
-        "MIN_AREA", "OUTPUT_FROMTO", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES", "OUTPUT_CHANGE_PROB",
+        "MIN_AREA", "EXTENT", "MASK", "OUTPUT_FROMTO", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES", "OUTPUT_CHANGE_PROB",
         "OUTPUT_POLYGONS", "OUTPUT_REPORT"]
     assert definitions["OVERLAP"].defaultValue() == 25 and definitions["TILE_SIZE"].defaultValue() == 0
     assert definitions["DEVICE"].options() == ["auto", "cpu", "cuda"]
     optional = {name for name, p in definitions.items() if p.flags() & p.FlagOptional}
-    assert optional == {"BANDS_T1", "BANDS_T2", "MIN_AREA", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES",
+    assert optional == {"BANDS_T1", "BANDS_T2", "MIN_AREA", "EXTENT", "MASK", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES",
                         "OUTPUT_CHANGE_PROB", "OUTPUT_POLYGONS", "OUTPUT_REPORT"}
     outputs = {o.name(): o.type() for o in algorithm.outputDefinitions()}
     assert outputs["OUTPUT_FROMTO"] == "outputRaster" and outputs["OUTPUT_POLYGONS"] == "outputVector"
@@ -128,7 +133,7 @@ def test_plugin_loads_without_torch(scd_provider, plugins_folder, qgis_iface, wi
     plugin = package.classFactory(qgis_iface)
     provider = importlib.import_module(f"{PACKAGE}.plugin.provider").SemanticChangeProvider()
     provider.refreshAlgorithms()
-    assert {a.id() for a in provider.algorithms()} == {"scd:semanticchange", "scd:binarychange", "scd:modelinfo"}
+    assert {a.id() for a in provider.algorithms()} == set(ALGORITHMS)
     assert plugin.provider is None  # nothing registered twice: initProcessing was not called
     assert sys.modules["torch"] is None
     assert not any(name.startswith(f"{PACKAGE}.core.engine") for name in sys.modules)
@@ -153,3 +158,22 @@ def test_a_too_old_python_is_explained(scd_provider, plugin_package, semantic_mo
     monkeypatch.setattr(dependencies, "MINIMUM_PYTHON", (99, 0))
     with pytest.raises(QgsProcessingException, match=r"needs Python 99\.0 or newer"):
         processing.run("scd:modelinfo", {"MODEL": str(semantic_model)})
+
+
+def test_output_parameters_come_from_the_products_table(scd_provider):
+    from core.product_table import BY_NAME
+
+    registry = QgsApplication.processingRegistry()
+    for algorithm_id, task, offered in (
+            ("scd:semanticchange", "semantic", {"fromto", "t1_classes", "t2_classes", "change_prob", "polygons",
+                                                "report", "transitions_csv"}),
+            ("scd:binarychange", "binary", {"change_mask", "change_prob", "polygons"}),
+            ("scd:compareclassifications", "compare", {"fromto", "t1_classes", "t2_classes", "change_mask",
+                                                       "polygons", "report", "transitions_csv"})):
+        algorithm = registry.algorithmById(algorithm_id)
+        names = {p.name(): p.description() for p in algorithm.parameterDefinitions()}
+        names.update({o.name(): o.description() for o in algorithm.outputDefinitions()})
+        for product in offered:
+            entry = BY_NAME[product]
+            assert names[entry.parameter] == entry.title(task), (algorithm_id, product)
+            assert task in entry.tasks

@@ -224,3 +224,21 @@ def test_sigterm_to_qgis_process_leaves_no_temporary_files(enabled, profile, sem
             child.kill()
     assert child.returncode != 0
     assert list(out.iterdir()) == [], (tmp_path / "log.txt").read_text()
+@requires_qgis_process
+def test_qgis_process_compares_two_land_cover_maps_without_torch(installed, profile, no_torch, tmp_path):
+    from helpers import write_worldcover_pair
+
+    t1, t2 = write_worldcover_pair(tmp_path / "in")
+    qgis_process("plugins", "enable", PLUGIN, plugins=installed, profile=profile, python_path=no_torch)
+    target = tmp_path / "fromto.tif"
+    run = qgis_process("--json", "run", "scd:compareclassifications", "--", f"INPUT_T1={t1}", f"INPUT_T2={t2}",
+                       f"OUTPUT_FROMTO={target}", f"OUTPUT_REPORT={tmp_path / 'report.html'}", "MIN_AREA=4",
+                       plugins=installed, profile=profile, python_path=no_torch)
+    assert run.returncode == 0, run.stdout + run.stderr
+    answer = json.loads(run.stdout[run.stdout.index("{"):])
+    assert answer["results"]["OUTPUT_FROMTO"] == str(target) and answer["results"]["CHANGED_PIXELS"] > 0
+    assert (tmp_path / "report.csv").exists() and (tmp_path / "fromto.qml").exists()
+    dataset = gdal.Open(str(target))
+    band = dataset.GetRasterBand(1)
+    band.GetDefaultRAT()  # GDAL 3.6 reads the .aux.xml lazily
+    assert "Tree cover -> Built-up" in band.GetCategoryNames()

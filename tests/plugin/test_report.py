@@ -7,14 +7,14 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from core.matrix import TransitionRow
+
 CLASSES = ["Water", "Low vegetation", "Building"]
 ROWS = [
-    {"value": 0, "from": None, "to": None, "label": "No change", "pixels": 9000, "area_ha": 0.9},
-    {"value": 3, "from": "Water", "to": "Building", "label": "Water -> Building", "pixels": 300, "area_ha": 0.03},
-    {"value": 6, "from": "Low vegetation", "to": "Building", "label": "Low vegetation -> Building", "pixels": 700,
-     "area_ha": 0.07},
-    {"value": 5, "from": "Low vegetation", "to": "Low vegetation", "label": "Changed (Low vegetation, <unresolved>)",
-     "pixels": 0, "area_ha": 0.0},
+    TransitionRow(0, None, None, "No change", 9000, 0.9),
+    TransitionRow(3, "Water", "Building", "Water -> Building", 300, 0.03),
+    TransitionRow(6, "Low vegetation", "Building", "Low vegetation -> Building", 700, 0.07),
+    TransitionRow(5, "Low vegetation", "Low vegetation", "Changed (Low vegetation, <unresolved>)", 0, 0.0),
 ]
 
 
@@ -36,17 +36,27 @@ def test_report_chart_table_and_matrix(report):
     bars = [e.attrib["fill"] for e in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}rect")]
     assert bars[:2] == ["#445566", "#112233"]  # largest first, in the map's colours
     assert "cpu &lt;fast&gt;" in page and "&lt;unresolved&gt;" in page  # text is escaped
-    assert "0.1000 ha (10.00 % of the area" in page
+    assert "0.10 ha (10.00 % of the area" in page
     assert '<a href="report.csv">' in page and "only meaningful inside" in page
     # Matrix row "Low vegetation": 0 to Water, 0 to Low vegetation, 0.07 to Building.
-    assert '<th class="name">Low vegetation</th><td>0.0000</td><td>0.0000</td><td>0.0700</td><td>0.0700</td>' in page
+    assert '<th class="name">Low vegetation</th><td></td><td></td><td>0.07</td><td>0.07</td>' in page
 
 
 def test_report_without_change_and_long_tails(report, tmp_path):
     assert "No change was detected." in render(report, ROWS[:1])
-    many = [ROWS[0]] + [{"value": v, "from": "Water", "to": "Building", "label": f"t{v}", "pixels": v,
-                         "area_ha": v / 100} for v in range(1, 21)]
+    many = [ROWS[0]] + [TransitionRow(v, "Water", "Building", f"t{v}", v, v / 100) for v in range(1, 21)]
     page = render(report, many)
     assert "5 other transitions" in page
     path = report.write_report(tmp_path / "r.html", page)
     assert path.read_text(encoding="utf-8") == page and [p.name for p in tmp_path.iterdir()] == ["r.html"]
+
+
+def test_areas_have_sensible_precision(report):
+    assert [report.format_hectares(v) for v in (0, 0.0123456, 0.5, 3.14159, 56.78, 1234.5678)] == [
+        "0", "0.012", "0.50", "3.14", "56.8", "1,235"]
+
+
+def test_warnings_come_first(report):
+    page = report.render_report(title="t", facts=[], transitions=ROWS, colors={}, class_names=CLASSES,
+                                warnings=["The model m.pt is untrained <random>"])
+    assert page.index("untrained &lt;random&gt;") < page.index("<table>")
