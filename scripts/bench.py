@@ -13,9 +13,12 @@ Prints, for one model on this machine in one run:
    batch 1 and at the default batch size;
 6. comparing two land-cover maps (``scd:compareclassifications``) on a 20,000 x 20,000
    uint8 pair against an in-memory numpy baseline (read both, ``np.bincount`` of
-   ``from * K + to``): megapixels per second and peak memory of each, in fresh processes.
+   ``from * K + to``): megapixels per second and peak memory of each, in fresh processes;
+7. training: pairs per second for every network at 256 x 256 through the trainer (with
+   DataLoader workers reading a synthetic dataset folder), the share of step time spent
+   waiting for data, and one process against two DDP processes (torchrun, gloo on a CPU).
 
-7-9. CPU inference speed: backends per network, the engine end to end per backend, and the
+8-10. CPU inference speed: backends per network, the engine end to end per backend, and the
    tile/overlap table (see scripts/bench_backends.py; run with --only backends|e2e|tiles).
 
 Usage: python scripts/bench.py [--model gapl_scd] [--tile 256] [--batch 4] [--skip-models]
@@ -23,12 +26,15 @@ Usage: python scripts/bench.py [--model gapl_scd] [--tile 256] [--batch 4] [--sk
        python scripts/bench.py --only backends [--networks sscfnet,gapl_scd] [--backend-tile 256] [--rounds 3]
        python scripts/bench.py --only e2e [--model gapl_scd] [--e2e-size 1024] [--rounds 2]
        python scripts/bench.py --only tiles --trained model.pt
+       python scripts/bench.py --only training
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -275,6 +281,71 @@ def bench_models(default_batch: int) -> None:
               f"{gflops:8.2f} {one:12.0f} {many:12.0f}")
 
 
+def write_training_folder(root: Path, pairs: int, size: int) -> Path:
+    """A binary and a SECOND-layout folder (``train/`` and ``val/``) of synthetic pairs, as PNG files."""
+    from PIL import Image
+
+    colours = np.asarray([(255, 255, 255), *PALETTE], dtype=np.uint8)
+    for layout, folders in (("second", ("im1", "im2")), ("binary", ("A", "B"))):
+        for split, count in (("train", pairs), ("val", 1)):
+            base = root / layout / split
+            for index in range(count):
+                scene = synthetic.make_scene(size, size, len(PALETTE), seed=index + (1000 if split == "val" else 0))
+                name = f"{index:04d}.png"
+                for folder, labels, seed in ((folders[0], scene.labels_t1, 2 * index), (folders[1], scene.labels_t2,
+                                                                                        2 * index + 1)):
+                    (base / folder).mkdir(parents=True, exist_ok=True)
+                    image = synthetic.render(labels, PALETTE, seed=seed)
+                    Image.fromarray(image.transpose(1, 2, 0)).save(base / folder / name)
+                if layout == "second":
+                    for folder, labels in (("label1", scene.labels_t1), ("label2", scene.labels_t2)):
+                        (base / folder).mkdir(parents=True, exist_ok=True)
+                        Image.fromarray(colours[np.where(scene.changed, labels, 0)]).save(base / folder / name)
+                else:
+                    (base / "label").mkdir(parents=True, exist_ok=True)
+                    Image.fromarray((scene.changed * 255).astype(np.uint8)).save(base / "label" / name)
+    return root
+
+
+def _train_run(work: Path, model: str, data: Path, data_format: str, *, processes: int,
+               batch: int, workers: int) -> dict[str, float]:
+    """One epoch of ``train`` in fresh process(es); the epoch row of its log."""
+    out = work / f"run-{model}-{processes}-processes-{workers}-workers"
+    command = ["-m", "training_cli", "train", "--model", model, "--data", str(data), "--format", data_format,
+               "--out", str(out), "--epochs", "1", "--batch-size", str(batch), "--crop", "256",
+               "--workers", str(workers), "--pretrained", "none", "--no-progress",
+               "--set", "stages.1.warmup_epochs=0"]
+    if processes > 1:
+        command = ["-m", "torch.distributed.run", "--nproc-per-node", str(processes), "--master-port", "29561",
+                   *command]
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (torch.get_num_threads()) // processes))}
+    subprocess.run([sys.executable, *command], cwd=ROOT, env=env, check=True, capture_output=True)
+    with (out / "log.csv").open() as stream:
+        row = next(iter(csv.DictReader(stream)))
+    return {k: float(row[k]) for k in ("pairs_per_second", "data_wait", "train_seconds")}
+
+
+def bench_training(pairs: int = 4, batch: int = 2, workers: int = 2) -> None:
+    print(f"\n== 7. training at 256 x 256 (one epoch of {pairs} pairs, batch {batch}, {workers} DataLoader workers, "
+          "random initialisation, fresh processes)")
+    print(f"  {'model':10s} {'pairs/s':>8s} {'data wait':>10s}")
+    with tempfile.TemporaryDirectory(prefix="scd-bench-train-") as folder:
+        work = Path(folder)
+        data = write_training_folder(work / "data", pairs, 256)
+        for model in model_names():
+            data_format = "second" if get_spec(model).task == "semantic" else "binary"
+            row = _train_run(work, model, data / data_format, data_format, processes=1, batch=batch,
+                             workers=workers)
+            print(f"  {model:10s} {row['pairs_per_second']:8.2f} {100 * row['data_wait']:9.1f}%  (target < 5 %)")
+        one = _train_run(work, "gapl_scd", data / "second", "second", processes=1, batch=batch,
+                         workers=0)
+        two = _train_run(work, "gapl_scd", data / "second", "second", processes=2, batch=batch,
+                         workers=0)
+        print(f"  gapl_scd DDP: 1 process {one['pairs_per_second']:.2f} pairs/s, 2 processes "
+              f"{two['pairs_per_second']:.2f} pairs/s (x{two['pairs_per_second'] / one['pairs_per_second']:.2f}; "
+              "the threads are split between the processes, so on a CPU this shows the cost of synchronising)")
+
+
 def bench_compare(work: Path, size: int) -> None:
     print(f"\n== 6. comparing two land-cover maps, {size} x {size} uint8 (fresh processes)")
     t1, t2 = bench_compare_children.make_land_cover_pair(work, size)
@@ -309,14 +380,14 @@ def main() -> int:
     parser.add_argument("--prefetch", type=int, help="batches read ahead in section 1 (0: no reader thread; "
                         "default: the engine's choice for the device)")
     parser.add_argument("--only", choices=("engine", "memory", "precision", "models", "compare",
-                                           *bench_backends.SECTIONS),
+                                           "training", *bench_backends.SECTIONS),
                         help="run one section only")
     parser.add_argument("--compare-size", type=int, default=20_000, help="side of the land-cover pair in section 6")
-    parser.add_argument("--networks", default=",".join(model_names()), help="networks of section 7, comma-separated")
-    parser.add_argument("--backend-tile", type=int, help="tile of section 7 (default: each network's own)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds in sections 7 and 8")
-    parser.add_argument("--e2e-size", type=int, default=1024, help="scene side in section 8")
-    parser.add_argument("--trained", type=Path, help="a trained checkpoint for section 9")
+    parser.add_argument("--networks", default=",".join(model_names()), help="networks of section 8, comma-separated")
+    parser.add_argument("--backend-tile", type=int, help="tile of section 8 (default: each network's own)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds in sections 8 and 9")
+    parser.add_argument("--e2e-size", type=int, default=1024, help="scene side in section 9")
+    parser.add_argument("--trained", type=Path, help="a trained checkpoint for section 10")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     for key in ("t1", "t2", "checkpoint", "workdir"):
         parser.add_argument(f"--{key}", help=argparse.SUPPRESS)
@@ -343,6 +414,9 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="scd-bench-") as folder:
             bench_compare(Path(folder), args.compare_size)
         return 0
+    if args.only == "training":
+        bench_training()
+        return 0
     with tempfile.TemporaryDirectory(prefix="scd-bench-") as folder:
         work = Path(folder)
         checkpoint = make_checkpoint(work, args.model, args.tile)
@@ -356,6 +430,7 @@ def main() -> int:
     if args.only is None:
         with tempfile.TemporaryDirectory(prefix="scd-bench-") as folder:
             bench_compare(Path(folder), args.compare_size)
+        bench_training()
         bench_backends.bench_backends(args.networks.split(","), args.backend_tile, args.batch, args.rounds)
         with tempfile.TemporaryDirectory(prefix="scd-bench-") as folder:
             checkpoint = make_checkpoint(Path(folder), args.model, args.tile)

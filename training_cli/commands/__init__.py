@@ -12,14 +12,16 @@ from types import ModuleType
 
 from . import (
     evaluate,
+    export,
     init,
     models,
     predict,
     prepare,
     synthetic,  # datasets, scoring and synthetic data
+    train,
 )
 
 #: Sub-command modules in the order ``--help`` lists them.
-COMMANDS: tuple[ModuleType, ...] = (models, init)
+COMMANDS: tuple[ModuleType, ...] = (models, init, train, export)
 #: Dataset, scoring and synthetic-data commands.
 COMMANDS += (synthetic, prepare, evaluate, predict)
