@@ -10,7 +10,10 @@ Prints, for one model on this machine in one run:
    slide inference does) on the same inputs: its time and peak memory;
 4. fp32 against reduced precision (bf16 autocast): speed-up and label agreement;
 5. for every network: parameters, GFLOPs at its tile size, CPU forward time per tile at
-   batch 1 and at the default batch size.
+   batch 1 and at the default batch size;
+6. training: pairs per second for every network at 256 x 256 through the trainer (with
+   DataLoader workers reading a synthetic dataset folder), the share of step time spent
+   waiting for data, and one process against two DDP processes (torchrun, gloo on a CPU).
 
 Usage: python scripts/bench.py [--model gapl_scd] [--tile 256] [--batch 4] [--skip-models]
 """
@@ -18,7 +21,9 @@ Usage: python scripts/bench.py [--model gapl_scd] [--tile 256] [--batch 4] [--sk
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -257,6 +262,71 @@ def bench_models(default_batch: int) -> None:
               f"{gflops:8.2f} {one:12.0f} {many:12.0f}")
 
 
+def write_training_folder(root: Path, pairs: int, size: int) -> Path:
+    """A binary and a SECOND-layout folder (``train/`` and ``val/``) of synthetic pairs, as PNG files."""
+    from PIL import Image
+
+    colours = np.asarray([(255, 255, 255), *PALETTE], dtype=np.uint8)
+    for layout, folders in (("second", ("im1", "im2")), ("binary", ("A", "B"))):
+        for split, count in (("train", pairs), ("val", 1)):
+            base = root / layout / split
+            for index in range(count):
+                scene = synthetic.make_scene(size, size, len(PALETTE), seed=index + (1000 if split == "val" else 0))
+                name = f"{index:04d}.png"
+                for folder, labels, seed in ((folders[0], scene.labels_t1, 2 * index), (folders[1], scene.labels_t2,
+                                                                                        2 * index + 1)):
+                    (base / folder).mkdir(parents=True, exist_ok=True)
+                    image = synthetic.render(labels, PALETTE, seed=seed)
+                    Image.fromarray(image.transpose(1, 2, 0)).save(base / folder / name)
+                if layout == "second":
+                    for folder, labels in (("label1", scene.labels_t1), ("label2", scene.labels_t2)):
+                        (base / folder).mkdir(parents=True, exist_ok=True)
+                        Image.fromarray(colours[np.where(scene.changed, labels, 0)]).save(base / folder / name)
+                else:
+                    (base / "label").mkdir(parents=True, exist_ok=True)
+                    Image.fromarray((scene.changed * 255).astype(np.uint8)).save(base / "label" / name)
+    return root
+
+
+def _train_run(work: Path, model: str, data: Path, data_format: str, *, processes: int,
+               batch: int, workers: int) -> dict[str, float]:
+    """One epoch of ``train`` in fresh process(es); the epoch row of its log."""
+    out = work / f"run-{model}-{processes}"
+    command = ["-m", "training_cli", "train", "--model", model, "--data", str(data), "--format", data_format,
+               "--out", str(out), "--epochs", "1", "--batch-size", str(batch), "--crop", "256",
+               "--workers", str(workers), "--pretrained", "none", "--no-progress",
+               "--set", "stages.1.warmup_epochs=0"]
+    if processes > 1:
+        command = ["-m", "torch.distributed.run", "--nproc-per-node", str(processes), "--master-port", "29561",
+                   *command]
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (torch.get_num_threads()) // processes))}
+    subprocess.run([sys.executable, *command], cwd=ROOT, env=env, check=True, capture_output=True)
+    with (out / "log.csv").open() as stream:
+        row = next(iter(csv.DictReader(stream)))
+    return {k: float(row[k]) for k in ("pairs_per_second", "data_wait", "train_seconds")}
+
+
+def bench_training(pairs: int = 8, batch: int = 2, workers: int = 2) -> None:
+    print(f"\n== 6. training at 256 x 256 (one epoch of {pairs} pairs, batch {batch}, {workers} DataLoader workers, "
+          "random initialisation, fresh processes)")
+    print(f"  {'model':10s} {'pairs/s':>8s} {'data wait':>10s}")
+    with tempfile.TemporaryDirectory(prefix="scd-bench-train-") as folder:
+        work = Path(folder)
+        data = write_training_folder(work / "data", pairs, 256)
+        for model in model_names():
+            data_format = "second" if get_spec(model).task == "semantic" else "binary"
+            row = _train_run(work, model, data / data_format, data_format, processes=1, batch=batch,
+                             workers=workers)
+            print(f"  {model:10s} {row['pairs_per_second']:8.2f} {100 * row['data_wait']:9.1f}%  (target < 5 %)")
+        one = _train_run(work, "gapl_scd", data / "second", "second", processes=1, batch=batch,
+                         workers=0)
+        two = _train_run(work, "gapl_scd", data / "second", "second", processes=2, batch=batch,
+                         workers=0)
+        print(f"  gapl_scd DDP: 1 process {one['pairs_per_second']:.2f} pairs/s, 2 processes "
+              f"{two['pairs_per_second']:.2f} pairs/s (x{two['pairs_per_second'] / one['pairs_per_second']:.2f}; "
+              "the threads are split between the processes, so on a CPU this shows the cost of synchronising)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="gapl_scd", choices=model_names())
@@ -265,7 +335,7 @@ def main() -> int:
     parser.add_argument("--skip-models", action="store_true", help="leave out section 5")
     parser.add_argument("--prefetch", type=int, help="batches read ahead in section 1 (0: no reader thread; "
                         "default: the engine's choice for the device)")
-    parser.add_argument("--only", choices=("engine", "memory", "precision", "models"),
+    parser.add_argument("--only", choices=("engine", "memory", "precision", "models", "training"),
                         help="run one section only")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     for key in ("t1", "t2", "checkpoint", "workdir"):
@@ -289,6 +359,8 @@ def main() -> int:
                 section(work, checkpoint, args.tile, args.batch)
     if args.only in (None, "models") and not args.skip_models:
         bench_models(args.batch)
+    if args.only in (None, "training"):
+        bench_training()
     return 0
 
 

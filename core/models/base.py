@@ -22,6 +22,7 @@ channels ``1..N`` of the semantic logits, masked by change.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -38,6 +39,70 @@ AUX_PREFIX = "aux_"
 
 #: Spatial sizes given to a network must be multiples of this (output stride 32).
 SIZE_MULTIPLE = 32
+
+
+#: ``loss(outputs, targets, stage)``: named scalar terms, the one to minimise under ``"loss"``.
+LossFunction = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor], int], dict[str, torch.Tensor]]
+#: ``scale(loss)``: the gradient scaler's scaling (identity without mixed precision).
+Scale = Callable[[torch.Tensor], torch.Tensor]
+#: ``average(tensors)``: averages tensors in place over the training processes (no-op in one process).
+Average = Callable[[list[torch.Tensor]], None]
+#: ``backward(model, terms, scale, average)``: fills ``.grad`` of every trainable parameter.
+BackwardStep = Callable[[nn.Module, Mapping[str, torch.Tensor], Scale, Average], None]
+
+
+def plain_backward(model: nn.Module, terms: Mapping[str, torch.Tensor], scale: Scale, average: Average) -> None:
+    """One backward pass of the total loss; in distributed training DDP averages the gradients itself."""
+    del model, average
+    scale(terms["loss"]).backward()
+
+
+def all_parameters(model: nn.Module) -> list[dict[str, Any]]:
+    """One parameter group holding every parameter of the network."""
+    return [{"name": "network", "params": list(model.parameters())}]
+
+
+@dataclass(frozen=True)
+class TrainingStage:
+    """One stage of a network's training schedule.
+
+    Attributes:
+        name: Stage name; the recipe's ``[[stages]]`` tables are matched to stages in order.
+        parameter_groups: ``model -> [{"name", "params", optional "lr_scale" / "weight_decay"}]``:
+            the parameters this stage trains, in optimiser groups. Every parameter not listed is
+            frozen (``requires_grad`` off) for the stage.
+        frozen_modules: ``model -> modules`` kept in eval mode during the stage, so that frozen
+            batch-norm layers keep the statistics they learned.
+    """
+
+    name: str = "train"
+    parameter_groups: Callable[[nn.Module], list[dict[str, Any]]] = all_parameters
+    frozen_modules: Callable[[nn.Module], Iterable[nn.Module]] = lambda model: ()
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """The training part of the contract: what a trainer needs to train a network without knowing it.
+
+    The trainer builds one optimiser per stage over ``stage.parameter_groups(model)``, puts
+    ``stage.frozen_modules(model)`` in eval mode, and per step calls ``loss`` on the model's
+    training-mode outputs and ``backward`` on the terms it returns. Nothing else about a
+    network is special-cased anywhere.
+
+    Attributes:
+        loss: ``(outputs, targets, stage_index) -> terms``; ``terms["loss"]`` is minimised, the
+            other terms are logged. Targets follow the dataset items: ``change`` ``[B, 1, H, W]``
+            float 0/1 and, for semantic networks, ``sem_t1`` / ``sem_t2`` ``[B, H, W]`` long.
+        stages: The training stages, run in order (most networks have one).
+        backward: Fills the gradients from the terms (:func:`plain_backward` unless the network's
+            paper prescribes another gradient step).
+        pretrained_backbone: What the paper starts its backbone from (for docs and ``models``).
+    """
+
+    loss: LossFunction
+    stages: tuple[TrainingStage, ...] = (TrainingStage(),)
+    backward: BackwardStep = plain_backward
+    pretrained_backbone: str = "ImageNet-1k (torchvision IMAGENET1K_V1)"
 
 
 @dataclass(frozen=True)
@@ -57,6 +122,7 @@ class ModelSpec:
         paper_flops_size: Square input size the paper's compute figure is for.
         paper_flops_unit: ``"flops"`` when the paper counts 2 x multiply-accumulates,
             ``"macs"`` when its "FLOPs" are multiply-accumulates.
+        training: How the network is trained (loss, stages, gradient step).
     """
 
     name: str
@@ -70,6 +136,7 @@ class ModelSpec:
     paper_gflops: dict[str, float] = field(default_factory=dict)
     paper_flops_size: int | None = None
     paper_flops_unit: Literal["flops", "macs"] = "flops"
+    training: TrainingSpec | None = None
 
 
 class ChangeModel(nn.Module):

@@ -66,6 +66,8 @@ class ModelCard:
         mean_t1, std_t1, mean_t2, std_t2: Per-date, per-band normalisation in 0..255 units.
         dataset: What the weights were trained on ("untrained" for ``init``).
         metrics: Validation metrics by name.
+        training: How the weights were trained (recipe, data, backbone start, best epoch), as
+            written by the training CLI; empty for untrained files.
         created: ISO date-time of writing.
         software_version: Version of this software that wrote the file.
         format_version: Checkpoint layout version.
@@ -86,6 +88,7 @@ class ModelCard:
     change_color: RGB = (255, 0, 0)
     dataset: str = "untrained"
     metrics: dict[str, float] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     software_version: str = ""
     format_version: int = FORMAT_VERSION

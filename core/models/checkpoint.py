@@ -79,7 +79,7 @@ _MAX_NAMED = 5
 # --- Public API ------------------------------------------------------------------------------
 
 
-def save_checkpoint(path: PathLike, model: ChangeModel, card: ModelCard) -> Path:
+def save_checkpoint(path: PathLike, model: ChangeModel, card: ModelCard, *, half: bool = False) -> Path:
     """Write ``model``'s weights with ``card`` to one self-describing file.
 
     The file appears under its final name only once complete: it is written to a
@@ -91,6 +91,8 @@ def save_checkpoint(path: PathLike, model: ChangeModel, card: ModelCard) -> Path
             :func:`~core.models.registry.build_model`, its name and options are
             checked against the card so that the file cannot contradict itself.
         card: How to use the weights. A ``pretrained`` option is stored as ``None``.
+        half: Store floating-point tensors as float16 (half the file). Loading converts them
+            back to the network's float32, so such a file runs anywhere, the CPU included.
 
     Returns:
         The path written.
@@ -107,6 +109,8 @@ def save_checkpoint(path: PathLike, model: ChangeModel, card: ModelCard) -> Path
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"state dict entry {name!r} is a {type(value).__name__}, not a tensor")
         state[name] = value.detach().to("cpu")
+        if half and state[name].is_floating_point():
+            state[name] = state[name].to(torch.float16)
     try:
         card_json = json.dumps(card.to_dict())
     except TypeError as error:
@@ -119,6 +123,16 @@ def save_checkpoint(path: PathLike, model: ChangeModel, card: ModelCard) -> Path
         "sha256": state_dict_sha256(state),
     }
     _write_atomically(path, payload)
+    return path
+
+
+def write_payload(path: PathLike, payload: Mapping[str, Any]) -> Path:
+    """Write any ``torch.save``-able dict atomically (complete under its name, or not there at all).
+
+    Used for training checkpoints, which hold more than a model file (optimiser, random states).
+    """
+    path = Path(path)
+    _write_atomically(path, dict(payload))
     return path
 
 

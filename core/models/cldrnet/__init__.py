@@ -7,7 +7,7 @@ See :mod:`.model` for the architecture and every choice made where the paper is 
 from __future__ import annotations
 
 from ..base import ModelSpec
-from .losses import compute_loss
+from .losses import TRAINING, compute_loss
 from .model import CLDRNet, stage_parameters
 
 SPEC = ModelSpec(
@@ -25,6 +25,7 @@ SPEC = ModelSpec(
     paper_gflops={"resnet50": 46.30},
     paper_flops_size=512,
     paper_flops_unit="macs",
+    training=TRAINING,
 )
 
 __all__ = ["SPEC", "CLDRNet", "compute_loss", "stage_parameters"]

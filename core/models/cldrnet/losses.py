@@ -13,11 +13,14 @@ the numerically stable form of eq. 17. All terms are computed in float32.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from ..base import CHANGE_PROB, CHANGE_THRESHOLD
-from .model import AUX_CHANGE_LOGIT, AUX_RECON_T1, AUX_RECON_T2, AUX_REPR_T1, AUX_REPR_T2
+from ..base import CHANGE_PROB, CHANGE_THRESHOLD, TrainingSpec, TrainingStage
+from .model import AUX_CHANGE_LOGIT, AUX_RECON_T1, AUX_RECON_T2, AUX_REPR_T1, AUX_REPR_T2, stage_parameters
 
 #: Tversky weight of false negatives (stage 1 favours recall).
 TVERSKY_ALPHA = 0.9
@@ -81,3 +84,38 @@ def threshold_loss(prob: torch.Tensor, threshold: torch.Tensor, label: torch.Ten
     tm_fp = (-unchanged * detected * ((threshold - prob + 1) / 2).clamp(min=_EPS).log()).mean()
     tm_fn = (-label * (1 - detected) * prob.clamp(min=_EPS).log()).mean()
     return {"tm_c": tm_c, "tm_uc": tm_uc, "tm_fp": tm_fp, "tm_fn": tm_fn}
+
+
+def training_loss(
+    outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], stage: int
+) -> dict[str, torch.Tensor]:
+    """The contract's loss: stage index 0 is the paper's stage 1 (``L1``), index 1 its stage 2 (``L2``)."""
+    return compute_loss(outputs, targets, stage=stage + 1)
+
+
+def _stage_groups(stage: int) -> Callable[[nn.Module], list[dict[str, object]]]:
+    def groups(model: nn.Module) -> list[dict[str, object]]:
+        return [{"name": f"stage{stage}", "params": stage_parameters(model, stage)}]  # type: ignore[arg-type]
+
+    return groups
+
+
+def _stage1_frozen(model: nn.Module) -> list[nn.Module]:
+    return [model.dmr]
+
+
+def _stage2_frozen(model: nn.Module) -> list[nn.Module]:
+    return [model.encoder, model.fpn, model.clustering, model.interaction, model.ccm]
+
+
+#: Algorithm 1: stage 1 trains BFE, CCL and DMG with DMR frozen; stage 2 trains DMG and DMR only, the
+#: rest frozen and in eval mode. The recipe gives each stage its epochs and learning rate. The paper
+#: starts its ResNet-50 from ImageNet.
+TRAINING = TrainingSpec(
+    loss=training_loss,
+    stages=(
+        TrainingStage("stage1", _stage_groups(1), _stage1_frozen),
+        TrainingStage("stage2", _stage_groups(2), _stage2_frozen),
+    ),
+    pretrained_backbone="ImageNet-1k ResNet-50 (torchvision IMAGENET1K_V1)",
+)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..base import ModelSpec
-from .losses import compute_loss, project_conflicting
+from .losses import TRAINING, compute_loss, project_conflicting, rotated_backward
 from .model import BACKBONES, GAPLSCD
 
 SPEC = ModelSpec(
@@ -14,6 +14,7 @@ SPEC = ModelSpec(
     default_tile_size=512,
     backbones=BACKBONES,
     default_options={"backbone": "resnet34", "num_classes": 6},
+    training=TRAINING,
 )
 
-__all__ = ["GAPLSCD", "SPEC", "compute_loss", "project_conflicting"]
+__all__ = ["GAPLSCD", "SPEC", "TRAINING", "compute_loss", "project_conflicting", "rotated_backward"]

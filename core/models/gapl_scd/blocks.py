@@ -152,17 +152,29 @@ def median_bandwidth(distance: torch.Tensor) -> torch.Tensor:
     return distance.detach()[:, rows, cols].median(dim=-1).values.clamp_min(_EPS)
 
 
-def gaussian_adjacency(features: torch.Tensor, kernel: str = "paper") -> torch.Tensor:
+def gaussian_adjacency(features: torch.Tensor, kernel: str = "knn", neighbours: int = 8) -> torch.Tensor:
     """Eq. 1: ``A_mn = exp(-||f_m - f_n|| / (2 sigma^2))`` per graph, sigma = median pairwise distance.
 
     ``kernel="squared"`` uses the usual heat kernel ``exp(-||f_m - f_n||^2 / (2 sigma^2))`` instead,
     which does not depend on the feature scale once sigma is the median distance.
+    ``kernel="knn"`` (the default) is the squared kernel kept only between each node and its
+    ``neighbours`` nearest nodes (either way round, so the graph stays symmetric), zero elsewhere.
+    The dense kernels connect every node to every other with nearly equal weight, so two GCN
+    layers average all nodes into one and every class prototype comes out the same; a sparse
+    graph keeps nodes of different land cover apart, which is what ``L_cpa`` needs.
     """
     distance = pairwise_distance(features)
     sigma = median_bandwidth(distance).view(-1, 1, 1)
+    if kernel == "paper":
+        return torch.exp(-distance / (2.0 * sigma.pow(2)))
+    weights = torch.exp(-distance.pow(2) / (2.0 * sigma.pow(2)))
     if kernel == "squared":
-        distance = distance.pow(2)
-    return torch.exp(-distance / (2.0 * sigma.pow(2)))
+        return weights
+    nodes = distance.shape[-1]
+    keep = min(neighbours, nodes - 1) + 1  # the node itself is its own nearest
+    nearest = distance.detach().topk(keep, dim=-1, largest=False).indices
+    mask = torch.zeros_like(weights, dtype=torch.bool).scatter_(-1, nearest, True)
+    return weights * (mask | mask.transpose(-1, -2))
 
 
 def normalise_adjacency(adjacency: torch.Tensor) -> torch.Tensor:
@@ -182,9 +194,12 @@ class GraphPrototypeBranch(nn.Module):
     survive bfloat16.
     """
 
-    def __init__(self, channels: int, num_classes: int, *, momentum: float = 0.9, kernel: str = "paper") -> None:
+    def __init__(
+        self, channels: int, num_classes: int, *, momentum: float = 0.9, kernel: str = "knn", neighbours: int = 8
+    ) -> None:
         super().__init__()
         self.kernel = kernel
+        self.neighbours = neighbours
         self.momentum = momentum
         self.gcn = nn.ModuleList(nn.Linear(channels, channels, bias=False) for _ in range(2))
         self.register_buffer("global_prototypes", torch.zeros(2, num_classes, channels))
@@ -204,7 +219,7 @@ class GraphPrototypeBranch(nn.Module):
         with torch.autocast(device_type=features.device.type, enabled=False):
             nodes = features.float().flatten(2).transpose(1, 2)  # [2B, Ns, d]
             weights = confidence.float().flatten(2).transpose(1, 2)  # [2B, Ns, N]
-            adjacency = normalise_adjacency(gaussian_adjacency(nodes, self.kernel))
+            adjacency = normalise_adjacency(gaussian_adjacency(nodes, self.kernel, self.neighbours))
             for layer in self.gcn:
                 nodes = F.relu(adjacency @ layer(nodes))
             batch = nodes.shape[0] // 2

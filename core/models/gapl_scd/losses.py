@@ -7,7 +7,8 @@ takes ``g_a = grad(loss_merge)`` and ``g_b = grad(loss_cpa)`` over the shared ba
 sets ``g_a' = project_conflicting(g_a, g_b)`` and ``g_b' = project_conflicting(g_b, g_a)``
 (each against the *original* other gradient, as PCGrad does; projecting ``g_b`` against
 ``g_a'`` would never change it since ``g_a'`` is orthogonal to ``g_b``) and steps with
-``g_a' + g_b'``. Plain ``loss.backward()`` is the paper's "w/o gradient rotation" setting.
+``g_a' + g_b'``; :func:`rotated_backward` does exactly that and is the gradient step of
+:data:`TRAINING`. Plain ``loss.backward()`` is the paper's "w/o gradient rotation" setting.
 
 Choices where the paper is silent:
     * ``L_ss`` ignores label 0 ("no change") in each date's cross-entropy and averages over the
@@ -21,8 +22,14 @@ Choices where the paper is silent:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from ..base import Average, Scale, TrainingSpec, TrainingStage
 
 #: Keeps ``log`` finite when the change loss has to be rebuilt from probabilities.
 _PROB_EPS = 1e-7
@@ -116,3 +123,84 @@ def _change_ce(outputs: dict[str, torch.Tensor], change: torch.Tensor) -> torch.
     prob = outputs["change_prob"].float().squeeze(1).clamp(_PROB_EPS, 1 - _PROB_EPS)
     log_probs = torch.stack([torch.log1p(-prob), torch.log(prob)], dim=1)
     return F.nll_loss(log_probs, target)
+
+
+# --- The training contract ---------------------------------------------------------------------
+
+#: Names of the eq. 18 log-variances; they train in their own group without weight decay, because
+#: weight decay would pull sigma^2 towards 1 instead of letting the data set the balance.
+UNCERTAINTY_PARAMETERS = ("log_var_ss", "log_var_cd")
+
+
+def training_loss(
+    outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor], stage: int
+) -> dict[str, torch.Tensor]:
+    """The contract's loss: eq. 20 with its terms; GAPL-SCD trains in one stage."""
+    del stage
+    return compute_loss(dict(outputs), dict(targets))
+
+
+def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """Every parameter (Adam over all, as the paper says), the uncertainty weights in a group of their own."""
+    uncertainty = [getattr(model, name) for name in UNCERTAINTY_PARAMETERS]
+    taken = {id(p) for p in uncertainty}
+    network = [p for p in model.parameters() if id(p) not in taken]
+    return [
+        {"name": "network", "params": network},
+        {"name": "uncertainty", "params": uncertainty, "weight_decay": 0.0},
+    ]
+
+
+def rotated_backward(model: nn.Module, terms: Mapping[str, torch.Tensor], scale: Scale, average: Average) -> None:
+    """Eq. 19-21: gradients of ``L_merge`` and ``L_cpa`` separately, PCGrad-rotated on the shared encoder.
+
+    ``g_a = grad(L_merge)`` and ``g_b = grad(L_cpa)`` are taken over every trainable parameter in
+    two passes, averaged over the training processes (so several processes compute what one
+    process would on the whole batch), and on the shared encoder's parameters (flattened into one
+    vector, as PCGrad does) each is projected against the *original* other one; the encoder gets
+    ``g_a' + g_b'``, every other parameter the plain ``g_a + g_b`` (a head fed by one loss has no
+    conflict to resolve). Without a ``L_cpa`` graph (the branch switched off) this is one plain pass.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    merge, cpa = terms["loss_merge"], terms["loss_cpa"]
+    if not cpa.requires_grad:
+        grads_a = _grads(scale(merge), params, retain=False)
+        average(grads_a)
+        _assign(params, grads_a)
+        return
+    grads_a = _grads(scale(merge), params, retain=True)
+    grads_b = _grads(scale(cpa), params, retain=False)
+    average(grads_a + grads_b)
+    shared_ids = {id(p) for p in model.encoder.parameters()}
+    shared = [i for i, p in enumerate(params) if id(p) in shared_ids]
+    total = [a + b for a, b in zip(grads_a, grads_b, strict=True)]
+    if shared:
+        flat_a = torch.cat([grads_a[i].reshape(-1) for i in shared])
+        flat_b = torch.cat([grads_b[i].reshape(-1) for i in shared])
+        rotated = project_conflicting(flat_a, flat_b) + project_conflicting(flat_b, flat_a)
+        offset = 0
+        for i in shared:
+            count = total[i].numel()
+            total[i] = rotated[offset:offset + count].view_as(total[i])
+            offset += count
+    _assign(params, total)
+
+
+def _grads(loss: torch.Tensor, params: list[nn.Parameter], *, retain: bool) -> list[torch.Tensor]:
+    found = torch.autograd.grad(loss, params, retain_graph=retain, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, found, strict=True)]
+
+
+def _assign(params: list[nn.Parameter], grads: list[torch.Tensor]) -> None:
+    for param, grad in zip(params, grads, strict=True):
+        param.grad = grad if param.grad is None else param.grad + grad
+
+
+#: One stage (Adam over every parameter, the log-variances included), the rotated gradient step,
+#: and an ImageNet-1k ResNet-34 backbone as in the paper.
+TRAINING = TrainingSpec(
+    loss=training_loss,
+    stages=(TrainingStage("train", parameter_groups),),
+    backward=rotated_backward,
+    pretrained_backbone="ImageNet-1k ResNet-34 (torchvision ResNet34_Weights.IMAGENET1K_V1)",
+)

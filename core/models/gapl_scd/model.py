@@ -43,9 +43,12 @@ BTFF (eq. 13-15)
 
 GAPL (eq. 1-9, training only)
     * One graph per image over its H/32 x W/32 feature vectors of ``X_4`` (d = 512).
-    * Eq. 1 as printed (non-squared Euclidean distance) with sigma = the median off-diagonal pairwise
-      distance of that image, detached. ``graph_kernel="squared"`` selects the usual heat kernel.
-      Gradients flow through the adjacency (distances are differentiable; sigma is not).
+    * The graph (default ``graph_kernel="knn"``): the heat kernel ``exp(-d^2 / (2 sigma^2))`` with sigma
+      = the median off-diagonal pairwise distance of that image (detached), kept only between each node
+      and its ``graph_neighbours`` (8) nearest nodes and zero elsewhere. Eq. 1 as printed (dense,
+      non-squared distance) is ``graph_kernel="paper"``; it is degenerate, see the end of this docstring.
+      Gradients flow through the adjacency (distances are differentiable; sigma and the choice of
+      neighbours are not).
     * ``X_4`` is not detached on its way into GAPL: ``L_cpa`` trains the shared backbone, which is
       what makes the paper's gradient rotation between ``L_merge`` and ``L_cpa`` meaningful.
     * GCN: two layers ``ReLU(D^-1/2 (A + I) D^-1/2 F W)``, ``W`` 512 x 512 without bias.
@@ -81,7 +84,20 @@ exponent is ``-d / (2 sigma^2)``, which depends on the feature scale. ResNet-34 
 some 40 units apart, so every edge weight lands in about [0.98, 0.99] (measured at 256 x 256 with a
 randomly initialised encoder; ImageNet weights could not be fetched offline to check them):
 the graph is nearly complete and uniform and the GCN close to global averaging.
-``graph_kernel="squared"`` is scale-free (edge weights about 0.47-0.83 on the same features).
+``graph_kernel="squared"`` is scale-free (edge weights about 0.47-0.83 on the same features) but
+still dense. Either dense graph makes two GCN layers average every node into nearly the same
+vector, so the class prototypes coincide, every affinity is about 1 and ``L_cpa`` aligns nothing
+class-wise. The default therefore keeps only each node's nearest neighbours (a k-nearest-neighbour
+graph, the usual way to build a sparse graph over feature vectors), so nodes of different land
+cover stay apart through the GCN and the prototypes of different classes differ (tested).
+
+Pretraining: the paper starts its ResNet-34 from ImageNet-1k (torchvision ``IMAGENET1K_V1``); the
+training recipe does the same (``pretrained = "imagenet"``), while building a network without a
+recipe starts from random weights so nothing is ever downloaded unasked.
+
+Training (:data:`.losses.TRAINING`): one stage, Adam over every parameter including the two
+log-variances of eq. 18 (in their own group, without weight decay), and the gradient rotation of
+eq. 19-21 on the shared encoder with two gradient computations per step.
 """
 
 from __future__ import annotations
@@ -96,7 +112,7 @@ from .blocks import BTFF, SQMLFI, GraphPrototypeBranch, SemanticHead
 
 #: Backbones the paper uses (and the constructor accepts).
 BACKBONES: tuple[str, ...] = ("resnet34",)
-GRAPH_KERNELS: tuple[str, ...] = ("paper", "squared")
+GRAPH_KERNELS: tuple[str, ...] = ("knn", "paper", "squared")
 
 
 class GAPLSCD(ChangeModel):
@@ -111,7 +127,9 @@ class GAPLSCD(ChangeModel):
         head_channels: Hidden width of the two-layer 1x1 semantic classifier.
         btff_channels: Common width of every ``F_l`` and of the CD head.
         ema_momentum: ``beta`` of the global prototype EMA (0.9 in the paper).
-        graph_kernel: ``"paper"`` (eq. 1 as printed, non-squared distance) or ``"squared"``.
+        graph_kernel: ``"knn"`` (default: heat kernel on each node's nearest neighbours), ``"paper"``
+            (eq. 1 as printed, dense, non-squared distance) or ``"squared"`` (dense heat kernel).
+        graph_neighbours: Neighbours per node of the ``"knn"`` graph.
     """
 
     task = "semantic"
@@ -127,7 +145,8 @@ class GAPLSCD(ChangeModel):
         head_channels: int = 128,
         btff_channels: int = 64,
         ema_momentum: float = 0.9,
-        graph_kernel: str = "paper",
+        graph_kernel: str = "knn",
+        graph_neighbours: int = 8,
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
@@ -136,6 +155,8 @@ class GAPLSCD(ChangeModel):
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         if graph_kernel not in GRAPH_KERNELS:
             raise ValueError(f"graph_kernel must be one of {GRAPH_KERNELS}, got {graph_kernel!r}")
+        if graph_neighbours < 1:
+            raise ValueError(f"graph_neighbours must be at least 1, got {graph_neighbours}")
         if not 0.0 <= ema_momentum < 1.0:
             raise ValueError(f"ema_momentum must be in [0, 1), got {ema_momentum}")
         self.num_classes = num_classes
@@ -144,7 +165,9 @@ class GAPLSCD(ChangeModel):
         self.sqmlfi = SQMLFI(levels, sqmlfi_channels)
         self.sem_head = SemanticHead(sqmlfi_channels, head_channels, num_classes + 1)
         self.btff = BTFF(levels, btff_channels)
-        self.gapl = GraphPrototypeBranch(levels[-1], num_classes, momentum=ema_momentum, kernel=graph_kernel)
+        self.gapl = GraphPrototypeBranch(
+            levels[-1], num_classes, momentum=ema_momentum, kernel=graph_kernel, neighbours=graph_neighbours
+        )
         self.log_var_ss = nn.Parameter(torch.zeros(()))
         self.log_var_cd = nn.Parameter(torch.zeros(()))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..base import ModelSpec
-from .losses import compute_loss
+from .losses import TRAINING, compute_loss
 from .model import LSAFNet
 
 SPEC = ModelSpec(
@@ -14,6 +14,7 @@ SPEC = ModelSpec(
     default_tile_size=512,
     backbones=("resnet34",),
     default_options={"backbone": "resnet34", "num_classes": 6, "variant": "paper"},
+    training=TRAINING,
 )
 
 __all__ = ["SPEC", "LSAFNet", "compute_loss"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..base import CHANGE_PROB, SEM_LOGITS_T1, SEM_LOGITS_T2
+from ..base import CHANGE_PROB, SEM_LOGITS_T1, SEM_LOGITS_T2, TrainingSpec
 from .model import AUX_CHANGE_LOGITS
 
 #: Weight of each semantic segmentation term in eq. 18.
@@ -66,3 +66,15 @@ def _masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.T
     if not bool((target != IGNORE_INDEX).any()):
         return logits.sum() * 0.0
     return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+
+
+def training_loss(
+    outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], stage: int
+) -> dict[str, torch.Tensor]:
+    """The contract's loss: LSAFNet trains in one stage, so ``stage`` is always 0."""
+    del stage
+    return compute_loss(outputs, targets)
+
+
+#: One stage over all parameters, one plain backward pass. The paper starts its ResNet-34 from ImageNet.
+TRAINING = TrainingSpec(loss=training_loss, pretrained_backbone="ImageNet-1k ResNet-34 (torchvision IMAGENET1K_V1)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..base import ModelSpec
-from .losses import compute_loss
+from .losses import TRAINING, compute_loss
 from .model import BACKBONES, SSCFNet
 
 SPEC = ModelSpec(
@@ -21,6 +21,7 @@ SPEC = ModelSpec(
     paper_gflops={"resnet50": 73.06, "resnext50_32x4d": 72.12, "resnet101": 111.95},
     paper_flops_size=256,
     paper_flops_unit="flops",
+    training=TRAINING,
 )
 
 __all__ = ["SPEC", "SSCFNet", "compute_loss"]

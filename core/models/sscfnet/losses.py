@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..base import CHANGE_PROB
+from ..base import CHANGE_PROB, TrainingSpec
 
 #: Training-only key of the main head's logits at full resolution.
 MAIN_LOGITS = "aux_change_logits"
@@ -62,3 +62,18 @@ def compute_loss(
             terms[f"loss_aux{index}"] = term
             total = total + aux_weight * term
     return {"loss": total, **terms}
+
+
+def training_loss(
+    outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], stage: int
+) -> dict[str, torch.Tensor]:
+    """The contract's loss: eq. 11 with the paper's weights; SSCFNet trains in one stage."""
+    del stage
+    return compute_loss(outputs, targets)
+
+
+#: One stage over all parameters, one plain backward pass; the backbones start from ImageNet.
+TRAINING = TrainingSpec(
+    loss=training_loss,
+    pretrained_backbone="ImageNet-1k ResNet-50 / ResNeXt-50 / ResNet-101 (torchvision IMAGENET1K_V1)",
+)

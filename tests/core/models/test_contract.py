@@ -153,3 +153,31 @@ def test_registry_builds_it(built: Built) -> None:
     options = built.model.build_options  # type: ignore[attr-defined]
     assert options == {**spec.default_options, **built.options}
     assert json.loads(json.dumps(options)) == options  # a checkpoint stores them as JSON
+
+
+def test_training_part_trains_every_stage_without_knowing_the_network(built: Built) -> None:
+    """The trainer's view: per stage, the loss's named terms and a gradient step that fills exactly the
+    stage's parameters (every one of them) and leaves the frozen ones without gradient."""
+    training = get_spec(built.name).training
+    assert training is not None and training.stages
+    model = copy.deepcopy(built.model).train()
+    x1, x2 = random_pair(2, 64, 64, seed=5)
+    targets = {"change": (x1[:, :1] > x2[:, :1]).float()}
+    if built.model.task == "semantic":
+        classes = torch.randint(1, built.model.num_classes + 1, (2, 64, 64), generator=torch.Generator().manual_seed(0))
+        targets["sem_t1"] = classes * targets["change"][:, 0].long()
+        targets["sem_t2"] = (classes % built.model.num_classes + 1) * targets["change"][:, 0].long()
+    for index, stage in enumerate(training.stages):
+        trained = {id(p) for group in stage.parameter_groups(model) for p in group["params"]}
+        assert trained, stage.name
+        for p in model.parameters():
+            p.requires_grad_(id(p) in trained)
+            p.grad = None
+        terms = training.loss(model(x1, x2), targets, index)
+        assert terms["loss"].ndim == 0 and torch.isfinite(terms["loss"])
+        training.backward(model, terms, lambda loss: loss, lambda tensors: None)
+        for name, p in model.named_parameters():
+            if id(p) in trained:
+                assert p.grad is not None, f"{stage.name}: {name} gets no gradient"
+            else:
+                assert p.grad is None, f"{stage.name}: frozen {name} got a gradient"

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import random_pair
 
 from core.models.complexity import count_flops, count_parameters
@@ -198,3 +199,49 @@ def test_bad_options_raise() -> None:
         GAPLSCD(num_classes=0)
     with pytest.raises(ValueError, match="graph_kernel"):
         GAPLSCD(graph_kernel="cosine")
+
+
+def _two_land_covers(side: int = 8, channels: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Last-level features of two dates showing two land covers (left and right half) some 30 units apart,
+    as far apart as ResNet-34 ``X_4`` vectors are, with their one-hot class confidences."""
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(2, channels, generator=generator).abs() * 1.5
+    labels = torch.zeros(side, side, dtype=torch.long)
+    labels[:, side // 2:] = 1
+    noise = 0.3 * torch.randn(channels, side, side, generator=generator).abs()
+    features = (centres[labels].permute(2, 0, 1) + noise).unsqueeze(0).repeat(2, 1, 1, 1)
+    confidence = F.one_hot(labels, 2).permute(2, 0, 1).float().unsqueeze(0).repeat(2, 1, 1, 1)
+    return features, confidence
+
+
+def _prototype_cosine(kernel: str) -> float:
+    from core.models.gapl_scd.blocks import GraphPrototypeBranch
+
+    torch.manual_seed(1)
+    branch = GraphPrototypeBranch(512, 2, kernel=kernel).train()
+    out = branch(*_two_land_covers())
+    prototypes = out["prototypes_t1"]
+    cosine = F.cosine_similarity(prototypes[0], prototypes[1], dim=0)
+    assert torch.allclose(out["affinity_t1"][0, 1], cosine, atol=1e-5)
+    return float(cosine.detach())
+
+
+def test_default_graph_keeps_prototypes_of_different_classes_apart() -> None:
+    """The review's finding: with eq. 1 as printed, two GCN layers make every prototype the same."""
+    assert GAPLSCD().gapl.kernel == "knn"
+    assert _prototype_cosine("paper") > 0.9999  # degenerate: L_cpa would align nothing class-wise
+    assert _prototype_cosine("knn") < 0.9
+
+
+def test_knn_graph_links_each_node_only_to_its_nearest_neighbours() -> None:
+    from core.models.gapl_scd.blocks import gaussian_adjacency
+
+    features, _ = _two_land_covers()
+    nodes = features[:1].flatten(2).transpose(1, 2)  # [1, 64, 512]: columns 0-3 class 0, 4-7 class 1
+    adjacency = gaussian_adjacency(nodes, "knn", neighbours=8)[0]
+    assert torch.equal(adjacency, adjacency.T)
+    assert ((adjacency > 0).sum(dim=1) >= 9).all()  # itself and at least its 8 nearest
+    left = (torch.arange(64) % 8) < 4
+    assert adjacency[left][:, ~left].abs().max() == 0  # no edge between the two land covers
+    dense = gaussian_adjacency(nodes, "paper")[0]
+    assert dense[left][:, ~left].min() > 0.9  # every node linked to every other

@@ -1,0 +1,157 @@
+"""``train``: train a network with its paper's recipe (or yours) on a change-detection dataset.
+
+The recipe of each network lives in ``training_cli/configs/<model>.toml``; flags and ``--set``
+change single values, ``--print-config`` shows the result. The run writes ``last.pt`` every epoch,
+``best.pt`` whenever the validation metric improves, ``log.csv`` (and TensorBoard logs when
+tensorboard is installed) into ``--out``; ``export`` turns ``best.pt`` into the model file the QGIS
+plugin runs. Several processes: ``torchrun --nproc-per-node N -m training_cli train ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.errors import InputError
+from core.models import registry
+from core.models.card import PRESETS
+from core.models.checkpoint import make_card
+
+from ..recipes import apply_overrides, format_recipe, load_recipe
+from ..trainer import Trainer, TrainingData, processes_from_environment
+
+NAME = "train"
+FORMATS = ("second", "landsat-scd", "binary")
+
+_EXAMPLES = """\
+examples:
+  # the paper's recipe on SECOND (ImageNet backbone, 50 epochs, batch 8, 512 px)
+  python -m training_cli train --model lsafnet --data SECOND/ --format second --out runs/lsafnet
+  # your own changes on top: fewer epochs, a smaller crop, a local ImageNet file (offline machines)
+  python -m training_cli train --model sscfnet --data LEVIR-CD/ --format binary --epochs 20 --crop 256 \\
+      --pretrained resnet50-imagenet.pth --out runs/sscfnet
+  # any recipe value with --set (stages are numbered from 1); see the merged recipe first
+  python -m training_cli train --model cldrnet --data LEVIR-CD/ --format binary --set stages.2.lr=0.002 \\
+      --print-config
+  # your own recipe file (copy one from training_cli/configs/) and continue after a crash or Ctrl-C
+  python -m training_cli train --config my-gapl.toml --data SECOND/ --format second --out runs/gapl --resume
+  # two GPUs (or two CPU processes) on one machine
+  torchrun --nproc-per-node 2 -m training_cli train --model gapl_scd --data SECOND/ --format second --out runs/g
+"""
+
+#: Dataset format -> the card preset giving its classes (and published statistics, if any).
+_PRESET_OF_FORMAT = {"second": "second", "landsat-scd": "landsat-scd", "binary": "binary"}
+#: Formats whose published per-date statistics ``normalisation = "preset"`` uses.
+_PUBLISHED_STATISTICS = ("second", "landsat-scd")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        NAME, help="train a network (paper recipes by default)",
+        description=__doc__.split("\n\n", 1)[1].replace("``", "'"),
+        epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", metavar="NAME", help=f"network: {', '.join(registry.model_names())}")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="recipe TOML file (default: the model's paper "
+                        "recipe in training_cli/configs/)")
+    parser.add_argument("--data", type=Path, metavar="DIR", help="dataset folder")
+    parser.add_argument("--format", choices=FORMATS, help="dataset layout (default: second for semantic networks, "
+                        "binary for binary ones)")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="run folder for checkpoints and logs")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    parser.add_argument("--epochs", type=int, metavar="N", help="epochs of every stage")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="pairs per step and process")
+    parser.add_argument("--lr", type=float, metavar="X", help="learning rate of the first stage (later stages keep "
+                        "their ratio to it)")
+    parser.add_argument("--crop", type=int, metavar="N", help="training crop in px, a multiple of 32; also the "
+                        "exported model's tile size")
+    parser.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes")
+    parser.add_argument("--seed", type=int, metavar="N", help="random seed")
+    parser.add_argument("--pretrained", metavar="PATH", help="backbone start: 'imagenet' (default, torchvision's "
+                        "weights), a local torchvision .pth file, or 'none'")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any recipe value, e.g. train.augment=\"flips\" or stages.1.epochs=10 (repeatable)")
+    parser.add_argument("--print-config", action="store_true", help="print the merged recipe and exit")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = apply_overrides(load_recipe(args.model, args.config), {
+        "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "crop": args.crop,
+        "workers": args.workers, "seed": args.seed, "pretrained": args.pretrained,
+    }, args.set)
+    if args.print_config:
+        print(format_recipe(recipe))
+        return 0
+    if args.data is None or args.out is None:
+        raise InputError("train needs --data DIR and --out DIR (or --print-config to see the recipe)")
+    processes = processes_from_environment()
+    data = open_training_data(recipe, args.data, args.format)
+    result = Trainer(recipe, data, args.out, device=args.device, resume=args.resume, processes=processes,
+                     progress=not args.no_progress and sys.stderr.isatty()).run()
+    return result.exit_code
+
+
+def open_training_data(recipe: dict[str, Any], root: Path, data_format: str | None) -> TrainingData:
+    """The training and validation splits of ``root``, normalised as the recipe says, and the card to train."""
+    from ..datasets import open_dataset
+
+    spec = registry.get_spec(recipe["model"])
+    data_format = data_format or ("second" if spec.task == "semantic" else "binary")
+    preset = PRESETS[_PRESET_OF_FORMAT[data_format]]
+    if preset.task != spec.task:
+        raise InputError(f"{spec.name} is a {spec.task} network but --format {data_format} is {preset.task} data")
+    crop = int(recipe["train"]["crop"])
+    given = recipe["data"]
+    resize = given.get("resize")
+    if all(k in given for k in ("mean_t1", "std_t1", "mean_t2", "std_t2")):
+        stats = tuple(tuple(float(v) for v in given[k]) for k in ("mean_t1", "std_t1", "mean_t2", "std_t2"))
+        source = "recipe"
+    elif given["normalisation"] == "preset" and data_format in _PUBLISHED_STATISTICS:
+        stats = (preset.mean_t1, preset.std_t1, preset.mean_t2, preset.std_t2)
+        source = f"published {preset.name} statistics"
+    else:
+        raw = open_dataset(root, data_format, "train", crop=None, augment=False, mean=(0.0,) * 3, std=(1.0,) * 3,
+                           resize=resize)
+        stats = dataset_statistics(raw)
+        source = "computed on the training split"
+    mean_t1, std_t1, mean_t2, std_t2 = stats
+    norm = {"mean": mean_t1, "std": std_t1, "mean_t2": mean_t2, "std_t2": std_t2, "resize": resize}
+    train = open_dataset(root, data_format, "train", crop=crop, augment=False, **norm)
+    val = open_dataset(root, data_format, "val", crop=None, augment=False, **norm)
+    card = make_card(spec.name, preset, options=recipe.get("options", {}), tile_size=crop,
+                     dataset=f"{data_format} dataset {root.name} ({len(train)} training pairs)")
+    card = dataclasses.replace(card, mean_t1=tuple(mean_t1), std_t1=tuple(std_t1), mean_t2=tuple(mean_t2),
+                               std_t2=tuple(std_t2))
+    description = {"root": str(root), "format": data_format, "train_pairs": len(train), "val_pairs": len(val),
+                   "normalisation": source}
+    return TrainingData(train, val, card, description)
+
+
+def dataset_statistics(dataset: Any) -> tuple[tuple[float, ...], ...]:
+    """Per-date, per-band mean and standard deviation over every pixel of un-normalised items."""
+    sums: dict[str, torch.Tensor] = {}
+    squares: dict[str, torch.Tensor] = {}
+    count = 0
+    for index in range(len(dataset)):
+        item = dataset[index]
+        pixels = item["t1"].shape[-1] * item["t1"].shape[-2]
+        for key in ("t1", "t2"):
+            values = item[key].double().flatten(1)
+            sums[key] = sums.get(key, 0) + values.sum(1)
+            squares[key] = squares.get(key, 0) + values.square().sum(1)
+        count += pixels
+    if count == 0:
+        raise InputError("the training split is empty; cannot compute normalisation statistics")
+    out = []
+    for key in ("t1", "t2"):
+        mean = sums[key] / count
+        std = (squares[key] / count - mean.square()).clamp_min(1e-6).sqrt()
+        out += [tuple(round(float(v), 4) for v in mean), tuple(max(round(float(v), 4), 1e-3) for v in std)]
+    return tuple(out)
