@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
-from rasterio.windows import from_bounds  # noqa: E402
+from rasterio.windows import Window, from_bounds  # noqa: E402
 
 from core.metrics import IGNORE_INDEX, SemanticConfusion  # noqa: E402
 
@@ -229,10 +229,11 @@ def score(fromto: Path, truth: Path, num_classes: int) -> tuple[dict[str, float]
         valid = src.read_masks(1) > 0
         bounds = src.bounds
     with rasterio.open(truth) as src:
-        window = from_bounds(*bounds, transform=src.transform).round_offsets().round_lengths()
-        target = src.read(1, window=window).astype(np.int64)
-    if target.shape != predicted.shape:
-        raise SystemExit(f"demo: {fromto} ({predicted.shape}) is not on the truth's grid ({target.shape})")
+        corner = from_bounds(*bounds, transform=src.transform)
+        window = Window(round(corner.col_off), round(corner.row_off), predicted.shape[1], predicted.shape[0])
+        target = src.read(1, window=window, boundless=True, fill_value=IGNORE_INDEX).astype(np.int64)
+    valid &= target != IGNORE_INDEX  # outside the truth's grid (boundless read)
+    target = np.where(valid, target, 0)
     confusion = SemanticConfusion(num_classes)
     for predicted_date, target_date in zip(split_codes(np.where(valid, predicted, 0), num_classes),
                                            split_codes(target, num_classes), strict=True):
@@ -241,30 +242,30 @@ def score(fromto: Path, truth: Path, num_classes: int) -> tuple[dict[str, float]
 
 
 def print_areas(csv_path: Path, limit: int = 12) -> None:
-    """The from-to areas table of the run (the report's CSV), largest first."""
+    """The from-to areas of the run, largest first, from the report's transition matrix (CSV).
+
+    The CSV holds one block per unit (``unit,from,<T2 classes>...,total``); rows and columns named
+    after classes are the transitions, the others are totals.
+    """
     with csv_path.open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        print("  (no transitions)")
-        return
-    columns = list(rows[0])
-    area_column = next((c for c in columns if "area" in c.lower()), None)
-    pixel_column = next((c for c in columns if "pixel" in c.lower()), None)
-    label_column = next((c for c in columns if c.lower() in ("label", "transition")), columns[0])
-
-    def number(row: dict[str, str], column: str | None) -> float:
-        try:
-            return float(row[column]) if column else 0.0
-        except ValueError:
-            return 0.0
-
-    rows.sort(key=lambda row: -number(row, area_column or pixel_column))
-    shown = [c for c in (label_column, pixel_column, area_column) if c]
-    print("  " + "  ".join(f"{c:>14s}" if i else f"{c:40s}" for i, c in enumerate(shown)))
-    for row in rows[:limit]:
-        print("  " + "  ".join(f"{row[c]:>14s}" if i else f"{row[c]:40s}" for i, c in enumerate(shown)))
-    if len(rows) > limit:
-        print(f"  ... {len(rows) - limit} more rows in {shown(csv_path)}")
+        rows = list(csv.reader(handle))
+    header, body = rows[0], rows[1:]
+    classes = header[2:-1]
+    cells: dict[tuple[str, str], dict[str, float]] = {}
+    for unit, source, *values in body:
+        if source not in classes:
+            continue
+        for target, value in zip(classes, values, strict=False):
+            if value:
+                cells.setdefault((source, target), {})[unit] = float(value)
+    found = sorted(((key, value) for key, value in cells.items() if value.get("pixels", 0) > 0),
+                   key=lambda item: -item[1]["pixels"])
+    print(f"  {'from -> to':40s} {'pixels':>10s} {'hectares':>10s}")
+    for (source, target), value in found[:limit]:
+        note = "  (changed, class unresolved)" if source == target else ""
+        print(f"  {source + ' -> ' + target:40s} {value['pixels']:10.0f} {value.get('hectares', 0):10.3f}{note}")
+    if len(found) > limit:
+        print(f"  ... {len(found) - limit} more in {shown(csv_path)} and report.html")
 
 
 def shown(path: Path) -> str:

@@ -11,9 +11,28 @@ a legend of the classes present in the map and a scale bar, and exports the layo
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
+
+
+def nice_segment(length: float) -> float:
+    """The largest 1, 2 or 5 times a power of ten not above ``length`` (a scale bar segment)."""
+    power = 10 ** math.floor(math.log10(max(length, 1e-9)))
+    return max(step * power for step in (1, 2, 5) if step * power <= length)
+
+
+def values_present(path: Path) -> set[int]:
+    """The pixel values of band 1 outside nodata."""
+    import numpy as np
+    from osgeo import gdal
+
+    dataset = gdal.Open(str(path))  # kept alive while its band is read
+    band = dataset.GetRasterBand(1)
+    values = np.unique(band.ReadAsArray())
+    nodata = band.GetNoDataValue()
+    return {int(v) for v in values if nodata is None or v != nodata}
 
 
 def render(fromto: Path, background: Path, out: Path, *, title: str, width_mm: float = 260.0,
@@ -27,12 +46,15 @@ def render(fromto: Path, background: Path, out: Path, *, title: str, width_mm: f
         QgsLayoutItemScaleBar,
         QgsLayoutPoint,
         QgsLayoutSize,
+        QgsLegendRenderer,
         QgsLegendStyle,
+        QgsMapLayerLegendUtils,
         QgsPrintLayout,
         QgsProject,
         QgsRasterLayer,
         QgsUnitTypes,
     )
+    from qgis.PyQt.QtCore import Qt
     from qgis.PyQt.QtGui import QFont
 
     project = QgsProject.instance()
@@ -63,24 +85,35 @@ def render(fromto: Path, background: Path, out: Path, *, title: str, width_mm: f
     label.attemptResize(QgsLayoutSize(width_mm - 12, 10, QgsUnitTypes.LayoutMillimeters))
     layout.addLayoutItem(label)
 
-    map_size = height_mm - 20
+    map_size = height_mm - 32
     map_item = QgsLayoutItemMap(layout)
+    map_item.setRect(0, 0, map_size, map_size)
+    layout.addLayoutItem(map_item)
     map_item.attemptMove(QgsLayoutPoint(6, 15, QgsUnitTypes.LayoutMillimeters))
     map_item.attemptResize(QgsLayoutSize(map_size, map_size, QgsUnitTypes.LayoutMillimeters))
-    map_item.setLayers([change, image])  # top first
     map_item.setCrs(change.crs())
-    map_item.zoomToExtent(change.extent())
+    map_item.setLayers([change, image])  # top first
+    map_item.setExtent(change.extent())
     map_item.setFrameEnabled(True)
-    layout.addLayoutItem(map_item)
 
     legend = QgsLayoutItemLegend(layout)
     legend.setTitle("What became what (T1 -> T2)")
     legend.setLinkedMap(map_item)
-    legend.setLegendFilterByMapEnabled(True)  # only the transitions the map shows
     legend.setAutoUpdateModel(False)
     root = legend.model().rootGroup()
     root.removeAllChildren()
-    root.addLayer(change)
+    node = root.addLayer(change)
+    QgsLegendRenderer.setNodeLegendStyle(node, QgsLegendStyle.Hidden)  # the legend's title names it
+    # Only the transitions the map holds, in the palette's order (QGIS 3.22's own filter by map content
+    # does not apply to an exported raster legend); no "No change" (it is drawn transparent) and no
+    # "Band 1 (Palette)" caption.
+    entries = legend.model().layerLegendNodes(node)
+    offset = 0 if not entries or entries[0].data(Qt.DecorationRole) else 1
+    present = values_present(fromto)
+    shown_classes = [offset + index for index, item in enumerate(change.renderer().classes())
+                     if item.value in present and item.value != 0]
+    QgsMapLayerLegendUtils.setLegendNodeOrder(node, shown_classes)
+    legend.model().refreshLayerLegend(node)
     legend.setColumnCount(1)
     legend.setStyleFont(QgsLegendStyle.Title, QFont("DejaVu Sans", 11))
     legend.setStyleFont(QgsLegendStyle.SymbolLabel, QFont("DejaVu Sans", 8))
@@ -93,11 +126,13 @@ def render(fromto: Path, background: Path, out: Path, *, title: str, width_mm: f
     scale_bar.setUnits(QgsUnitTypes.DistanceMeters)
     scale_bar.setNumberOfSegments(2)
     scale_bar.setNumberOfSegmentsLeft(0)
-    scale_bar.setUnitsPerSegment(500)
+    scale_bar.setUnitsPerSegment(nice_segment(change.extent().width() / 4))
     scale_bar.setUnitLabel("m")
-    scale_bar.attemptMove(QgsLayoutPoint(map_size + 12, height_mm - 16, QgsUnitTypes.LayoutMillimeters))
     layout.addLayoutItem(scale_bar)
+    scale_bar.attemptMove(QgsLayoutPoint(6, 15 + map_size + 3, QgsUnitTypes.LayoutMillimeters))
+    scale_bar.update()
 
+    legend.adjustBoxSize()
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.stem + ".partial.png")
     settings = QgsLayoutExporter.ImageExportSettings()
@@ -121,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from qgis.core import QgsApplication
 
+    QgsApplication.setPrefixPath(os.environ.get("QGIS_PREFIX_PATH", "/usr"), True)
     app = QgsApplication([], False)
     app.initQgis()
     try:
