@@ -42,8 +42,9 @@ def test_smoke_demo_writes_every_output_and_reuses_its_model(tmp_path):
         assert (results / name).stat().st_size > 0, name
     assert "<svg" in (results / "report.html").read_text(encoding="utf-8") or \
         "<img" in (results / "report.html").read_text(encoding="utf-8")
-    band = gdal.Open(str(results / "fromto.tif")).GetRasterBand(1)
-    band.GetDefaultRAT()
+    fromto = gdal.Open(str(results / "fromto.tif"))  # kept alive while its band is used
+    band = fromto.GetRasterBand(1)
+    band.GetDefaultRAT()  # GDAL 3.6 reads the .aux.xml lazily
     assert "Low vegetation -> Building" in band.GetCategoryNames()
     png = gdal.Open(str(results / "map.png"))
     assert png.RasterXSize > 600 and png.RasterCount >= 3
