@@ -2,7 +2,7 @@
 
 Everything here is pure numpy and works on one band of rows at a time, so the engine
 can decode and count while it streams a scene of any size. Decoding follows the model
-contract (seed digest section 7.2):
+contract (docs/model-contract.md):
 
 * changed = ``change_prob > 0.5`` and, where a network learns one, ``change_prob >
   change_threshold`` (CLDRNet's rule, which reduces to 0.5 for the other networks);
@@ -15,8 +15,8 @@ contract (seed digest section 7.2):
   pixels whose class the network did not resolve; they stay distinct codes so the
   legend can say so.
 
-Per-date class maps are only trustworthy inside predicted change (seed digest 7.5,
-item 19: the datasets annotate classes only there), so :func:`mask_classes` zeroes
+Per-date class maps are only trustworthy inside predicted change (the semantic change
+datasets label land cover only there; see docs/model-contract.md), so :func:`mask_classes` zeroes
 them elsewhere before they are written.
 
 Nodata values are kept outside every code range: 255 for uint8 rasters, 65535 for
@@ -33,6 +33,7 @@ import numpy.typing as npt
 
 NODATA_UINT8 = 255
 NODATA_UINT16 = 65535
+NODATA_UINT32 = 2**32 - 1
 NODATA_FLOAT32 = -1.0
 
 #: Probability above which a pixel counts as changed (before any learned threshold).
@@ -44,6 +45,7 @@ NO_CHANGE = "No change"
 _NODATA = {
     np.dtype(np.uint8): NODATA_UINT8,
     np.dtype(np.uint16): NODATA_UINT16,
+    np.dtype(np.uint32): NODATA_UINT32,
     np.dtype(np.float32): NODATA_FLOAT32,
 }
 
@@ -60,13 +62,15 @@ def nodata_for(dtype: npt.DTypeLike) -> int | float:
         raise ValueError(f"no output nodata value defined for dtype {np.dtype(dtype)}") from None
 
 
-def _dtype_for_max(max_value: int) -> np.dtype:
-    """Smallest unsigned dtype whose nodata value stays above ``max_value``."""
-    if max_value < NODATA_UINT8:
-        return np.dtype(np.uint8)
-    if max_value < NODATA_UINT16:
-        return np.dtype(np.uint16)
-    raise ValueError(f"codes up to {max_value} do not fit a uint16 raster with nodata {NODATA_UINT16}")
+def _dtype_for_max(max_value: int, widest: npt.DTypeLike = np.uint16) -> np.dtype:
+    """Smallest unsigned dtype, up to ``widest``, whose nodata value stays above ``max_value``."""
+    for dtype in (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32)):
+        if max_value < _NODATA[dtype]:
+            return dtype
+        if dtype == np.dtype(widest):
+            break
+    raise ValueError(f"codes up to {max_value} do not fit a {np.dtype(widest)} raster with nodata "
+                     f"{_NODATA[np.dtype(widest)]}")
 
 
 def _check_num_classes(num_classes: int) -> None:
@@ -80,16 +84,18 @@ def class_dtype(num_classes: int) -> np.dtype:
     return _dtype_for_max(num_classes)
 
 
-def code_dtype(num_classes: int) -> np.dtype:
-    """Dtype of a from-to raster: uint8 while ``N*N`` stays below the nodata 255, else uint16.
+def code_dtype(num_classes: int, widest: npt.DTypeLike = np.uint16) -> np.dtype:
+    """Dtype of a from-to raster: uint8 while ``N*N`` stays below the nodata 255, else uint16 (or uint32).
 
-    ``N <= 15`` fits uint8 (225 codes); up to ``N = 255`` fits uint16.
+    ``N <= 15`` fits uint8 (225 codes); up to ``N = 255`` fits uint16. The networks stop
+    there; comparing two land-cover maps passes ``widest=np.uint32`` so that any
+    number of class pairs fits.
 
     Raises:
-        ValueError: For more classes than uint16 can encode.
+        ValueError: For more classes than ``widest`` can encode.
     """
     _check_num_classes(num_classes)
-    return _dtype_for_max(num_classes * num_classes)
+    return _dtype_for_max(num_classes * num_classes, widest)
 
 
 def num_codes(num_classes: int) -> int:
@@ -159,6 +165,7 @@ def fromto_codes(
     c2: npt.NDArray[np.integer[Any]],
     changed: npt.NDArray[np.bool_],
     num_classes: int,
+    widest: npt.DTypeLike = np.uint16,
 ) -> npt.NDArray[np.unsignedinteger[Any]]:
     """Joint from-to code per pixel: 0 where unchanged, else ``1 + (c1-1)*N + (c2-1)``.
 
@@ -167,15 +174,16 @@ def fromto_codes(
             only changed pixels are read).
         changed: Boolean change decision.
         num_classes: ``N``.
+        widest: The widest dtype allowed, as for :func:`code_dtype`.
 
     Returns:
-        Array in :func:`code_dtype` ``(N)``.
+        Array in :func:`code_dtype` ``(N, widest)``.
 
     Raises:
         ValueError: If a changed pixel has a class outside ``1..N``; that would
             silently alias another transition.
     """
-    dtype = code_dtype(num_classes)
+    dtype = code_dtype(num_classes, widest)
     c1 = np.asarray(c1)
     c2 = np.asarray(c2)
     changed = np.asarray(changed, dtype=bool)
@@ -183,11 +191,18 @@ def fromto_codes(
         raise ValueError(f"shapes differ: c1 {c1.shape}, c2 {c2.shape}, changed {changed.shape}")
     if changed.any():
         for name, c in (("c1", c1), ("c2", c2)):
+            if c.size and c.min() >= 1 and c.max() <= num_classes:
+                continue  # every pixel in range: no need to look at the changed ones alone
             inside = c[changed]
             if inside.min() < 1 or inside.max() > num_classes:
                 raise ValueError(f"{name} has classes outside 1..{num_classes} in changed pixels")
-    code = 1 + (c1.astype(np.int64) - 1) * num_classes + (c2.astype(np.int64) - 1)
-    return np.where(changed, code, 0).astype(dtype)
+    # In the code's own dtype: every changed pixel's code fits it, and unchanged ones are replaced by 0
+    # below (whatever unsigned wrap-around their classes gave), so no int64 copies are needed.
+    a = c1.astype(dtype, copy=False)
+    b = c2.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):
+        code = (a - dtype.type(1)) * dtype.type(num_classes) + b
+    return np.where(changed, code, dtype.type(0)).astype(dtype, copy=False)
 
 
 def fromto_code(from_class: int, to_class: int, num_classes: int) -> int:
@@ -272,18 +287,33 @@ class CodeCounter:
             valid = np.asarray(valid, dtype=bool)
             if valid.shape != codes.shape:
                 raise ValueError(f"valid mask shape {valid.shape} differs from codes shape {codes.shape}")
-            values = codes[valid]
-            weights = np.broadcast_to(areas[:, None], codes.shape)[valid]
-        else:
-            values = codes.ravel()
-            weights = np.broadcast_to(areas[:, None], codes.shape).ravel()
-        if values.size == 0:
+        if codes.size == 0:
             return
-        if values.min() < 0 or values.max() >= self.size:
+        # Invalid pixels go to one extra bin and are dropped: cheaper than gathering the valid ones.
+        values = codes if valid is None else np.where(valid, codes, 0)
+        low, high = values.min(), values.max()
+        if low < 0 or high >= self.size:
             raise ValueError(f"valid pixels hold values outside 0..{self.size - 1}")
-        values = values.astype(np.intp, copy=False)
-        self._counts += np.bincount(values, minlength=self.size)
-        self._areas += np.bincount(values, weights=weights, minlength=self.size)
+        if valid is not None:
+            values = np.where(valid, values, self.size)
+        flat = values.ravel().astype(np.intp, copy=False)
+        counts = np.bincount(flat, minlength=self.size + 1)
+        if np.all(areas == areas[0]):  # a projected CRS: one pixel area for every row
+            area_sums = counts * float(areas[0])
+        else:
+            area_sums = np.bincount(flat, weights=np.broadcast_to(areas[:, None], codes.shape).ravel(),
+                                    minlength=self.size + 1)
+        self._counts += counts[: self.size]
+        self._areas += area_sums[: self.size]
+
+    @classmethod
+    def from_totals(cls, counts: npt.ArrayLike, areas_m2: npt.ArrayLike) -> CodeCounter:
+        """A counter holding given totals (e.g. derived from other counters)."""
+        counts = np.asarray(counts, dtype=np.int64)
+        counter = cls(counts.size)
+        counter._counts[:] = counts
+        counter._areas[:] = np.asarray(areas_m2, dtype=np.float64)
+        return counter
 
     def merge(self, other: CodeCounter) -> None:
         """Add another counter's totals (e.g. from a parallel worker)."""

@@ -1,12 +1,19 @@
-"""The one entry point: two rasters and a model in, from-to change rasters out.
+"""The network entry point: two rasters and a model in, from-to change products out.
 
-The plugin, the training CLI and scripts all call :func:`run_change_detection`.
-The walk of one tile: :class:`~.tiling.TileGrid` gives a window, a reader thread
-has :class:`~.io.RasterPair` fill it with two aligned arrays and a validity mask and
-:mod:`.preprocess` normalise it, batches go to the network, the per-head
-probabilities are blended into a :class:`~.tiling.RowBandAccumulator`, finished
-rows are decoded by :mod:`.encode` and written by :class:`~.io.RasterWriter`. When
-every row is written the legends are added and the files are moved into place.
+The plugin, the training CLI and scripts all call :func:`run_change_detection`. It
+runs in two stages:
+
+1. the inference stage (here): :class:`~.tiling.TileGrid` gives a window,
+   :class:`~.io.RasterPair` fills it with two aligned arrays and a validity mask,
+   :mod:`.preprocess` normalises it, batches go to the network, the per-head
+   probabilities are blended into a :class:`~.tiling.RowBandAccumulator`, and
+   finished rows are decoded by :mod:`.encode` into per-date class rows and a
+   change row;
+2. the products stage (:class:`~.products.ProductsStage`): those rows become every
+   output (from-to codes, class maps, change mask, probability, legends, matrix,
+   sieve, polygons), moved into place when all are complete.
+
+Comparing two existing land-cover maps (:mod:`.compare`) enters at stage 2.
 """
 
 from __future__ import annotations
@@ -27,18 +34,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import encode, legend
+from . import encode, memory
 from .devices import inference_context, select_device, select_precision
 from .errors import Cancelled, ChangeDetectionError, InputError
-from .io import RasterPair, RasterWriter, check_output_path, discard, publish, read_rows, temporary_path
+from .io import RasterPair, outputs_folders, terminate_cleanly, writing_outputs
+from .matrix import TransitionRow
 from .models.base import CHANGE_PROB, CHANGE_THRESHOLD, SEM_LOGITS_T1, SEM_LOGITS_T2
 from .models.card import ModelCard
 from .preprocess import BandScaling, plan_scaling
+from .products import Grid, Legends, OutputPaths, ProductsStage, StageResult, check_outputs
+from .progress import Progress, ProgressSpan
 from .tiling import RowBandAccumulator, TileGrid, TileWindow, pad_to
+
+__all__ = ["OutputPaths", "Progress", "RunOptions", "RunSummary", "describe_memory", "estimate_memory",
+           "run_change_detection"]
 
 log = logging.getLogger(__name__)
 
 ModelSource = str | os.PathLike[str] | tuple[nn.Module, ModelCard]
+
+#: Share of the progress bar the network gets when polygons follow (they take the rest).
+INFERENCE_SHARE_WITH_POLYGONS = 0.85
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,9 @@ class RunOptions:
             slows it (``make bench``).
         min_patch_pixels: Minimum mapping unit: connected change patches smaller than
             this many pixels become "no change" in every output (0 keeps all).
+        overwrite: Replace existing files at the output paths even when this tool did
+            not write them. Without it only its own earlier outputs are replaced; an
+            output that is an input, the model or another output is refused either way.
     """
 
     bands_t1: Sequence[int] | None = None
@@ -70,46 +89,7 @@ class RunOptions:
     precision: str = "auto"
     prefetch_batches: int | None = None
     min_patch_pixels: int = 0
-
-
-@dataclass(frozen=True)
-class OutputPaths:
-    """Which products to write, and where. Leave a field ``None`` to skip it.
-
-    Attributes:
-        fromto: From-to codes (0 = no change), semantic models only.
-        t1_classes, t2_classes: Per-date land-cover class, inside change only (0 elsewhere).
-        change_prob: Blended change probability, float32.
-        change_mask: 0/1 change mask (any model).
-        transitions_csv: Transition matrix with pixel counts and areas.
-    """
-
-    fromto: str | os.PathLike[str] | None = None
-    t1_classes: str | os.PathLike[str] | None = None
-    t2_classes: str | os.PathLike[str] | None = None
-    change_prob: str | os.PathLike[str] | None = None
-    change_mask: str | os.PathLike[str] | None = None
-    transitions_csv: str | os.PathLike[str] | None = None
-
-    def rasters(self) -> dict[str, Path]:
-        names = ("fromto", "t1_classes", "t2_classes", "change_prob", "change_mask")
-        return {name: Path(getattr(self, name)) for name in names if getattr(self, name) is not None}
-
-
-class Progress:
-    """Receives progress and messages and tells the engine whether to stop.
-
-    The default does nothing and never cancels; the plugin adapts QGIS's feedback.
-    """
-
-    def set_progress(self, fraction: float) -> None:
-        """Called with 0..1 at least once per batch."""
-
-    def info(self, message: str) -> None:
-        """A line for the run's log."""
-
-    def is_cancelled(self) -> bool:
-        return False
+    overwrite: bool = False
 
 
 @dataclass
@@ -139,7 +119,8 @@ class RunSummary:
     changed_area_m2: float = 0.0
     scaling_t1: str = ""
     scaling_t2: str = ""
-    transitions: list[dict[str, Any]] = field(default_factory=list)
+    transitions: list[TransitionRow] = field(default_factory=list)
+    polygons: int = 0
 
     @property
     def megapixels_per_second(self) -> float:
@@ -178,7 +159,8 @@ def run_change_detection(
     options = options or RunOptions()
     progress = progress or Progress()
     network, card = _load_model(model)
-    rasters = _check_outputs(outputs, card)
+    requested = _check_outputs(outputs, card, {"T1": path_t1, "T2": path_t2},
+                               None if isinstance(model, tuple) else model, options.overwrite)
     tile_size = int(options.tile_size or card.tile_size)
     overlap = int(options.overlap if options.overlap is not None else tile_size // 4)
     if options.batch_size < 1:
@@ -201,9 +183,11 @@ def run_change_detection(
         summary.tiles_total = len(grid)
         scalings = _plan_scalings(pair, card)
         summary.scaling_t1, summary.scaling_t2 = scalings[0].description, scalings[1].description
-        heads = _Heads(card)
-        summary.memory_estimate_bytes = estimate_memory(grid, card, options.batch_size, network, heads.channels,
-                                                        options.prefetch_batches)
+        heads = _Heads(card, learns_threshold=bool(getattr(network, "learns_threshold", False)))
+        run_bytes = estimate_memory(grid, card, options.batch_size, network, heads.channels,
+                                    options.prefetch_batches)
+        memory.refuse_if_short(run_bytes, device_choice.device.type, tile_size, options.batch_size)
+        summary.memory_estimate_bytes = memory.process_rss_bytes() + run_bytes
         progress.info(f"device: {summary.device} ({summary.device_reason}); precision: {precision_reason}")
         progress.info(f"processing area: {pair.width} x {pair.height} px on T1's grid ({pair.crs}); "
                       f"{len(grid)} tiles of {tile_size} px, overlap {overlap} px, batch {options.batch_size}")
@@ -213,14 +197,20 @@ def run_change_detection(
         network = network.to(device_choice.device).eval()
         if device_choice.device.type != "mps":
             network = network.to(memory_format=torch.channels_last)
-        csv = Path(outputs.transitions_csv) if outputs.transitions_csv is not None else None
-        run = _Run(pair, grid, card, heads, scalings, rasters, network, device_choice.device, autocast_dtype,
-                   options, progress, summary, csv)
+        # Polygons take the last part of the bar; everything else in the products stage is quick.
+        share = INFERENCE_SHARE_WITH_POLYGONS if outputs.polygons is not None else 1.0
+        stage = ProductsStage(
+            Grid(pair.width, pair.height, pair.crs, pair.transform, pair.pixel_area_m2),
+            Legends(card.task, tuple(card.classes), card.change_color), requested,
+            min_patch_pixels=options.min_patch_pixels, progress=ProgressSpan(progress, share, 1.0 - share))
+        run = _Inference(pair, grid, card, heads, scalings, network, device_choice.device, autocast_dtype,
+                         options, ProgressSpan(progress, 0.0, share), summary, stage)
         try:
-            run.execute()
-            run.finish(outputs)
+            with writing_outputs(outputs_folders(requested)), terminate_cleanly(stage.discard):
+                run.execute()
+                _record(summary, stage.finish())
         except BaseException:
-            run.discard()
+            stage.discard()
             raise
     summary.elapsed_seconds = time.perf_counter() - started
     progress.info(f"done: {summary.tiles_run} tiles run, {summary.tiles_skipped} skipped (no valid pixel), "
@@ -242,66 +232,68 @@ def _load_model(model: ModelSource) -> tuple[nn.Module, ModelCard]:
     return load_checkpoint(model)
 
 
-def _check_outputs(outputs: OutputPaths, card: ModelCard) -> dict[str, Path]:
-    rasters = outputs.rasters()
-    if not rasters and outputs.transitions_csv is None:
-        raise InputError("no output was requested; choose at least one output file")
-    if card.task != "semantic":
-        semantic_only = [n for n in ("fromto", "t1_classes", "t2_classes") if n in rasters]
-        if semantic_only or outputs.transitions_csv is not None:
-            names = ", ".join(semantic_only + (["transitions_csv"] if outputs.transitions_csv else []))
-            raise InputError(f"the model '{card.model}' detects binary change only, so it cannot write {names}; "
-                             "use a semantic model (GAPL-SCD, LSAFNet) or ask for the change mask/probability")
-    paths = [*rasters.values(), *([Path(outputs.transitions_csv)] if outputs.transitions_csv else [])]
-    if len({p.resolve() for p in paths}) != len(paths):
-        raise InputError("two outputs have the same file name; give each output its own file")
-    for path in paths:
-        check_output_path(path)
-    return rasters
+def _check_outputs(outputs: OutputPaths, card: ModelCard, inputs: dict[str, Any], model: Any,
+                   overwrite: bool) -> dict[str, Path]:
+    from .models.registry import describe_task, title
+
+    def refusal(names: list[str]) -> str:
+        return (f"the model '{title(card.model)}' detects binary change only, so it cannot write {', '.join(names)}; "
+                f"use {describe_task('semantic')} or ask for the change mask/probability")
+
+    return check_outputs(outputs.requested(), card.task, refusal, inputs=inputs, model=model, overwrite=overwrite)
+
+
+def _record(summary: RunSummary, result: StageResult) -> None:
+    summary.outputs.update(result.outputs)
+    summary.transitions = result.transitions
+    summary.valid_pixels = result.valid_pixels
+    summary.changed_pixels = result.changed_pixels
+    summary.changed_area_m2 = result.changed_area_m2
+    summary.polygons = result.polygons
 
 
 def _plan_scalings(pair: RasterPair, card: ModelCard) -> tuple[BandScaling, BandScaling]:
+    """Scaling of both dates, from valid pixels only (see :meth:`.io.RasterPair.valid_sample`)."""
     dtypes1, dtypes2 = pair.dtypes()
-    img1, img2, valid = pair.sample()
-    if not valid.any():
-        # the sample is decimated; confirm with a full-resolution scan before refusing
-        if not _any_valid(pair):
-            raise InputError("T1 and T2 have no valid pixel in common (all nodata, masked or NaN where they "
-                             "overlap); check the nodata values and that both images cover the same area")
-        valid = np.ones(valid.shape, dtype=bool)
-    s1 = plan_scaling(dtypes1, img1, valid, card.scaling, card.mean_t1, card.std_t1)
-    s2 = plan_scaling(dtypes2, img2, valid, card.scaling, card.mean_t2, card.std_t2)
+    values1, values2 = pair.valid_sample()
+    if not values1.shape[1]:
+        raise InputError("T1 and T2 have no valid pixel in common (all nodata, masked or NaN where they "
+                         "overlap); check the nodata values and that both images cover the same area")
+    valid = np.ones((1, values1.shape[1]), dtype=bool)
+    s1 = plan_scaling(dtypes1, values1[:, None, :], valid, card.scaling, card.mean_t1, card.std_t1)
+    s2 = plan_scaling(dtypes2, values2[:, None, :], valid, card.scaling, card.mean_t2, card.std_t2)
     return s1, s2
 
 
-def _any_valid(pair: RasterPair) -> bool:
-    step = 1024
-    for row in range(0, pair.height, step):
-        for col in range(0, pair.width, step):
-            _, _, valid = pair.read(row, col, min(step, pair.height - row), min(step, pair.width - col))
-            if valid.any():
-                return True
-    return False
-
-
 class _Heads:
-    """Where each network output lives in the accumulator's channels."""
+    """Where each network output lives in the accumulator's channels, fixed before the run.
 
-    def __init__(self, card: ModelCard) -> None:
+    Channels: 0 the valid fraction, 1 the change probability, then (semantic models)
+    the class probabilities of T1 and T2, then (a network that learns one, see
+    ``ChangeModel.learns_threshold``) the change threshold.
+    """
+
+    def __init__(self, card: ModelCard, *, learns_threshold: bool = False) -> None:
         self.semantic = card.task == "semantic"
         self.num_classes = card.num_classes
-        self.threshold: int | None = None
         self.channels = 2  # valid fraction, change probability
         if self.semantic:
             self.t1 = slice(2, 2 + card.num_classes)
             self.t2 = slice(2 + card.num_classes, 2 + 2 * card.num_classes)
             self.channels += 2 * card.num_classes
+        self.threshold: int | None = None
+        if learns_threshold:
+            self.threshold = self.channels
+            self.channels += 1
 
     def stack(self, outputs: dict[str, torch.Tensor], valid: torch.Tensor) -> torch.Tensor:
         """Per-head probabilities as one ``[B, channels, H, W]`` float32 tensor."""
-        if CHANGE_THRESHOLD in outputs and self.threshold is None:
-            self.threshold = self.channels
-            self.channels += 1
+        if (CHANGE_THRESHOLD in outputs) != (self.threshold is not None):
+            raise ChangeDetectionError(
+                "the network's outputs do not match what it declares: it "
+                + ("returned a change threshold without setting learns_threshold" if self.threshold is None
+                   else "sets learns_threshold but returned no change threshold")
+                + "; see docs/model-contract.md")
         parts = [valid, outputs[CHANGE_PROB].float()]
         if self.semantic:
             for key in (SEM_LOGITS_T1, SEM_LOGITS_T2):
@@ -315,10 +307,30 @@ class _Heads:
             parts.append(outputs[CHANGE_THRESHOLD].float())
         return torch.cat(parts, dim=1)
 
+    def decode(self, values: np.ndarray | None, count: int, width: int) -> dict[str, np.ndarray]:
+        """Finished accumulator rows as the products stage's rows (None: rows no tile covered)."""
+        if values is None:
+            rows = {"valid": np.zeros((count, width), dtype=bool), "changed": np.zeros((count, width), dtype=bool),
+                    "prob": np.zeros((count, width), dtype=np.float32)}
+            if self.semantic:
+                rows["c1"] = rows["c2"] = np.ones((count, width), dtype=encode.class_dtype(self.num_classes))
+            return rows
+        valid = values[0] > 0.5  # pixels no tile covered hold 0: invalid
+        prob = values[1]
+        threshold = None if self.threshold is None else values[self.threshold]
+        rows = {"valid": valid, "changed": encode.decode_change(prob, threshold) & valid, "prob": prob}
+        if self.semantic:
+            rows["c1"] = encode.decode_classes(values[self.t1])
+            rows["c2"] = encode.decode_classes(values[self.t2])
+        return rows
+
 
 def estimate_memory(grid: TileGrid, card: ModelCard, batch_size: int, network: nn.Module, channels: int,
                     prefetch: int) -> int:
-    """Bytes the run will need at its peak: accumulators, tile batches, outputs and the network."""
+    """Bytes the run adds at its peak: accumulators, tile batches, outputs and the network.
+
+    What the process already holds comes on top (:mod:`.memory`).
+    """
     size = grid.model_size
     accumulators = (channels + 2) * min(grid.tile_size, grid.height) * grid.width * 4
     batches = (prefetch + 2) * batch_size * 2 * len(card.bands_t1) * size * size * 4
@@ -344,28 +356,18 @@ class _Batch:
 _DONE = object()
 
 
-class _Run:
+class _Inference:
+    """Stage 1: tiles through the network, blended, decoded into rows for the products stage."""
+
     def __init__(self, pair: RasterPair, grid: TileGrid, card: ModelCard, heads: _Heads,
-                 scalings: tuple[BandScaling, BandScaling], rasters: dict[str, Path], network: nn.Module,
-                 device: torch.device, autocast_dtype: torch.dtype | None, options: RunOptions,
-                 progress: Progress, summary: RunSummary, transitions_csv: Path | None = None) -> None:
+                 scalings: tuple[BandScaling, BandScaling], network: nn.Module, device: torch.device,
+                 autocast_dtype: torch.dtype | None, options: RunOptions, progress: Progress, summary: RunSummary,
+                 stage: ProductsStage) -> None:
         self.pair, self.grid, self.card, self.heads = pair, grid, card, heads
         self.scalings = scalings
         self.network, self.device, self.autocast_dtype = network, device, autocast_dtype
         self.options, self.progress, self.summary = options, progress, summary
-        self.finals = rasters
-        self.temporaries = {name: temporary_path(path) for name, path in rasters.items()}
-        reference = "fromto" if heads.semantic else "change_mask"
-        if options.min_patch_pixels > 1 and reference not in rasters:
-            # The sieve works on this raster and every count is taken from it afterwards: write it
-            # beside the outputs even when it was not asked for, and never publish it.
-            beside = next(iter(rasters.values()), None) or Path(str(transitions_csv)).with_suffix(".tif")
-            self.temporaries[reference] = temporary_path(beside)
-        self.writers: dict[str, RasterWriter] = {}
-        self.code_dtype = encode.code_dtype(card.num_classes) if heads.semantic else np.dtype(np.uint8)
-        self.counter = encode.TransitionCounter(max(card.num_classes, 1))
-        self.class_counters = (encode.CodeCounter(card.num_classes + 1), encode.CodeCounter(card.num_classes + 1))
-        self.mask_counter = encode.CodeCounter(2)
+        self.stage = stage
         self.accumulator: RowBandAccumulator | None = None
         self._stop = threading.Event()
 
@@ -421,7 +423,6 @@ class _Run:
 
     # -- main loop ----------------------------------------------------------------------------
     def execute(self) -> None:
-        self._open_writers()
         reader: threading.Thread | None = None
         if self.options.prefetch_batches > 0:
             prepared: queue.Queue[Any] = queue.Queue(maxsize=self.options.prefetch_batches)
@@ -502,133 +503,9 @@ class _Run:
             self._flush(self.grid.height)
 
     def _write_rows(self, start: int, values: np.ndarray | None, count: int) -> None:
-        heads = self.heads
-        width = self.grid.width
-        if values is None:
-            valid = np.zeros((count, width), dtype=bool)
-            prob = np.zeros((count, width), dtype=np.float32)
-            threshold = None
-        else:
-            valid = values[0] > 0.5  # pixels no tile covered hold 0: invalid
-            prob = values[1]
-            threshold = None if heads.threshold is None else values[heads.threshold]
-        changed = encode.decode_change(prob, threshold) & valid
-        area = self.pair.pixel_area_m2(np.arange(start, start + count))
-        products: dict[str, np.ndarray] = {}
-        if heads.semantic:
-            if values is None:
-                c1 = c2 = np.ones((count, width), dtype=np.uint8)
-            else:
-                c1 = encode.decode_classes(values[heads.t1])
-                c2 = encode.decode_classes(values[heads.t2])
-            codes = encode.fromto_codes(c1, c2, changed, heads.num_classes)
-            self.counter.add(codes, valid, area)
-            products["fromto"] = _with_nodata(codes, valid)
-            products["t1_classes"] = _with_nodata(encode.mask_classes(c1, changed), valid)
-            products["t2_classes"] = _with_nodata(encode.mask_classes(c2, changed), valid)
-            self.class_counters[0].add(products["t1_classes"], valid, area)
-            self.class_counters[1].add(products["t2_classes"], valid, area)
-        products["change_mask"] = _with_nodata(changed.astype(np.uint8), valid)
-        self.mask_counter.add(products["change_mask"], valid, area)
-        products["change_prob"] = np.where(valid, prob, encode.NODATA_FLOAT32).astype(np.float32)
-        self.summary.valid_pixels += int(valid.sum())
-        self.summary.changed_pixels += int(changed.sum())
-        self.summary.changed_area_m2 += float((changed * area[:, None]).sum())
-        for name, writer in self.writers.items():
-            writer.write_rows(start, products[name])
-
-    # -- outputs --------------------------------------------------------------------------------
-    def _open_writers(self) -> None:
-        for name, temporary in self.temporaries.items():
-            if name == "change_prob":
-                dtype, nodata = "float32", encode.NODATA_FLOAT32
-            elif name == "change_mask":
-                dtype, nodata = "uint8", encode.nodata_for(np.dtype(np.uint8))
-            else:
-                dtype, nodata = self.code_dtype.name, encode.nodata_for(self.code_dtype)
-            self.writers[name] = RasterWriter(temporary, width=self.grid.width, height=self.grid.height,
-                                              dtype=dtype, nodata=nodata, crs=self.pair.crs,
-                                              transform=self.pair.transform)
-
-    def finish(self, outputs: OutputPaths) -> None:
-        """Close the rasters, sieve, add their legends, then move everything into place."""
-        for writer in self.writers.values():
-            writer.close()
-        if self.options.min_patch_pixels > 1:
-            self._sieve()
-        classes = self.card.classes
-        written: list[legend.LegendFiles] = []
-        for name, temporary in self.temporaries.items():
-            if name not in self.finals:
-                continue  # an internal raster, discarded below
-            if name == "fromto":
-                written.append(legend.write_legend(temporary, legend.fromto_legend(classes),
-                                                   stats=self.counter.stats()))
-            elif name in ("t1_classes", "t2_classes"):
-                counter = self.class_counters[0 if name == "t1_classes" else 1]
-                written.append(legend.write_legend(temporary, legend.class_legend(classes), stats=counter.stats()))
-            elif name == "change_mask":
-                written.append(legend.write_legend(temporary, legend.binary_legend(self.card.change_color),
-                                                   stats=self.mask_counter.stats()))
-            elif name == "change_prob":
-                legend.write_probability_style(temporary)
-        for files in written:
-            for warning in files.warnings:
-                self.progress.info(f"warning: {warning}")
-        if self.heads.semantic:
-            self.summary.transitions = legend.transition_table_rows(classes, self.counter)
-        if outputs.transitions_csv is not None:
-            final_csv = Path(outputs.transitions_csv)
-            legend.write_transition_matrix(final_csv, classes, self.counter)
-            self.summary.outputs["transitions_csv"] = str(final_csv)
-        for name, temporary in self.temporaries.items():
-            if name in self.finals:
-                publish(temporary, self.finals[name])
-                self.summary.outputs[name] = str(self.finals[name])
-            else:
-                discard(temporary)
-
-    def _sieve(self) -> None:
-        """Remove change patches below the minimum mapping unit, then count again."""
-        from .postprocess import sieve_small_changes
-
-        reference = self.temporaries["fromto" if self.heads.semantic else "change_mask"]
-        dependents = [path for name, path in self.temporaries.items()
-                      if path != reference and name != "change_prob"]
-        removed = sieve_small_changes(reference, self.options.min_patch_pixels, dependents=dependents,
-                                      progress=_CancelOnly(self.progress))
-        self.progress.info(f"minimum mapping unit {self.options.min_patch_pixels} px: "
-                           f"{removed} changed pixels in smaller patches set to no change")
-        self._recount()
-
-    def _recount(self) -> None:
-        """Rebuild the counters and the summary from the finished (sieved) rasters."""
-        counters: dict[str, encode.CodeCounter] = {"change_mask": encode.CodeCounter(2)}
-        if self.heads.semantic:
-            counters |= {"fromto": encode.TransitionCounter(self.card.num_classes),
-                         "t1_classes": encode.CodeCounter(self.card.num_classes + 1),
-                         "t2_classes": encode.CodeCounter(self.card.num_classes + 1)}
-        counters = {name: c for name, c in counters.items() if name in self.temporaries}
-        for name, counter in counters.items():
-            for start, values in read_rows(self.temporaries[name]):
-                valid = values != encode.nodata_for(values.dtype)
-                counter.add(values, valid, self.pair.pixel_area_m2(np.arange(start, start + values.shape[0])))
-        reference = counters["fromto" if self.heads.semantic else "change_mask"]
-        self.summary.changed_pixels = int(reference.total_pixels - reference.count(0))
-        self.summary.changed_area_m2 = float(reference.total_area_m2 - reference.area_m2(0))
-        self.counter = counters.get("fromto", self.counter)  # type: ignore[assignment]
-        self.class_counters = (counters.get("t1_classes", self.class_counters[0]),
-                               counters.get("t2_classes", self.class_counters[1]))
-        self.mask_counter = counters.get("change_mask", self.mask_counter)
-
-    def discard(self) -> None:
-        for writer in self.writers.values():
-            try:
-                writer.abort()
-            except Exception:  # noqa: BLE001 - cleaning up after another error
-                log.debug("could not close %s", writer.path, exc_info=True)
-        for temporary in self.temporaries.values():
-            discard(temporary)
+        rows = self.heads.decode(values, count, self.grid.width)
+        self.stage.write_rows(start, rows["valid"], rows["changed"], prob=rows["prob"], c1=rows.get("c1"),
+                              c2=rows.get("c2"))
 
 
 def _lower_thread_priority() -> None:
@@ -644,20 +521,5 @@ def _lower_thread_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
-class _CancelOnly(Progress):
-    """Lets a post-processing step check for cancel without moving the finished progress bar."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-
-    def is_cancelled(self) -> bool:
-        return self._progress.is_cancelled()
-
-
-def _with_nodata(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    nodata = encode.nodata_for(values.dtype)
-    return np.where(valid, values, nodata).astype(values.dtype)
-
-
 def describe_memory(num_bytes: int) -> str:
-    return f"{num_bytes / 2**20:.0f} MiB" if num_bytes < 2**30 else f"{num_bytes / 2**30:.1f} GiB"
+    return memory.describe(num_bytes)

@@ -27,13 +27,14 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from .errors import Cancelled, InputError
-from .io import AUTHALIC_RADIUS_M, check_output_path
-from .legend import LegendEntry, gdal_session
+from .io import AUTHALIC_RADIUS_M, check_output_path, gdal_session
+from .legend import LegendEntry
+from .progress import Progress, ProgressSpan
 
 #: Pixels per read/write chunk (rows x width), to bound memory on wide rasters.
 _CHUNK_PIXELS = 1 << 22
@@ -55,21 +56,13 @@ _CHANGED = 1
 _SMALL = 2
 
 
-class ProgressLike(Protocol):
-    """What the steps report to: :class:`core.engine.Progress` fits, so does any object with these two methods."""
-
-    def set_progress(self, fraction: float) -> None: ...
-
-    def is_cancelled(self) -> bool: ...
-
-
 def sieve_small_changes(
     change_raster: str | os.PathLike[str],
     min_pixels: int,
     *,
     dependents: Sequence[str | os.PathLike[str]] = (),
     connectedness: int = 8,
-    progress: ProgressLike | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """Remove change patches smaller than a minimum mapping unit, in place.
 
@@ -170,7 +163,7 @@ def polygonize_changes(
     *,
     layer_name: str = "changes",
     connectedness: int = 4,
-    progress: ProgressLike | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """Write one polygon per connected patch of one change code.
 
@@ -289,25 +282,24 @@ def check_vector_output(out_path: str | os.PathLike[str]) -> None:
 
 
 class _Steps:
-    """Maps the progress of consecutive steps (given as shares of the whole) onto 0..1."""
+    """Consecutive steps, each a :class:`~.progress.ProgressSpan` of the caller's progress."""
 
-    def __init__(self, progress: ProgressLike | None, shares: Sequence[float]) -> None:
+    def __init__(self, progress: Progress | None, shares: Sequence[float]) -> None:
         self.progress = progress
-        self.starts = [0.0, *np.cumsum(shares)[:-1].tolist()]
-        self.shares = list(shares)
+        starts = [0.0, *np.cumsum(shares)[:-1].tolist()]
+        self.spans = [ProgressSpan(progress, start, share) for start, share in zip(starts, shares, strict=True)]
         self.step = 0
 
-    def _check(self) -> None:
-        if self.progress is not None and self.progress.is_cancelled():
-            raise Cancelled("cancelled by the user; no output was written")
+    @property
+    def _span(self) -> ProgressSpan:
+        return self.spans[min(self.step, len(self.spans) - 1)]
 
     def report(self, done: float, total: float, *, check: bool = True) -> None:
         """Within the current step, ``done`` of ``total``; ``check`` raises :class:`Cancelled` if asked to stop."""
-        if check:
-            self._check()
-        if self.progress is not None and self.step < len(self.shares):
-            fraction = min(1.0, done / total) if total else 1.0
-            self.progress.set_progress(self.starts[self.step] + self.shares[self.step] * fraction)
+        if check and self._span.is_cancelled():
+            raise Cancelled("cancelled by the user; no output was written")
+        if self.step < len(self.spans):
+            self._span.set_progress(min(1.0, done / total) if total else 1.0)
 
     def advance(self) -> None:
         self.report(1, 1)
@@ -317,13 +309,12 @@ class _Steps:
         """A GDAL progress callback for the current step; it returns 0 (stop) when cancelled."""
         if self.progress is None:
             return None
-        progress = self.progress
-        start, share = self.starts[self.step], self.shares[self.step]
+        span = self._span
 
         def callback(complete: float, _message: Any, _data: Any) -> int:
-            if progress.is_cancelled():
+            if span.is_cancelled():
                 return 0
-            progress.set_progress(start + share * min(1.0, max(0.0, complete)))
+            span.set_progress(complete)
             return 1
 
         return callback

@@ -29,6 +29,9 @@ from .errors import InputError
 SIZE_MULTIPLE = 32
 MIN_TILE_SIZE = 32
 MAX_TILE_SIZE = 4096
+#: The stride must be at least a fifth of the tile (overlap at most 80 %, so at most 25 evaluations per
+#: pixel): the plugin's largest overlap, 75 %, always passes, even after rounding to whole pixels.
+MAX_STRIDE_DIVISOR = 5
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,13 @@ class TileGrid:
 
     @property
     def model_size(self) -> int:
-        """Side of the square array the network sees: the tile padded to a multiple of 32."""
-        return round_up(self.tile_size, SIZE_MULTIPLE)
+        """Side of the square array the network sees: the tile padded to a multiple of 32.
+
+        A raster smaller than the tile gets windows of its own size, so they are padded
+        only to a multiple of 32 of that size: a 64 x 64 pair with 4096 px tiles runs
+        64 px arrays, not 4096 px ones.
+        """
+        return round_up(min(self.tile_size, max(self.height, self.width)), SIZE_MULTIPLE)
 
     def row_offsets(self) -> list[int]:
         return _offsets(self.height, self.tile_size, self.stride)
@@ -106,6 +114,14 @@ def validate_tiling(tile_size: int, overlap: int) -> None:
         raise InputError(
             f"overlap {overlap} px must be at least 0 and smaller than the tile size {tile_size} px; "
             f"25 % of the tile ({tile_size // 4} px) is a good default"
+        )
+    stride = tile_size - overlap
+    if stride * MAX_STRIDE_DIVISOR < tile_size:
+        raise InputError(
+            f"overlap {overlap} px on {tile_size} px tiles leaves a stride of {stride} px, so every pixel would be "
+            f"computed about {(tile_size / stride) ** 2:.0f} times; use an overlap of at most "
+            f"{tile_size - math.ceil(tile_size / MAX_STRIDE_DIVISOR)} px (80 % of the tile); 25 % "
+            f"({tile_size // 4} px) is a good default"
         )
 
 

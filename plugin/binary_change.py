@@ -4,22 +4,18 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from qgis.core import QgsProcessingParameterRasterDestination
-
+from ..core.models.names import titles_for_task
+from ..core.product_table import BY_NAME
 from .change_algorithm import COMMON_HELP, ChangeAlgorithm
 
 
 class BinaryChangeAlgorithm(ChangeAlgorithm):
     """Runs any change model and writes the change mask, optional probability and polygons."""
 
-    OUTPUT_CHANGE = "OUTPUT_CHANGE"
+    OUTPUT_CHANGE = BY_NAME["change_mask"].parameter
 
     task = "binary"
-    products: ClassVar[dict[str, str]] = {
-        "change_mask": OUTPUT_CHANGE,
-        "change_prob": ChangeAlgorithm.OUTPUT_CHANGE_PROB,
-        "polygons": ChangeAlgorithm.OUTPUT_POLYGONS,
-    }
+    offered: ClassVar[tuple[str, ...]] = ("change_mask", "change_prob", "polygons")
 
     def name(self) -> str:
         return "binarychange"
@@ -35,13 +31,15 @@ class BinaryChangeAlgorithm(ChangeAlgorithm):
 
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
         self.add_inputs()
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_CHANGE, "Change mask"))
+        self.add_product("change_mask", optional=False)
         self.add_common_outputs()
 
     def shortHelpString(self) -> str:
-        return """
-<p>Finds where something changed between two images of the same area. Works with binary change models (SSCFNet,
-CLDRNet) and with semantic ones (GAPL-SCD, LSAFNet), whose change decision it uses without the classes.</p>
+        networks = {task: ", ".join(titles_for_task(task)) for task in ("binary", "semantic")}
+        return f"""
+<p>Finds where something changed between two images of the same area. Works with binary change models
+({networks["binary"]}) and with semantic ones ({networks["semantic"]}), whose change decision it uses without the
+classes.</p>
 """ + COMMON_HELP + """
 <p><b>Outputs.</b> <i>Change mask</i>: 1 where the model found change (drawn in the model's change colour), 0 where
 it did not (transparent). <i>Change probability</i> (optional): how sure the model is that each pixel changed (0 to

@@ -26,12 +26,14 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingOutputFile,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterBand,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
@@ -40,7 +42,9 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
+from ..core.product_table import BY_NAME, Product
 from .dependencies import diagnostics, require_engine
+from .destinations import check_destinations
 from .inputs import LayerSource, describe_layer
 from .resources import HOMEPAGE, plugin_icon
 from .styling import LayerStyler, Style
@@ -109,8 +113,8 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
     BATCH_SIZE = "BATCH_SIZE"
     DEVICE = "DEVICE"
     MIN_AREA = "MIN_AREA"
-    OUTPUT_CHANGE_PROB = "OUTPUT_CHANGE_PROB"
-    OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
+    OUTPUT_CHANGE_PROB = BY_NAME["change_prob"].parameter
+    OUTPUT_POLYGONS = BY_NAME["polygons"].parameter
     CHANGED_PIXELS = "CHANGED_PIXELS"
     CHANGED_AREA_M2 = "CHANGED_AREA_M2"
     DEVICE_USED = "DEVICE_USED"
@@ -118,10 +122,13 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
     #: "semantic" or "binary": the outputs the subclass asks of the engine.
     task = ""
 
-    #: Engine product -> algorithm output; set by subclasses. Products: the engine's rasters
-    #: (``fromto``, ``t1_classes``, ``t2_classes``, ``change_prob``, ``change_mask``), ``polygons``,
-    #: ``report`` and ``transitions_csv``.
-    products: ClassVar[dict[str, str]] = {}
+    #: The products the algorithm offers (names in :data:`core.product_table.PRODUCTS`), set by subclasses.
+    offered: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def products(self) -> dict[str, str]:
+        """Engine product -> algorithm output parameter, from the products table."""
+        return {name: BY_NAME[name].parameter for name in self.offered}
 
     def __init__(self) -> None:
         super().__init__()
@@ -165,15 +172,20 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
             self.MIN_AREA, "Minimum change patch in pixels (smaller patches are removed)",
             QgsProcessingParameterNumber.Integer, 0, optional=True, minValue=0))
 
+    def add_product(self, name: str, *, optional: bool = True) -> None:
+        """The output parameter of one product, named and typed as the products table says."""
+        add_product_parameter(self, BY_NAME[name], self.task, optional=optional)
+
     def add_common_outputs(self) -> None:
-        self.addParameter(QgsProcessingParameterRasterDestination(
-            self.OUTPUT_CHANGE_PROB, "Change probability", optional=True, createByDefault=False))
-        self.addParameter(QgsProcessingParameterVectorDestination(
-            self.OUTPUT_POLYGONS, "Change polygons", QgsProcessing.TypeVectorPolygon, optional=True,
-            createByDefault=False))
+        self.add_product("change_prob")
+        self.add_product("polygons")
+        self.add_counters()
+        self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, "Device used"))
+
+    def add_counters(self) -> None:
+        """The numbers every change algorithm returns, for models and scripts."""
         self.addOutput(QgsProcessingOutputNumber(self.CHANGED_PIXELS, "Changed pixels"))
         self.addOutput(QgsProcessingOutputNumber(self.CHANGED_AREA_M2, "Changed area (m²)"))
-        self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, "Device used"))
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -196,10 +208,12 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         feedback.pushInfo(diagnostics())
         if self.refusal is not None:
             raise self.refusal
+        request = self.build_request(parameters, context)
+        check_destinations(request, {s.label: s.path or s.gdal_source for s in self.sources
+                                     if s.path or s.gdal_source}, self.products)
         require_engine()
         from . import runner  # imports the engine, and so torch: only now that torch is known to be there
 
-        request = self.build_request(parameters, context)
         work = Path(tempfile.mkdtemp(prefix="scd-inputs-", dir=QgsProcessingUtils.tempFolder()))
         try:
             request.t1 = self.sources[0].materialize(work, context, feedback)
@@ -258,3 +272,20 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         named = given not in ("", description, output)
         LayerStyler.attach(context, destination, style,
                            None if named else f"{description}: {request.t1_name} -> {request.t2_name}")
+
+
+def add_product_parameter(algorithm: QgsProcessingAlgorithm, product: Product, task: str, *,
+                          optional: bool = True) -> None:
+    """Add the destination (or output) parameter of ``product`` to ``algorithm``."""
+    title = product.title(task)
+    extra = {"optional": True, "createByDefault": False} if optional else {}
+    if product.kind == "raster":
+        algorithm.addParameter(QgsProcessingParameterRasterDestination(product.parameter, title, **extra))
+    elif product.kind == "vector":
+        algorithm.addParameter(QgsProcessingParameterVectorDestination(
+            product.parameter, title, QgsProcessing.TypeVectorPolygon, **extra))
+    elif product.kind == "report":
+        algorithm.addParameter(QgsProcessingParameterFileDestination(
+            product.parameter, title, "HTML files (*.html)", **extra))
+    else:  # the CSV matrix is written beside the report, under its name: an output, not a parameter
+        algorithm.addOutput(QgsProcessingOutputFile(product.parameter, title))

@@ -109,7 +109,7 @@ def describe_layer(layer: QgsRasterLayer | None, label: str) -> LayerSource:
 
 
 def _build_vrt(source: str, target: Path, label: str, layer_name: str) -> None:
-    from ..core.legend import gdal_session
+    from ..core.io import gdal_session
 
     try:
         with gdal_session() as gdal:

@@ -6,13 +6,14 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .binary_change import BinaryChangeAlgorithm
+from .compare_algorithm import CompareClassificationsAlgorithm
 from .model_info import ModelInfoAlgorithm
 from .resources import ICON, plugin_icon
 from .semantic_change import SemanticChangeAlgorithm
 
 
 class SemanticChangeProvider(QgsProcessingProvider):
-    """Holds the three algorithms.
+    """Holds the algorithms: two with a network, one comparing land-cover maps, and model information.
 
     Outputs are GeoTIFF rasters and vector files only: the engine writes GeoTIFF with
     legends in sidecar files, so other raster formats, memory layers and database
@@ -35,7 +36,8 @@ class SemanticChangeProvider(QgsProcessingProvider):
         return str(ICON)
 
     def loadAlgorithms(self) -> None:
-        for algorithm in (SemanticChangeAlgorithm(), BinaryChangeAlgorithm(), ModelInfoAlgorithm()):
+        for algorithm in (SemanticChangeAlgorithm(), BinaryChangeAlgorithm(), CompareClassificationsAlgorithm(),
+                          ModelInfoAlgorithm()):
             self.addAlgorithm(algorithm)
 
     def supportedOutputRasterLayerExtensions(self) -> list[str]:

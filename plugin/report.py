@@ -1,7 +1,7 @@
 """The transition report: an HTML page with a chart and the from x to matrix of areas.
 
 Plain Python (no QGIS, no torch), so it is cheap to test. The CSV with the same
-numbers is written by the engine (``core.legend.write_transition_matrix``); this
+numbers is written by the engine (``core.matrix.write_transition_matrix``); this
 page is what the Processing results viewer opens.
 """
 
@@ -9,10 +9,20 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+
+from ..core.files import atomic_write_text
+from ..core.matrix import TransitionRow
+
+#: How to read a network's numbers.
+NETWORK_NOTE = ("Areas are on the ground, in hectares (1 ha = 10,000 m²). The diagonal of the matrix holds changed "
+                "pixels whose class the network did not resolve. The per-date class maps are only meaningful inside "
+                "changed areas: the networks learn land-cover classes only where change happened.")
+#: How to read the comparison of two land-cover maps.
+COMPARISON_NOTE = ("Areas are on the ground, in hectares (1 ha = 10,000 m²). The matrix is the full "
+                   "cross-tabulation of the two maps: its diagonal holds the area that kept its class, its row "
+                   "totals are the first map's class areas.")
 
 #: Bars in the chart; the rest are summed as "other transitions".
 MAX_BARS = 15
@@ -33,26 +43,30 @@ def render_report(
     *,
     title: str,
     facts: Sequence[tuple[str, str]],
-    transitions: Sequence[Mapping[str, Any]],
+    transitions: Sequence[TransitionRow],
     colors: Mapping[int, str],
     class_names: Sequence[str],
     csv_name: str | None = None,
+    note: str = NETWORK_NOTE,
+    persistence_ha: Sequence[float] | None = None,
 ) -> str:
     """The report page.
 
     Args:
         title: Heading, e.g. "Semantic change: t1 -> t2".
         facts: (label, value) rows about the run (inputs, model, device, time, ...).
-        transitions: Rows of :func:`core.legend.transition_table_rows` (keys ``value``,
-            ``from``, ``to``, ``label``, ``pixels``, ``area_ha``); value 0 is "No change".
+        transitions: Rows of :func:`core.matrix.transition_table_rows`; value 0 is "No change".
         colors: ``#rrggbb`` per from-to value, as on the map.
         class_names: Land-cover classes in order, for the matrix.
         csv_name: File name of the CSV beside the page, linked when given.
+        note: The closing note on how to read the numbers (the networks' by default).
+        persistence_ha: Area that kept its class, per class of ``class_names``; given, the
+            matrix is the full cross-tabulation with these on its diagonal.
     """
-    changed = [t for t in transitions if t["value"] != 0]
-    unchanged = next((t for t in transitions if t["value"] == 0), None)
-    changed_ha = sum(float(t["area_ha"]) for t in changed)
-    valid_ha = changed_ha + (float(unchanged["area_ha"]) if unchanged else 0.0)
+    changed = [t for t in transitions if t.value != 0]
+    unchanged = next((t for t in transitions if t.value == 0), None)
+    changed_ha = sum(float(t.area_ha) for t in changed)
+    valid_ha = changed_ha + (float(unchanged.area_ha) if unchanged else 0.0)
     parts = [
         "<!DOCTYPE html>",
         '<html><head><meta charset="utf-8">',
@@ -67,11 +81,9 @@ def render_report(
         "<h2>Transitions by area</h2>",
         _chart(changed, colors) if changed else "<p>No change was detected.</p>",
         "<h2>Transition matrix (hectares; rows: from T1, columns: to T2)</h2>",
-        _matrix(changed, class_names, unchanged),
+        _matrix(changed, class_names, unchanged, persistence_ha),
         _table(changed, colors, changed_ha),
-        '<p class="note">Areas are on the ground, in hectares (1 ha = 10,000 m²). The diagonal of the matrix holds '
-        "changed pixels whose class the network did not resolve. The per-date class maps are only meaningful inside "
-        "changed areas: the networks learn land-cover classes only where change happened.</p>",
+        f'<p class="note">{_e(note)}</p>',
     ]
     if csv_name:
         parts.append(f'<p>The same numbers as CSV: <a href="{_e(csv_name)}">{_e(csv_name)}</a></p>')
@@ -81,29 +93,20 @@ def render_report(
 
 def write_report(path: str | os.PathLike[str], page: str) -> Path:
     """Write the page so that it appears under its name only when complete."""
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(page)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, page)
 
 
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _chart(changed: Sequence[Mapping[str, Any]], colors: Mapping[int, str]) -> str:
+def _chart(changed: Sequence[TransitionRow], colors: Mapping[int, str]) -> str:
     """A horizontal bar chart as inline SVG: largest transitions first, the tail summed."""
-    rows = sorted(changed, key=lambda t: -float(t["area_ha"]))
-    bars = [(t["label"], float(t["area_ha"]), colors.get(int(t["value"]), "#888888")) for t in rows[:MAX_BARS]]
+    rows = sorted(changed, key=lambda t: -float(t.area_ha))
+    bars = [(t.label, float(t.area_ha), colors.get(int(t.value), "#888888")) for t in rows[:MAX_BARS]]
     rest = rows[MAX_BARS:]
     if rest:
-        bars.append((f"{len(rest)} other transitions", sum(float(t["area_ha"]) for t in rest), "#bbbbbb"))
+        bars.append((f"{len(rest)} other transitions", sum(float(t.area_ha) for t in rest), "#bbbbbb"))
     largest = max(area for _, area, _ in bars) or 1.0
     label_width, bar_width, row_height = 300, 380, 22
     height = row_height * len(bars) + 10
@@ -120,36 +123,39 @@ def _chart(changed: Sequence[Mapping[str, Any]], colors: Mapping[int, str]) -> s
     return "\n".join(svg)
 
 
-def _matrix(changed: Sequence[Mapping[str, Any]], class_names: Sequence[str],
-            unchanged: Mapping[str, Any] | None) -> str:
+def _matrix(changed: Sequence[TransitionRow], class_names: Sequence[str],
+            unchanged: TransitionRow | None, persistence_ha: Sequence[float] | None = None) -> str:
     index = {name: i for i, name in enumerate(class_names)}
     n = len(class_names)
     areas = [[0.0] * n for _ in range(n)]
     for t in changed:
-        if t.get("from") in index and t.get("to") in index:
-            areas[index[t["from"]]][index[t["to"]]] += float(t["area_ha"])
+        if t.from_class in index and t.to_class in index:
+            areas[index[t.from_class]][index[t.to_class]] += float(t.area_ha)
+    shown = [row[:] for row in areas]
+    for i, kept in enumerate(persistence_ha or ()):
+        shown[i][i] += float(kept)  # a full cross-tabulation: the area that kept its class on the diagonal
     head = "".join(f"<th>{_e(name)}</th>" for name in class_names)
     rows = [f'<table><tr><th class="name">from \\ to</th>{head}<th>Total</th></tr>']
-    for name, row in zip(class_names, areas, strict=True):
+    for name, row in zip(class_names, shown, strict=True):
         cells = "".join(f"<td>{v:,.4f}</td>" for v in row)
         rows.append(f'<tr><th class="name">{_e(name)}</th>{cells}<td>{sum(row):,.4f}</td></tr>')
     totals = "".join(f"<td>{sum(r[j] for r in areas):,.4f}</td>" for j in range(n))
     rows.append(f'<tr><th class="name">Total changed</th>{totals}<td>{sum(map(sum, areas)):,.4f}</td></tr>')
     if unchanged is not None:
         rows.append(f'<tr><th class="name">No change</th>{"<td></td>" * n}'
-                    f'<td>{float(unchanged["area_ha"]):,.4f}</td></tr>')
+                    f'<td>{float(unchanged.area_ha):,.4f}</td></tr>')
     rows.append("</table>")
     return "\n".join(rows)
 
 
-def _table(changed: Sequence[Mapping[str, Any]], colors: Mapping[int, str], changed_ha: float) -> str:
+def _table(changed: Sequence[TransitionRow], colors: Mapping[int, str], changed_ha: float) -> str:
     rows = ['<h2>Transitions</h2><table><tr><th>Code</th><th class="name">Transition</th><th>Pixels</th>'
             "<th>Area (ha)</th><th>Share of change</th></tr>"]
-    for t in sorted(changed, key=lambda t: -float(t["area_ha"])):
-        color = colors.get(int(t["value"]), "#888888")
-        share = 100 * float(t["area_ha"]) / changed_ha if changed_ha else 0.0
-        rows.append(f'<tr><td>{int(t["value"])}</td><td class="name"><span class="swatch" '
-                    f'style="background:{_e(color)}"></span>{_e(t["label"])}</td><td>{int(t["pixels"]):,}</td>'
-                    f'<td>{float(t["area_ha"]):,.4f}</td><td>{share:.1f} %</td></tr>')
+    for t in sorted(changed, key=lambda t: -float(t.area_ha)):
+        color = colors.get(int(t.value), "#888888")
+        share = 100 * float(t.area_ha) / changed_ha if changed_ha else 0.0
+        rows.append(f'<tr><td>{int(t.value)}</td><td class="name"><span class="swatch" '
+                    f'style="background:{_e(color)}"></span>{_e(t.label)}</td><td>{int(t.pixels):,}</td>'
+                    f'<td>{float(t.area_ha):,.4f}</td><td>{share:.1f} %</td></tr>')
     rows.append("</table>")
     return "\n".join(rows)

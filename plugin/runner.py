@@ -15,35 +15,19 @@ from pathlib import Path
 
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
-from ..core import engine, legend, postprocess
+from ..core import engine
 from ..core.errors import ChangeDetectionError
-from ..core.io import sidecars
+from ..core.files import sidecars
+from ..core.io import terminate_cleanly
 from ..core.models.card import ModelCard
 from ..core.models.checkpoint import read_card
+from ..core.products import Legends
 from .change_algorithm import RunRequest
+from .destinations import csv_beside_report
+from .feedback import FeedbackProgress
+from .product_styles import present_codes, styles_for
 from .report import render_report, write_report
-from .styling import Palette, PolygonCategories, ProbabilityRamp, Style, swatches_from_legend
-
-#: Share of the progress bar the engine gets when polygons follow.
-ENGINE_SHARE_WITH_POLYGONS = 0.85
-
-
-class FeedbackProgress(engine.Progress):
-    """The engine's progress hooks on a QGIS feedback, mapped onto part of the progress bar."""
-
-    def __init__(self, feedback: QgsProcessingFeedback, start: float = 0.0, share: float = 1.0) -> None:
-        self.feedback = feedback
-        self.start = start
-        self.share = share
-
-    def set_progress(self, fraction: float) -> None:
-        self.feedback.setProgress(100.0 * (self.start + self.share * min(1.0, max(0.0, fraction))))
-
-    def info(self, message: str) -> None:
-        self.feedback.pushInfo(message)
-
-    def is_cancelled(self) -> bool:
-        return self.feedback.isCanceled()
+from .styling import Style
 
 
 @dataclass
@@ -64,25 +48,28 @@ def run(request: RunRequest, feedback: QgsProcessingFeedback) -> Outcome:
             including a cancel.
     """
     written: list[Path] = []
-    try:
-        card = _checked_card(request)
-        outcome = _run(request, card, feedback, written)
-    except ChangeDetectionError as error:
-        _remove(written)
-        raise QgsProcessingException(str(error)) from error
-    except BaseException:
-        _remove(written)
-        raise
+    with terminate_cleanly(lambda: _remove(written)):  # qgis_process runs algorithms in its main thread
+        try:
+            card = _checked_card(request)
+            outcome = _run(request, card, feedback, written)
+        except ChangeDetectionError as error:
+            _remove(written)
+            raise QgsProcessingException(str(error)) from error
+        except BaseException:
+            _remove(written)
+            raise
     return outcome
 
 
 def _checked_card(request: RunRequest) -> ModelCard:
+    from ..core.models.registry import describe_task, title
+
     card = read_card(request.model)
     if request.task == "semantic" and card.task != "semantic":
         raise QgsProcessingException(
-            f"{Path(request.model).name} holds a binary change model ({card.model}): it finds where change happened "
-            "but not what became what, so it cannot make a from-to map. Run 'Binary change' (scd:binarychange) with "
-            "this file, or choose a semantic model file (GAPL-SCD, LSAFNet) here.")
+            f"{Path(request.model).name} holds a binary change model ({title(card.model)}): it finds where change "
+            "happened but not what became what, so it cannot make a from-to map. Run 'Binary change' "
+            f"(scd:binarychange) with this file, or choose {describe_task('semantic')} file here.")
     return card
 
 
@@ -91,47 +78,26 @@ def _run(request: RunRequest, card: ModelCard, feedback: QgsProcessingFeedback, 
     overlap = round(tile * request.overlap_percent / 100.0)
     options = engine.RunOptions(bands_t1=request.bands_t1, bands_t2=request.bands_t2, tile_size=tile,
                                 overlap=overlap, batch_size=request.batch_size, device=request.device,
-                                min_patch_pixels=request.min_area)
-    csv_path = str(Path(request.report).with_suffix(".csv")) if request.report else None
-    if request.polygons:
-        postprocess.check_vector_output(request.polygons)  # refuse before the long part, not after
-    outputs = engine.OutputPaths(**request.rasters, transitions_csv=csv_path)
-    share = ENGINE_SHARE_WITH_POLYGONS if request.polygons else 1.0
+                                min_patch_pixels=request.min_area, overwrite=True)  # checked by check_destinations
+    csv_path = csv_beside_report(request.report) if request.report else None
+    outputs = engine.OutputPaths(**request.rasters, transitions_csv=csv_path, polygons=request.polygons)
     feedback.pushInfo(f"model: {Path(request.model).name} ({card.model}, {card.task} change, trained on "
                       f"{card.dataset}); tile {tile} px, overlap {overlap} px ({request.overlap_percent:g} %)"
                       + (f"; minimum change patch {request.min_area} px" if request.min_area > 1 else ""))
 
     summary = engine.run_change_detection(request.t1, request.t2, request.model, outputs, options,
-                                          FeedbackProgress(feedback, 0.0, share))
+                                          FeedbackProgress(feedback))
     written.extend(Path(p) for p in summary.outputs.values())
     outcome = Outcome(card, summary, written={name: str(path) for name, path in summary.outputs.items()})
-
-    mask_entries = legend.binary_legend(card.change_color)
-    if "fromto" in request.rasters:
-        code_raster, code_entries, present = request.rasters["fromto"], legend.fromto_legend(card.classes), \
-            _present_codes(summary)
-    else:
-        code_raster, code_entries, present = request.rasters["change_mask"], mask_entries, {0, 1}
-    for name in outcome.written:
-        style = _raster_style(name, card, code_entries, mask_entries, present)
-        if style is not None:
-            outcome.styles[name] = style
-
-    if request.polygons:
-        feedback.pushInfo("vectorising change patches ...")
-        count = postprocess.polygonize_changes(code_raster, request.polygons, code_entries,
-                                               progress=FeedbackProgress(feedback, share, 1.0 - share))
-        written.append(Path(request.polygons))
-        outcome.written["polygons"] = request.polygons
-        outcome.styles["polygons"] = PolygonCategories(swatches_from_legend(code_entries, present - {0}))
-        feedback.pushInfo(f"polygons: {count} change patches written to {request.polygons}")
+    legends = Legends(card.task, tuple(card.classes), card.change_color)
+    outcome.styles = styles_for(outcome.written, legends, summary.transitions)
 
     if request.report and csv_path:
         page = render_report(
             title=f"Semantic change: {request.t1_name} -> {request.t2_name}",
             facts=_facts(request, card, summary),
             transitions=summary.transitions,
-            colors={e.value: e.hex_color for e in code_entries},
+            colors={e.value: e.hex_color for e in legends.entries("fromto", present_codes(summary.transitions))},
             class_names=card.class_names,
             csv_name=Path(csv_path).name,
         )
@@ -146,24 +112,6 @@ def _run(request: RunRequest, card: ModelCard, feedback: QgsProcessingFeedback, 
         f"{summary.changed_pixels} changed pixels ({summary.changed_area_m2 / 10_000:.4f} ha); "
         f"{summary.elapsed_seconds:.1f} s")
     return outcome
-
-
-def _present_codes(summary: engine.RunSummary) -> set[int]:
-    """From-to codes the output holds (and 0), so the map legend lists only transitions that happened."""
-    return {0} | {int(row["value"]) for row in summary.transitions if row.get("pixels")}
-
-
-def _raster_style(name: str, card: ModelCard, code_entries: list[legend.LegendEntry],
-                  mask_entries: list[legend.LegendEntry], present: set[int]) -> Style | None:
-    if name == "fromto":
-        return Palette(swatches_from_legend(code_entries, present))
-    if name == "change_mask":
-        return Palette(swatches_from_legend(mask_entries))
-    if name in ("t1_classes", "t2_classes"):
-        return Palette(swatches_from_legend(legend.class_legend(card.classes)))
-    if name == "change_prob":
-        return ProbabilityRamp(legend.PROBABILITY_RAMP)
-    return None
 
 
 def _facts(request: RunRequest, card: ModelCard, summary: engine.RunSummary) -> list[tuple[str, str]]:

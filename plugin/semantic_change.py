@@ -4,34 +4,23 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from qgis.core import (
-    QgsProcessingOutputFile,
-    QgsProcessingParameterFileDestination,
-    QgsProcessingParameterRasterDestination,
-)
-
+from ..core.models.names import titles_for_task
+from ..core.product_table import BY_NAME
 from .change_algorithm import COMMON_HELP, ChangeAlgorithm
 
 
 class SemanticChangeAlgorithm(ChangeAlgorithm):
     """Runs a semantic change model and writes the from-to map, optional class maps, polygons and report."""
 
-    OUTPUT_FROMTO = "OUTPUT_FROMTO"
-    OUTPUT_T1_CLASSES = "OUTPUT_T1_CLASSES"
-    OUTPUT_T2_CLASSES = "OUTPUT_T2_CLASSES"
-    OUTPUT_REPORT = "OUTPUT_REPORT"
-    OUTPUT_REPORT_CSV = "OUTPUT_REPORT_CSV"
+    OUTPUT_FROMTO = BY_NAME["fromto"].parameter
+    OUTPUT_T1_CLASSES = BY_NAME["t1_classes"].parameter
+    OUTPUT_T2_CLASSES = BY_NAME["t2_classes"].parameter
+    OUTPUT_REPORT = BY_NAME["report"].parameter
+    OUTPUT_REPORT_CSV = BY_NAME["transitions_csv"].parameter
 
     task = "semantic"
-    products: ClassVar[dict[str, str]] = {
-        "fromto": OUTPUT_FROMTO,
-        "t1_classes": OUTPUT_T1_CLASSES,
-        "t2_classes": OUTPUT_T2_CLASSES,
-        "change_prob": ChangeAlgorithm.OUTPUT_CHANGE_PROB,
-        "polygons": ChangeAlgorithm.OUTPUT_POLYGONS,
-        "report": OUTPUT_REPORT,
-        "transitions_csv": OUTPUT_REPORT_CSV,
-    }
+    offered: ClassVar[tuple[str, ...]] = ("fromto", "t1_classes", "t2_classes", "change_prob", "polygons", "report",
+                                          "transitions_csv")
 
     def name(self) -> str:
         return "semanticchange"
@@ -47,20 +36,18 @@ class SemanticChangeAlgorithm(ChangeAlgorithm):
 
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
         self.add_inputs()
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_FROMTO, "From-to change"))
-        self.addParameter(QgsProcessingParameterRasterDestination(
-            self.OUTPUT_T1_CLASSES, "Land cover of T1 (inside change)", optional=True, createByDefault=False))
-        self.addParameter(QgsProcessingParameterRasterDestination(
-            self.OUTPUT_T2_CLASSES, "Land cover of T2 (inside change)", optional=True, createByDefault=False))
+        self.add_product("fromto", optional=False)
+        self.add_product("t1_classes")
+        self.add_product("t2_classes")
         self.add_common_outputs()
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_REPORT, "Transition report", "HTML files (*.html)", optional=True, createByDefault=False))
-        self.addOutput(QgsProcessingOutputFile(self.OUTPUT_REPORT_CSV, "Transition matrix (CSV)"))
+        self.add_product("report")
+        self.add_product("transitions_csv")
 
     def shortHelpString(self) -> str:
-        return """
+        networks = ", ".join(titles_for_task("semantic"))
+        return f"""
 <p>Finds what changed between two images of the same area and what it became, with a semantic change model
-(GAPL-SCD, LSAFNet). The main result is a <b>from-to map</b>: every changed pixel holds a transition such as
+({networks}). The main result is a <b>from-to map</b>: every changed pixel holds a transition such as
 <i>Low vegetation -> Building</i>; unchanged pixels are transparent. The layer's legend lists the transitions found,
 in colours of the class each area became.</p>
 """ + COMMON_HELP + """

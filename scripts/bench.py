@@ -11,11 +11,15 @@ Prints, for one model on this machine in one run:
 4. fp32 against reduced precision (bf16 autocast): speed-up and label agreement;
 5. for every network: parameters, GFLOPs at its tile size, CPU forward time per tile at
    batch 1 and at the default batch size;
-6. training: pairs per second for every network at 256 x 256 through the trainer (with
+6. comparing two land-cover maps (``scd:compareclassifications``) on a 20,000 x 20,000
+   uint8 pair against an in-memory numpy baseline (read both, ``np.bincount`` of
+   ``from * K + to``): megapixels per second and peak memory of each, in fresh processes.
+7. training: pairs per second for every network at 256 x 256 through the trainer (with
    DataLoader workers reading a synthetic dataset folder), the share of step time spent
    waiting for data, and one process against two DDP processes (torchrun, gloo on a CPU).
 
 Usage: python scripts/bench.py [--model gapl_scd] [--tile 256] [--batch 4] [--skip-models]
+       python scripts/bench.py --only compare [--compare-size 20000]
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_compare_children  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -163,6 +169,9 @@ def child_baseline(args: argparse.Namespace) -> dict[str, float]:
     sums /= count
     _ = sums[0] > 0.5
     return {"seconds": time.perf_counter() - started, "peak_rss_mib": peak_rss_mib()}
+
+
+CHILDREN = {"engine": child_engine, "baseline": child_baseline}
 
 
 def run_child(kind: str, **values: object) -> dict[str, float]:
@@ -307,7 +316,7 @@ def _train_run(work: Path, model: str, data: Path, data_format: str, *, processe
 
 
 def bench_training(pairs: int = 8, batch: int = 2, workers: int = 2) -> None:
-    print(f"\n== 6. training at 256 x 256 (one epoch of {pairs} pairs, batch {batch}, {workers} DataLoader workers, "
+    print(f"\n== 7. training at 256 x 256 (one epoch of {pairs} pairs, batch {batch}, {workers} DataLoader workers, "
           "random initialisation, fresh processes)")
     print(f"  {'model':10s} {'pairs/s':>8s} {'data wait':>10s}")
     with tempfile.TemporaryDirectory(prefix="scd-bench-train-") as folder:
@@ -327,6 +336,31 @@ def bench_training(pairs: int = 8, batch: int = 2, workers: int = 2) -> None:
               "the threads are split between the processes, so on a CPU this shows the cost of synchronising)")
 
 
+def bench_compare(work: Path, size: int) -> None:
+    print(f"\n== 6. comparing two land-cover maps, {size} x {size} uint8 (fresh processes)")
+    t1, t2 = bench_compare_children.make_land_cover_pair(work, size)
+    megapixels = size * size / 1e6
+
+    def child(kind: str) -> dict[str, float]:  # without torch, so that peak RSS is the comparison's own
+        argv = [sys.executable, str(Path(__file__).with_name("bench_compare_children.py")), kind, str(t1), str(t2),
+                str(work)]
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if result.returncode:
+            raise RuntimeError(f"child {kind} failed:\n{result.stderr[-3000:]}")
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    ours = child("compare")
+    base = child("baseline")
+    assert ours["changed"] == base["changed"], (ours, base)
+    for name, result in (("compareclassifications", ours), ("numpy baseline", base)):
+        print(f"  {name:24s} {result['seconds']:7.1f} s  {megapixels / result['seconds']:7.1f} Mpx/s  "
+              f"peak RSS {result['peak_rss_mib']:7.0f} MiB")
+    memory = ours["peak_rss_mib"] / base["peak_rss_mib"]
+    print(f"  same changed-pixel count ({ours['changed']}); memory ratio {memory:.2f}, "
+          f"speed ratio {base['seconds'] / ours['seconds']:.2f} (the comparison also writes the from-to GeoTIFF, "
+          "its legend and the matrix; the baseline writes nothing)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="gapl_scd", choices=model_names())
@@ -335,20 +369,24 @@ def main() -> int:
     parser.add_argument("--skip-models", action="store_true", help="leave out section 5")
     parser.add_argument("--prefetch", type=int, help="batches read ahead in section 1 (0: no reader thread; "
                         "default: the engine's choice for the device)")
-    parser.add_argument("--only", choices=("engine", "memory", "precision", "models", "training"),
+    parser.add_argument("--only", choices=("engine", "memory", "precision", "models", "training", "compare"),
                         help="run one section only")
+    parser.add_argument("--compare-size", type=int, default=20_000, help="side of the land-cover pair in section 6")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     for key in ("t1", "t2", "checkpoint", "workdir"):
         parser.add_argument(f"--{key}", help=argparse.SUPPRESS)
     parser.add_argument("--height", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        result = child_engine(args) if args.child == "engine" else child_baseline(args)
-        print(json.dumps(result))
+        print(json.dumps(CHILDREN[args.child](args)))
         return 0
     torch.manual_seed(0)
     print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
           f"CUDA {'available' if torch.cuda.is_available() else 'not available'}")
+    if args.only == "compare":
+        with tempfile.TemporaryDirectory(prefix="scd-bench-") as folder:
+            bench_compare(Path(folder), args.compare_size)
+        return 0
     with tempfile.TemporaryDirectory(prefix="scd-bench-") as folder:
         work = Path(folder)
         checkpoint = make_checkpoint(work, args.model, args.tile)
@@ -359,6 +397,9 @@ def main() -> int:
                 section(work, checkpoint, args.tile, args.batch)
     if args.only in (None, "models") and not args.skip_models:
         bench_models(args.batch)
+    if args.only is None:
+        with tempfile.TemporaryDirectory(prefix="scd-bench-") as folder:
+            bench_compare(Path(folder), args.compare_size)
     if args.only in (None, "training"):
         bench_training()
     return 0

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import sys
 import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 import torch
+from rasterio.warp import Resampling, calculate_default_transform, reproject
 from torch import nn
 
 from core.models import registry
@@ -25,6 +29,7 @@ class PointwiseModel(ChangeModel):
         super().__init__()
         self.num_classes = num_classes
         self.with_threshold = threshold
+        self.learns_threshold = threshold
         generator = torch.Generator().manual_seed(0)
         self.sem = nn.Conv2d(bands, num_classes + 1, 1)
         with torch.no_grad():
@@ -136,3 +141,92 @@ def register_tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
         module.SPEC = spec  # type: ignore[attr-defined]
         monkeypatch.setitem(sys.modules, module.__name__, module)
         monkeypatch.setitem(registry._PACKAGES, spec.name, f"_test_{spec.name}")
+
+
+def write_map(path: Path, data: np.ndarray, *, crs: str = "EPSG:32633", transform: object = None,
+              nodata: float | None = 0, names: dict[int, str] | None = None,
+              colors: dict[int, tuple[int, int, int]] | None = None) -> Path:
+    """A categorical GeoTIFF (a land-cover map), optionally with category names and a colour table."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from core.io import gdal_session
+
+    transform = transform or from_origin(500000, 4000000, 10, 10)
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
+                       dtype=data.dtype, crs=crs, transform=transform, nodata=nodata) as dst:
+        dst.write(data, 1)
+        if colors:
+            dst.write_colormap(1, {k: (*v, 255) for k, v in colors.items()})
+    if names:
+        with gdal_session() as gdal:
+            dataset = gdal.Open(str(path))
+            dataset.GetRasterBand(1).SetCategoryNames([names.get(v, "") for v in range(max(names) + 1)])
+            dataset = None
+    return path
+
+
+# --- land-cover maps for the comparison ------------------------------------------------------
+
+WORLDCOVER = {10: ("Tree cover", (0, 100, 0)), 20: ("Shrubland", (255, 187, 34)), 30: ("Grassland", (255, 255, 76)),
+              40: ("Cropland", (240, 150, 255)), 50: ("Built-up", (250, 0, 0)), 80: ("Permanent water bodies",
+                                                                                 (0, 100, 200))}
+
+
+def matrix_block(csv_path: Path, unit: str = "pixels") -> tuple[list[str], np.ndarray]:
+    rows = list(csv.reader(io.StringIO(csv_path.read_text(encoding="utf-8"))))
+    header = rows[0]
+    names = header[2:-1]
+    block = [r for r in rows[1:] if r[0] == unit][: len(names)]
+    assert [r[1] for r in block] == names
+    return names, np.array([[float(v) for v in r[2:-1]] for r in block])
+
+
+def crosstab(a: np.ndarray, b: np.ndarray, valid: np.ndarray, classes: list[int]) -> np.ndarray:
+    """The reference: numpy's own cross-tabulation of the aligned arrays (np.bincount of from*K+to)."""
+    index = {c: i for i, c in enumerate(classes)}
+    lut = np.zeros(max(max(classes), int(a.max()), int(b.max())) + 1, dtype=np.int64)
+    for c, i in index.items():
+        lut[c] = i
+    k = len(classes)
+    return np.bincount(lut[a[valid]] * k + lut[b[valid]], minlength=k * k).reshape(k, k)
+
+
+def write_worldcover_pair(folder: Path) -> tuple[Path, Path]:
+    """T1 in UTM at 10 m with nodata; T2 the same landscape with changes, in Web Mercator at 7 m."""
+    rng = np.random.default_rng(5)
+    codes = np.array(sorted(WORLDCOVER), dtype=np.uint8)
+    blocks = codes[rng.integers(0, len(codes), (12, 10))]
+    t1 = np.kron(blocks, np.ones((10, 10), dtype=np.uint8))  # 120 x 100 px of 10 x 10 px fields
+    t1[20:30, 30:40] = 10  # a wood ...
+    t2 = t1.copy()
+    t2[20:50, 30:70] = 50  # ... where a new town is built: whatever was there became Built-up
+    t2[90:110, 0:40] = 10  # afforestation
+    for row, col in ((60, 60), (61, 61), (70, 15), (80, 85)):  # speckle: single misclassified pixels
+        t2[row, col] = 80 if t1[row, col] != 80 else 20
+    t1[:5, :] = 0  # a nodata strip in T1
+    names = {k: v[0] for k, v in WORLDCOVER.items()}
+    colors = {k: v[1] for k, v in WORLDCOVER.items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    p1 = write_map(folder / "wc2020.tif", t1, names=names, colors=colors)
+    # T2 in another CRS and resolution: reproject the later map by nearest neighbour.
+    utm = write_map(folder / "wc2021_utm.tif", t2, names=names, colors=colors)
+    with rasterio.open(utm) as src:
+        transform, width, height = calculate_default_transform(src.crs, "EPSG:3857", src.width, src.height,
+                                                               *src.bounds, resolution=7)
+        data = np.zeros((height, width), dtype=np.uint8)
+        reproject(src.read(1), data, src_transform=src.transform, src_crs=src.crs, dst_transform=transform,
+                  dst_crs="EPSG:3857", resampling=Resampling.nearest, src_nodata=0, dst_nodata=0)
+    p2 = write_map(folder / "wc2021.tif", data, crs="EPSG:3857", transform=transform, names=names, colors=colors)
+    return p1, p2
+
+
+def aligned_t2(p1: Path, p2: Path) -> np.ndarray:
+    """T2 on T1's grid by nearest neighbour, as an analyst would align it (rasterio's reproject)."""
+    with rasterio.open(p1) as ref, rasterio.open(p2) as src:
+        out = np.zeros((ref.height, ref.width), dtype=src.dtypes[0])
+        reproject(src.read(1), out, src_transform=src.transform, src_crs=src.crs, dst_transform=ref.transform,
+                  dst_crs=ref.crs, resampling=Resampling.nearest, src_nodata=src.nodata, dst_nodata=0)
+    return out
+
+

@@ -4,7 +4,7 @@ The engine knows nothing about a particular network: it calls ``forward(x1, x2)`
 and reads the keys listed here. Keeping the contract in one place is what lets a
 fifth network slot in without touching the engine, the plugin or the CLI.
 
-Contract (seed digest section 7.2):
+Contract (docs/model-contract.md explains the why):
 
 * ``forward(x1, x2)`` takes two normalised ``[B, C, H, W]`` float tensors, ``H`` and
   ``W`` multiples of 32, and returns a ``dict[str, Tensor]``.
@@ -147,6 +147,8 @@ class ChangeModel(nn.Module):
     """
 
     task: Task = "binary"
+    #: True for a network that also returns ``change_threshold``; the engine lays out its channels from it.
+    learns_threshold: bool = False
     num_classes: int = 0
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:

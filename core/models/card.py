@@ -8,10 +8,13 @@ long run. Presets give the cards of the datasets the papers trained on.
 from __future__ import annotations
 
 import dataclasses
+import math
+import unicodedata
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .base import Task
+if TYPE_CHECKING:  # base imports torch; cards are read without it (e.g. to compare land-cover maps)
+    from .base import Task
 
 #: Bumped whenever the checkpoint layout changes incompatibly.
 FORMAT_VERSION = 1
@@ -94,6 +97,7 @@ class ModelCard:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
+        _check_card_numbers(self)
         bands = len(self.bands_t1)
         if len(self.bands_t2) != bands:
             raise ValueError("both dates must use the same number of bands")
@@ -135,7 +139,58 @@ class ModelCard:
         return cls(**data)
 
 
-# --- Presets (seed digest sections 2.4, 5.1, 5.2) -------------------------------------------
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_color(label: str, color: Any) -> None:
+    if not (isinstance(color, (tuple, list)) and len(color) == 3
+            and all(_is_whole(c) and 0 <= c <= 255 for c in color)):
+        raise ValueError(f"{label} colour {color!r} is not three whole numbers from 0 to 255")
+
+
+def _check_card_numbers(card: ModelCard) -> None:
+    """Refuse a card whose numbers would silently give a wrong map (NaN statistics, bad colours, ...).
+
+    The checksum of a model file covers its weights only, so a card edited by hand
+    (or written by a buggy tool) is caught here, when the file is loaded, before any
+    pixel is processed.
+    """
+    if not _is_whole(card.tile_size):
+        raise ValueError(f"tile size must be a whole number of pixels, got {card.tile_size!r}")
+    for label, bands in (("bands_t1", card.bands_t1), ("bands_t2", card.bands_t2)):
+        if not bands or not all(_is_whole(b) and b >= 1 for b in bands):
+            raise ValueError(f"{label} must list band numbers from 1 up, got {list(bands)!r}")
+    for label, values in (("mean_t1", card.mean_t1), ("mean_t2", card.mean_t2),
+                          ("std_t1", card.std_t1), ("std_t2", card.std_t2)):
+        bad = [v for v in values if not _is_number(v)]
+        if bad:
+            raise ValueError(f"{label} holds {bad[0]!r}, which is not a finite number")
+        if label.startswith("std") and any(v <= 0 for v in values):
+            raise ValueError(f"{label} must be positive, got {list(values)!r}")
+    scaling = card.scaling
+    if not all(_is_number(v) for v in (scaling.minimum, scaling.maximum, scaling.low, scaling.high)):
+        raise ValueError("the input scaling holds a number that is not finite")
+    _check_color("the change", card.change_color)
+    for index, land_cover in enumerate(card.classes, start=1):
+        name = land_cover.name
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"class {index} has no name")
+        control = [c for c in name if unicodedata.category(c) in ("Cc", "Cs")]
+        if control:
+            raise ValueError(f"class {index} name {name!r} holds a control character ({control[0]!r})")
+        _check_color(f"class {index} ({name})", land_cover.color)
+    if len(set(card.class_names)) != len(card.classes):
+        raise ValueError("two classes have the same name")
+    if not _is_whole(card.format_version):
+        raise ValueError(f"format version must be a whole number, got {card.format_version!r}")
+
+
+# --- Presets: dataset classes, palettes, statistics (docs/networks.md) ---------------------
 
 SECOND_CLASSES = (
     LandCoverClass("Water", (0, 0, 255)),

@@ -37,14 +37,12 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import pickle
 import pickletools
 import re
-import secrets
 import warnings
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -55,6 +53,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, InputError
+from ..files import atomic_write_with
 from ..version import __version__
 from . import registry
 from .base import ChangeModel
@@ -347,22 +346,12 @@ def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
     folder = path.parent
     if not folder.is_dir():
         raise InputError(f"cannot write {path}: folder {folder} does not exist; create it first")
-    temporary = folder / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
-        # os.open with mode 0o666 lets the umask decide permissions, as for any new file.
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        with os.fdopen(descriptor, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        atomic_write_with(path, lambda stream: torch.save(payload, stream), fsync=True)
     except OSError as error:
         raise InputError(f"cannot write {path}: {error.strerror or error}") from error
     except RuntimeError as error:  # torch's zip writer reports a full disk or a failed write this way
         raise InputError(f"cannot write {path}: {_summary(error)}") from error
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
 
 
 # --- Reading ---------------------------------------------------------------------------------
@@ -412,6 +401,13 @@ def _refusal_message(path: Path, kind: str, error: Exception) -> str:
 
 def _unreadable_message(path: Path, kind: str, error: Exception) -> str:
     reason = _summary(error)
+    foreign = _foreign_zip_entries(path) if kind == "zip" else None
+    if foreign is not None:
+        listed = ", ".join(foreign[:_MAX_NAMED]) + (", ..." if len(foreign) > _MAX_NAMED else "")
+        return (
+            f"{path} is a zip archive but not a PyTorch model file (it holds {listed or 'nothing'}); choose the "
+            f"model file itself (a .pt written by this tool), or unpack the archive first. {_INIT_HINT}."
+        )
     if kind == "zip":
         return (
             f"model file {path} is damaged or incomplete ({reason}). It was probably cut short by an interrupted "
@@ -423,6 +419,20 @@ def _unreadable_message(path: Path, kind: str, error: Exception) -> str:
         f"{path} is not a PyTorch model file (its content is not a PyTorch archive; it may be another kind of "
         f"file, or damaged beyond recognition). {_INIT_HINT}."
     )
+
+
+def _foreign_zip_entries(path: Path) -> list[str] | None:
+    """The entries of a readable zip that is not a PyTorch archive (no ``data.pkl``); ``None`` otherwise."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None  # not even a readable zip: damaged
+    if any(name.endswith("data.pkl") for name in names):
+        return None
+    return names
 
 
 def _pickle_globals(path: Path, *, max_ops: int = 1_000_000) -> list[str]:

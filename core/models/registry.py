@@ -11,6 +11,9 @@ import importlib
 from typing import Any
 
 from .base import ChangeModel, ModelSpec
+from .names import describe_task, title, titles_for_task
+
+__all__ = ["build_model", "describe_task", "get_spec", "model_names", "title", "titles_for_task"]
 
 #: Registry name -> sub-package of ``core.models`` that defines ``SPEC``.
 _PACKAGES: dict[str, str] = {

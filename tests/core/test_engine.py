@@ -14,7 +14,7 @@ from osgeo import gdal
 
 from core import synthetic
 from core.engine import OutputPaths, Progress, RunOptions, run_change_detection
-from core.errors import Cancelled, InputError
+from core.errors import Cancelled, ChangeDetectionError, InputError
 from core.models.card import SECOND_CLASSES
 
 PALETTE = [c.color for c in SECOND_CLASSES]
@@ -412,5 +412,16 @@ def test_transition_matrix_alone_with_a_minimum_mapping_unit(tmp_path: Path, sce
                                    RunOptions(tile_size=64, min_patch_pixels=40))
     assert _finished_files(tmp_path / "out") == ["transitions.csv"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
-    total_changed = sum(row["pixels"] for row in summary.transitions if row["value"] != 0)
+    total_changed = sum(row.pixels for row in summary.transitions if row.value != 0)
     assert total_changed == summary.changed_pixels
+
+
+def test_a_network_whose_outputs_differ_from_its_declaration_is_refused(tmp_path: Path, scene_pair) -> None:
+    """The channel layout is fixed before the run from ``learns_threshold``; a network that breaks it is named."""
+    t1, t2, _ = scene_pair
+    network = PointwiseModel(threshold=True).eval()
+    network.learns_threshold = False  # returns change_threshold without saying so
+    with pytest.raises(ChangeDetectionError, match="learns_threshold"):
+        run_change_detection(t1, t2, (network, make_card()), _outputs(tmp_path / "out", "fromto"),
+                             RunOptions(tile_size=64))
+    assert _finished_files(tmp_path / "out") == []

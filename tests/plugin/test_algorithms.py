@@ -20,8 +20,9 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
+from core.colors import PROBABILITY_RAMP
 from core.encode import NODATA_UINT8, fromto_pairs
-from core.legend import PROBABILITY_RAMP, binary_legend, fromto_legend
+from core.legend import binary_legend, fromto_legend
 from core.models.card import SECOND_CLASSES
 from core.postprocess import polygonize_changes
 

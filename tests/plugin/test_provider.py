@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "semantic_change"
 
 ALGORITHMS = {"scd:semanticchange": "Semantic change (from-to)", "scd:binarychange": "Binary change",
+              "scd:compareclassifications": "Compare two land-cover maps (from-to)",
               "scd:modelinfo": "Model information"}
 
 
@@ -128,7 +129,7 @@ def test_plugin_loads_without_torch(scd_provider, plugins_folder, qgis_iface, wi
     plugin = package.classFactory(qgis_iface)
     provider = importlib.import_module(f"{PACKAGE}.plugin.provider").SemanticChangeProvider()
     provider.refreshAlgorithms()
-    assert {a.id() for a in provider.algorithms()} == {"scd:semanticchange", "scd:binarychange", "scd:modelinfo"}
+    assert {a.id() for a in provider.algorithms()} == set(ALGORITHMS)
     assert plugin.provider is None  # nothing registered twice: initProcessing was not called
     assert sys.modules["torch"] is None
     assert not any(name.startswith(f"{PACKAGE}.core.engine") for name in sys.modules)
@@ -153,3 +154,22 @@ def test_a_too_old_python_is_explained(scd_provider, plugin_package, semantic_mo
     monkeypatch.setattr(dependencies, "MINIMUM_PYTHON", (99, 0))
     with pytest.raises(QgsProcessingException, match=r"needs Python 99\.0 or newer"):
         processing.run("scd:modelinfo", {"MODEL": str(semantic_model)})
+
+
+def test_output_parameters_come_from_the_products_table(scd_provider):
+    from core.product_table import BY_NAME
+
+    registry = QgsApplication.processingRegistry()
+    for algorithm_id, task, offered in (
+            ("scd:semanticchange", "semantic", {"fromto", "t1_classes", "t2_classes", "change_prob", "polygons",
+                                                "report", "transitions_csv"}),
+            ("scd:binarychange", "binary", {"change_mask", "change_prob", "polygons"}),
+            ("scd:compareclassifications", "compare", {"fromto", "t1_classes", "t2_classes", "change_mask",
+                                                       "polygons", "report", "transitions_csv"})):
+        algorithm = registry.algorithmById(algorithm_id)
+        names = {p.name(): p.description() for p in algorithm.parameterDefinitions()}
+        names.update({o.name(): o.description() for o in algorithm.outputDefinitions()})
+        for product in offered:
+            entry = BY_NAME[product]
+            assert names[entry.parameter] == entry.title(task), (algorithm_id, product)
+            assert task in entry.tasks

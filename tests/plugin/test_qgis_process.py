@@ -20,6 +20,9 @@ from pathlib import Path
 import pytest
 from osgeo import gdal
 
+from core import synthetic
+from core.models.card import SECOND_CLASSES
+
 pytestmark = pytest.mark.qgis
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,3 +126,119 @@ def test_qgis_process_without_torch_lists_the_algorithms_and_says_what_to_instal
     output = run.stdout + run.stderr
     assert "cannot import: torch" in output and "pip install --user torch" in output
     assert "torch: not installed" in output
+
+
+# --- no run may overwrite a file of the user (issue 8) --------------------------------------------
+
+
+def _digest(paths: list[Path]) -> dict[Path, bytes]:
+    import hashlib
+
+    return {path: hashlib.sha256(path.read_bytes()).digest() for path in paths}
+
+
+@pytest.fixture
+def user_files(image_pair, semantic_model, tmp_path) -> dict[str, Path]:
+    """The user's own files, copied so that a failure here cannot spoil other tests: T1, T2, T1 inside a
+    GeoPackage, and the model file under a raster-like name."""
+    import shutil
+
+    import rasterio
+
+    folder = tmp_path / "user"
+    folder.mkdir()
+    files = {name: Path(shutil.copy(source, folder / source.name)) for name, source in
+             (("t1", image_pair[0]), ("t2", image_pair[1]))}
+    files["model"] = Path(shutil.copy(semantic_model, folder / "model.tif"))
+    files["gpkg"] = folder / "scene.gpkg"
+    with rasterio.open(files["t1"]) as src, rasterio.open(
+            files["gpkg"], "w", driver="GPKG", width=src.width, height=src.height, count=src.count,
+            dtype=src.dtypes[0], crs=src.crs, transform=src.transform, RASTER_TABLE="t1") as dst:
+        dst.write(src.read())
+    (folder / "t1-link.tif").symlink_to(files["t1"])
+    return files
+
+
+@pytest.fixture(scope="module")
+def enabled(installed: Path, profile: Path) -> Path:
+    """The installed plugin, enabled once in this module's profile (each ``qgis_process`` start costs seconds)."""
+    qgis_process("plugins", "enable", PLUGIN, plugins=installed, profile=profile, python_path=VENV)
+    return installed
+
+
+@requires_qgis_process
+@pytest.mark.parametrize(("t1", "outputs", "said"), [
+    ("t1", {"OUTPUT_FROMTO": "t1"}, "the input INPUT_T1"),
+    ("t1", {"OUTPUT_FROMTO": "t1-link.tif"}, "the input INPUT_T1"),
+    ("t1", {"OUTPUT_FROMTO": "out.tif", "OUTPUT_REPORT": "t1"}, "the input INPUT_T1"),
+    ("t1", {"OUTPUT_FROMTO": "out.tif", "OUTPUT_REPORT": "out.tif"}, "the same file"),
+    ("t1", {"OUTPUT_FROMTO": "out.tif", "OUTPUT_CHANGE_PROB": "model"}, "the model file"),
+    ("gpkg", {"OUTPUT_FROMTO": "out.tif", "OUTPUT_POLYGONS": "gpkg"}, "scene.gpkg"),
+])
+def test_qgis_process_refuses_outputs_that_would_overwrite_the_users_files(enabled, profile, user_files, t1,
+                                                                          outputs, said):
+    folder = user_files["t1"].parent
+    before = _digest([p for p in user_files.values()])
+    source = f"GPKG:{user_files['gpkg']}:t1" if t1 == "gpkg" else str(user_files["t1"])
+    arguments = [f"{name}={user_files[value] if value in user_files else folder / value}"
+                 for name, value in outputs.items()]
+
+    run = qgis_process("run", "scd:semanticchange", "--", f"INPUT_T1={source}", f"INPUT_T2={user_files['t2']}",
+                       f"MODEL={user_files['model']}", *arguments, plugins=enabled, profile=profile,
+                       python_path=VENV)
+
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output
+    assert said.replace("INPUT_", "") in output and "Traceback" not in output, output
+    assert _digest(list(user_files.values())) == before
+    assert not (folder / "out.tif").exists()
+
+
+@requires_qgis_process
+def test_sigterm_to_qgis_process_leaves_no_temporary_files(enabled, profile, semantic_model, tmp_path):
+    import signal
+    import time
+
+    palette = [c.color for c in SECOND_CLASSES]
+    t1, t2, _ = synthetic.write_pair(tmp_path / "in", palette, height=768, width=768, seed=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "QGIS_OPTIONS_PATH")}
+    env.update(QT_QPA_PLATFORM="offscreen", QGIS_PLUGINPATH=str(enabled), QGIS_CUSTOM_CONFIG_PATH=str(profile),
+               OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=VENV)
+    with (tmp_path / "log.txt").open("w") as log:
+        child = subprocess.Popen([str(QGIS_PROCESS), "run", "scd:semanticchange", "--", f"INPUT_T1={t1}",
+                                  f"INPUT_T2={t2}", f"MODEL={semantic_model}", f"OUTPUT_FROMTO={out / 'f.tif'}",
+                                  f"OUTPUT_CHANGE_PROB={out / 'p.tif'}"], env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 240
+        while not [p for p in out.iterdir() if ".partial" in p.name]:
+            assert child.poll() is None, (tmp_path / "log.txt").read_text()
+            assert time.monotonic() < deadline, "the run never started writing"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode != 0
+    assert list(out.iterdir()) == [], (tmp_path / "log.txt").read_text()
+@requires_qgis_process
+def test_qgis_process_compares_two_land_cover_maps_without_torch(installed, profile, no_torch, tmp_path):
+    from helpers import write_worldcover_pair
+
+    t1, t2 = write_worldcover_pair(tmp_path / "in")
+    qgis_process("plugins", "enable", PLUGIN, plugins=installed, profile=profile, python_path=no_torch)
+    target = tmp_path / "fromto.tif"
+    run = qgis_process("--json", "run", "scd:compareclassifications", "--", f"INPUT_T1={t1}", f"INPUT_T2={t2}",
+                       f"OUTPUT_FROMTO={target}", f"OUTPUT_REPORT={tmp_path / 'report.html'}", "MIN_AREA=4",
+                       plugins=installed, profile=profile, python_path=no_torch)
+    assert run.returncode == 0, run.stdout + run.stderr
+    answer = json.loads(run.stdout[run.stdout.index("{"):])
+    assert answer["results"]["OUTPUT_FROMTO"] == str(target) and answer["results"]["CHANGED_PIXELS"] > 0
+    assert (tmp_path / "report.csv").exists() and (tmp_path / "fromto.qml").exists()
+    dataset = gdal.Open(str(target))
+    band = dataset.GetRasterBand(1)
+    band.GetDefaultRAT()  # GDAL 3.6 reads the .aux.xml lazily
+    assert "Tree cover -> Built-up" in band.GetCategoryNames()

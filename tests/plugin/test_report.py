@@ -7,14 +7,14 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from core.matrix import TransitionRow
+
 CLASSES = ["Water", "Low vegetation", "Building"]
 ROWS = [
-    {"value": 0, "from": None, "to": None, "label": "No change", "pixels": 9000, "area_ha": 0.9},
-    {"value": 3, "from": "Water", "to": "Building", "label": "Water -> Building", "pixels": 300, "area_ha": 0.03},
-    {"value": 6, "from": "Low vegetation", "to": "Building", "label": "Low vegetation -> Building", "pixels": 700,
-     "area_ha": 0.07},
-    {"value": 5, "from": "Low vegetation", "to": "Low vegetation", "label": "Changed (Low vegetation, <unresolved>)",
-     "pixels": 0, "area_ha": 0.0},
+    TransitionRow(0, None, None, "No change", 9000, 0.9),
+    TransitionRow(3, "Water", "Building", "Water -> Building", 300, 0.03),
+    TransitionRow(6, "Low vegetation", "Building", "Low vegetation -> Building", 700, 0.07),
+    TransitionRow(5, "Low vegetation", "Low vegetation", "Changed (Low vegetation, <unresolved>)", 0, 0.0),
 ]
 
 
@@ -44,8 +44,7 @@ def test_report_chart_table_and_matrix(report):
 
 def test_report_without_change_and_long_tails(report, tmp_path):
     assert "No change was detected." in render(report, ROWS[:1])
-    many = [ROWS[0]] + [{"value": v, "from": "Water", "to": "Building", "label": f"t{v}", "pixels": v,
-                         "area_ha": v / 100} for v in range(1, 21)]
+    many = [ROWS[0]] + [TransitionRow(v, "Water", "Building", f"t{v}", v, v / 100) for v in range(1, 21)]
     page = render(report, many)
     assert "5 other transitions" in page
     path = report.write_report(tmp_path / "r.html", page)

@@ -2,7 +2,7 @@
 
 Paper: L. Wan, Y. Tian, W. Kang, L. Ma, "CLDRNet: A Difference Refinement Network Based on
 Category Context Learning for Remote Sensing Image Change Detection", IEEE JSTARS 17 (2024),
-2133-2148, DOI 10.1109/JSTARS.2023.3327340 (seed digest section 4).
+2133-2148, DOI 10.1109/JSTARS.2023.3327340 (overview in docs/networks.md).
 
 Pipeline (paper section III): a Siamese ResNet-50 + FPN (BFE) gives ``E_2..E_5`` and 32-channel
 ``F_2..F_5``; a differentiable soft K-means on ``E_5`` (CL, eqs. 1-4) gives K = 8 category
@@ -24,9 +24,10 @@ Choices made where the paper is silent or contradicts itself:
 * CL: ``W_E`` and ``W_V`` are 1 x 1 convolutions with bias; eq. 4's ``(P)^T x C`` is read as
   ``v_hat_i = sum_k p_ik c_k``; eq. 3's denominator gets ``+1e-6``; the clustering runs per image
   (per tile), and ``L_DA`` back-propagates into both V and V-hat (no stop-gradient).
-* Concatenate-split (digest 7.6): the 2K descriptors of both dates are lifted by one shared
-  ``Linear(D -> 32)``, one pre-LN multi-head self-attention layer (8 heads x 64, residual, no FFN,
-  no temporal embedding) runs over the 2K tokens, and the tokens are split back per date.
+* Concatenate-split (the paper names the step but not its layers): the 2K descriptors of both
+  dates are lifted by one shared ``Linear(D -> 32)``, one pre-LN multi-head self-attention layer
+  (8 heads x 64, residual, no FFN, no temporal embedding) runs over the 2K tokens, and the tokens
+  are split back per date.
   This also answers how the D = 3 descriptors reach the width C = 32 that eq. 5's ``W^k, W^v`` need.
 * CCM: pre-LN decoder layer, separate LayerNorms for queries and keys/values, ``W^q, W^k, W^v``
   without bias (eq. 5 shows plain matrices), ``W^O`` with bias, scale ``1/sqrt(64)``, softmax over
@@ -119,6 +120,8 @@ class CLDRNet(ChangeModel):
     """
 
     task = "binary"
+    #: Returns ``change_threshold`` beside ``change_prob`` (see docs/model-contract.md).
+    learns_threshold = True
 
     def __init__(
         self,

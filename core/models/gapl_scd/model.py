@@ -1,19 +1,19 @@
 """GAPL-SCD: Graph Aggregation Prototype Learning for Semantic Change Detection.
 
 Xu, Wu, Jiang, Geng (NWPU), "Graph Aggregation Prototype Learning for Semantic Change
-Detection in Remote Sensing" (seed digest section 1). A shared Siamese ResNet-34 feeds
+Detection in Remote Sensing" (overview in docs/networks.md). A shared Siamese ResNet-34 feeds
 three branches: SQMLFI + a 1x1 classifier per date (semantic segmentation, weights shared
 between dates), BTFF + a 3x3/1x1 head (2-class change detection), and GAPL, a graph /
 prototype branch that exists only to give the training loss ``L_cpa`` and is skipped at
 inference. The multi-task loss (eq. 8, 16-18) and the gradient projection (eq. 19) live in
 :mod:`.losses`.
 
-Choices made where the paper is silent or contradicts itself (digest 1.2, 7.5 item 15, 7.6):
+Choices made where the paper is silent or contradicts itself:
 
 Outputs and classes
     * The semantic heads give ``N + 1`` logits, index 0 = "no change", which is never a
       target (``ignore_index=0`` in ``L_ss``); the GAPL prototypes are over the ``N`` land-cover
-      classes only (digest 7.6).
+      classes only ("no change" is not a land-cover class and has no prototype).
     * Every head works at H/4 and its logits are bilinearly upsampled x4 to the input size.
     * ``change_prob`` is ``softmax(change_logits)[:, 1]``; the 2-class logits are also returned,
       in training mode only, as ``aux_change_logits`` so ``L_cd`` is a stable cross-entropy.

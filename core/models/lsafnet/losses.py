@@ -6,8 +6,8 @@
 * ``L_SS`` (eq. 15): per-pixel cross-entropy over the N + 1 logits with
   ``ignore_index=0``: only changed pixels carry a land-cover label. A batch without a
   single labelled pixel contributes 0 (instead of PyTorch's NaN).
-* ``L_SC`` (eq. 17, from Bi-SRNet) with the intended sign convention (seed digest 2.3,
-  7.5 item 9; eq. 17 as printed inverts it): per pixel, with ``x_t`` the softmax over the
+* ``L_SC`` (eq. 17, from Bi-SRNet) with the intended sign convention (eq. 17 as
+  printed has the sign inverted): per pixel, with ``x_t`` the softmax over the
   land-cover logits 1..N (channel 0 dropped, as in the code), unchanged pixels cost
   ``1 - cos(x1, x2)`` and changed pixels ``max(0, cos(x1, x2))``, averaged over all pixels
   (``CosineEmbeddingLoss(margin=0)`` in the code).

@@ -14,7 +14,7 @@ Two variants (option ``variant``):
 * ``"paper"`` (default) follows the equations: LGAA fusion of ``F'_H1`` and ``F'_H2``,
   depthwise spatial convs in the ConvBlocks, LGAA without a scale, LGCE *before* the SS
   decoding, SS classifiers fed with the SS features only, output stride 32 backbone.
-* ``"code"`` reproduces the public code's differences (seed digest 2.2 and 7.5 item 8):
+* ``"code"`` reproduces the public code's differences from the paper:
   the SK-style CTFA fusion concatenated with ``|F'_H1 - F'_H2|``; a 3x3 conv of dilation 2
   instead of the depthwise conv; LGAA output multiplied by 2 (and its arguments in the
   code's order, reduced high-level map first); LGCE applied after the SS decoding to the

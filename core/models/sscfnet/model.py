@@ -14,7 +14,7 @@ Data flow (``C`` = 960 and ``C/4`` = 240 for the three supported backbones)::
            -> conv3x3-BN-ReLU-Dropout(0.1)-conv1x1 -> bilinear to H x W -> sigmoid = change_prob
     training only: one auxiliary head per branch -> bilinear to H x W -> logits (aux_branch{i}_logits)
 
-Choices made where the paper is silent or contradicts itself (seed digest 3.2, 7.5 item 11, 7.6):
+Choices made where the paper is silent or contradicts itself (overview in docs/networks.md):
 
 * Temporal fusion: the paper never says how the two dates meet. ``|f1 - f2|`` at each of the
   last four stages, as in the public code (Wprofessor/SSCFNet, ``sscfnet.py``).

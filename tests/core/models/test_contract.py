@@ -181,3 +181,13 @@ def test_training_part_trains_every_stage_without_knowing_the_network(built: Bui
                 assert p.grad is not None, f"{stage.name}: {name} gets no gradient"
             else:
                 assert p.grad is None, f"{stage.name}: frozen {name} got a gradient"
+
+
+def test_the_names_table_matches_every_registered_network() -> None:
+    """The plugin's help and the engine's messages read core.models.names; it must agree with the specs."""
+    from core.models.names import NETWORKS
+    from core.models.registry import get_spec, model_names
+
+    assert set(NETWORKS) == set(model_names())
+    for name, (_, task) in NETWORKS.items():
+        assert get_spec(name).task == task, name

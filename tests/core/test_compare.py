@@ -1,0 +1,204 @@
+"""Comparing two land-cover maps: the matrix is the cross-tabulation, legends and codes as analysts expect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from helpers import WORLDCOVER, aligned_t2, crosstab, matrix_block, write_map, write_worldcover_pair
+
+from core.compare import CompareOptions, compare_classifications
+from core.errors import InputError
+from core.io import gdal_session
+from core.products import OutputPaths
+
+
+def read(path: Path) -> tuple[np.ndarray, float]:
+    with rasterio.open(path) as src:
+        return src.read(1), src.nodata
+
+@pytest.fixture
+def worldcover_pair(tmp_path: Path) -> tuple[Path, Path]:
+    return write_worldcover_pair(tmp_path / "in")
+
+
+def test_worldcover_maps_in_two_crss_give_the_cross_tabulation(tmp_path: Path, worldcover_pair) -> None:
+    p1, p2 = worldcover_pair
+    out = tmp_path / "out"
+    out.mkdir()
+    outputs = OutputPaths(fromto=out / "fromto.tif", t1_classes=out / "t1.tif", t2_classes=out / "t2.tif",
+                          change_mask=out / "mask.tif", transitions_csv=out / "matrix.csv",
+                          polygons=out / "changes.gpkg")
+    summary = compare_classifications(p1, p2, outputs)
+
+    a, _ = read(p1)
+    b = aligned_t2(p1, p2)
+    valid = (a != 0) & (b != 0)
+    classes = sorted(WORLDCOVER)
+    names, pixels = matrix_block(out / "matrix.csv")
+    assert names == [WORLDCOVER[c][0] for c in classes]  # names from the rasters' own category names
+    np.testing.assert_array_equal(pixels, crosstab(a, b, valid, classes))
+    assert summary.valid_pixels == int(valid.sum())
+    assert summary.changed_pixels == int((valid & (a != b)).sum()) > 0
+
+    codes, nodata = read(out / "fromto.tif")
+    assert codes.dtype == np.uint8  # 6 classes: 36 pairs fit a byte
+    np.testing.assert_array_equal(codes == nodata, ~valid)  # nodata in either date is nodata
+    mask, _ = read(out / "mask.tif")
+    np.testing.assert_array_equal(mask[valid] == 1, a[valid] != b[valid])
+    t1_classes, _ = read(out / "t1.tif")
+    assert set(np.unique(t1_classes[valid])) <= set(range(1, 7))  # classes everywhere, not only inside change
+
+    with gdal_session() as gdal:
+        dataset = gdal.Open(str(out / "fromto.tif"))
+        rat = dataset.GetRasterBand(1).GetDefaultRAT()
+        labels = {rat.GetValueAsInt(r, 0): rat.GetValueAsString(r, 3) for r in range(rat.GetRowCount())}
+        dataset = None
+    present = {int(v) for v in np.unique(codes[valid])}
+    assert set(labels) == present  # the legend lists only the pairs present
+    tree, built = classes.index(10) + 1, classes.index(50) + 1
+    assert labels[1 + (tree - 1) * 6 + (built - 1)] == "Tree cover -> Built-up"
+    assert (out / "fromto.qml").read_text(encoding="utf-8").count("paletteEntry") == len(present)
+    assert summary.polygons > 0 and (out / "changes.gpkg").exists()
+
+
+def test_corine_codes_harmonised_by_a_mapping_table(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    level3 = np.array([111, 112, 211, 231, 311, 312, 411, 512], dtype=np.uint16)
+    t1 = level3[rng.integers(0, len(level3), (60, 50))]
+    t2 = np.where(rng.random(t1.shape) < 0.3, level3[rng.integers(0, len(level3), t1.shape)], t1).astype(np.uint16)
+    p1 = write_map(tmp_path / "clc2012.tif", t1, nodata=65535)
+    p2 = write_map(tmp_path / "clc2018.tif", t2, nodata=65535)
+    mapping = tmp_path / "level1.csv"
+    mapping.write_text("code,target,name\n" + "".join(f"{c},{c // 100},\n" for c in level3), encoding="utf-8")
+    table = tmp_path / "level1_names.csv"
+    table.write_text("code,name,colour\n1,Artificial surfaces,#e6004d\n2,Agricultural areas,#ffffa8\n"
+                     "3,Forest and semi natural areas,#80ff00\n4,Wetlands,#a6a6ff\n", encoding="utf-8")
+    summary = compare_classifications(
+        p1, p2, OutputPaths(fromto=tmp_path / "fromto.tif", transitions_csv=tmp_path / "m.csv"),
+        CompareOptions(class_table=table, mapping=mapping))
+    names, pixels = matrix_block(tmp_path / "m.csv")
+    assert names == ["Artificial surfaces", "Agricultural areas", "Forest and semi natural areas", "Wetlands",
+                     "Class 5"]  # 5 (water) has no name: named by its code and reported
+    assert summary.unnamed_codes == (5,)
+    np.testing.assert_array_equal(pixels, crosstab(t1 // 100, t2 // 100, np.ones(t1.shape, bool), [1, 2, 3, 4, 5]))
+    hectares = matrix_block(tmp_path / "m.csv", "hectares")[1]
+    np.testing.assert_allclose(hectares, pixels * 100 / 10_000)  # 10 m pixels: 0.01 ha each
+
+
+def test_more_than_255_pairs_widen_the_codes_and_one_date_only_classes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(9)
+    t1 = rng.integers(1, 18, (40, 40)).astype(np.uint8)  # 17 classes: 289 pairs
+    t2 = rng.integers(1, 19, (40, 40)).astype(np.uint8)  # class 18 appears only in T2
+    p1 = write_map(tmp_path / "a.tif", t1, nodata=255)
+    p2 = write_map(tmp_path / "b.tif", t2, nodata=255)
+    outputs = OutputPaths(fromto=tmp_path / "f.tif", transitions_csv=tmp_path / "m.csv")
+    summary = compare_classifications(p1, p2, outputs)
+    codes, nodata = read(tmp_path / "f.tif")
+    assert codes.dtype == np.uint16 and nodata == 65535
+    names, pixels = matrix_block(tmp_path / "m.csv")
+    assert len(names) == 18 and pixels[17].sum() == 0 and pixels[:, 17].sum() > 0
+    np.testing.assert_array_equal(pixels, crosstab(t1, t2, np.ones(t1.shape, bool), list(range(1, 19))))
+    expected = np.where(t1 != t2, 1 + (t1.astype(int) - 1) * 18 + (t2.astype(int) - 1), 0)
+    np.testing.assert_array_equal(codes, expected)
+    assert len(summary.transitions) == len(np.unique(expected))
+
+
+def test_hundreds_of_classes_give_a_uint32_from_to_map_with_a_legend(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    t1 = rng.integers(0, 300, (30, 30)).astype(np.uint16)
+    t2 = rng.integers(0, 300, (30, 30)).astype(np.uint16)
+    p1 = write_map(tmp_path / "a.tif", t1, nodata=None)
+    p2 = write_map(tmp_path / "b.tif", t2, nodata=None)
+    compare_classifications(p1, p2, OutputPaths(fromto=tmp_path / "f.tif", transitions_csv=tmp_path / "m.csv"))
+    codes, _ = read(tmp_path / "f.tif")
+    assert codes.dtype == np.uint32
+    classes = sorted(set(np.unique(t1)) | set(np.unique(t2)))
+    np.testing.assert_array_equal(matrix_block(tmp_path / "m.csv")[1],
+                                  crosstab(t1, t2, np.ones(t1.shape, bool), classes))
+    with gdal_session() as gdal:
+        dataset = gdal.Open(str(tmp_path / "f.tif"))
+        assert dataset.GetRasterBand(1).GetDefaultRAT().GetRowCount() == len(np.unique(codes))
+        dataset = None
+
+
+def test_legend_from_a_qml_and_a_class_table_per_date(tmp_path: Path) -> None:
+    t1 = np.array([[1, 1, 2, 2]] * 4, dtype=np.uint8)
+    t2 = np.array([[7, 8, 8, 8]] * 4, dtype=np.uint8)  # T2 is another product with its own codes
+    p1 = write_map(tmp_path / "own.tif", t1, nodata=255)
+    p2 = write_map(tmp_path / "other.tif", t2, nodata=255)
+    (tmp_path / "own.qml").write_text(
+        "<qgis><pipe><rasterrenderer type='paletted'><colorPalette>"
+        "<paletteEntry value='1' color='#00aa00' label='Forest' alpha='255'/>"
+        "<paletteEntry value='2' color='#ffff00' label='Field' alpha='255'/>"
+        "</colorPalette></rasterrenderer></pipe></qgis>", encoding="utf-8")
+    table_t2 = tmp_path / "t2.csv"
+    table_t2.write_text('7,Wood,"0,120,0"\n8,Houses,#ff0000\n', encoding="utf-8")
+    mapping = tmp_path / "map.csv"
+    mapping.write_text("7,1,,T2\n8,3,Built-up,T2\n", encoding="utf-8")
+    summary = compare_classifications(p1, p2, OutputPaths(transitions_csv=tmp_path / "m.csv"),
+                                      CompareOptions(class_table_t2=table_t2, mapping=mapping))
+    assert [c.name for c in summary.classes] == ["Forest", "Field", "Built-up"]
+    assert summary.classes[0].color == (0, 170, 0)
+    assert {r.label: r.pixels for r in summary.transitions if r.value} == {"Forest -> Built-up": 4,
+                                                                           "Field -> Built-up": 8}
+    _, pixels = matrix_block(tmp_path / "m.csv")
+    assert pixels[0, 0] == 4  # persistence on the diagonal: Forest stayed Forest (code 7 -> 1)
+
+
+def test_minimum_mapping_unit_keeps_the_matrix_consistent(tmp_path: Path, worldcover_pair) -> None:
+    p1, p2 = worldcover_pair
+    a, _ = read(p1)
+    b = aligned_t2(p1, p2)
+    valid = (a != 0) & (b != 0)
+    outputs = OutputPaths(fromto=tmp_path / "f.tif", transitions_csv=tmp_path / "m.csv")
+    summary = compare_classifications(p1, p2, outputs, CompareOptions(min_patch_pixels=50))
+    codes, _ = read(tmp_path / "f.tif")
+    _, pixels = matrix_block(tmp_path / "m.csv")
+    assert pixels.sum() == valid.sum()  # every valid pixel once: removed change counts as persistence
+    assert pixels.sum() - np.trace(pixels) == summary.changed_pixels == int(((codes != 0) & (codes != 255)).sum())
+    assert summary.changed_pixels < int((valid & (a != b)).sum())
+    np.testing.assert_array_equal(pixels.sum(axis=1), crosstab(a, b, valid, sorted(WORLDCOVER)).sum(axis=1))
+
+
+def test_bad_inputs_are_refused_with_the_file_named(tmp_path: Path) -> None:
+    grid = np.ones((8, 8), dtype=np.uint8)
+    p1 = write_map(tmp_path / "a.tif", grid)
+    floats = write_map(tmp_path / "f.tif", grid.astype(np.float32), nodata=None)
+    with pytest.raises(InputError, match=r"f\.tif holds float32"):
+        compare_classifications(p1, floats, OutputPaths(fromto=tmp_path / "o.tif"))
+    table = tmp_path / "t.csv"
+    table.write_text("code,name,colour\n1,Forest,#00ff00\nforest,2,\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"t.csv, line 3"):
+        compare_classifications(p1, p1, OutputPaths(fromto=tmp_path / "o.tif"), CompareOptions(class_table=table))
+    with pytest.raises(InputError, match="no change_prob"):
+        compare_classifications(p1, p1, OutputPaths(change_prob=tmp_path / "p.tif"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "f.tif", "t.csv"]
+
+
+def test_names_and_colours_from_a_raster_attribute_table(tmp_path: Path) -> None:
+    t1 = write_map(tmp_path / "a.tif", np.array([[11, 11, 21, 21]] * 2, dtype=np.uint8), nodata=255)
+    t2 = write_map(tmp_path / "b.tif", np.array([[11, 21, 21, 21]] * 2, dtype=np.uint8), nodata=255)
+    for path in (t1, t2):
+        with gdal_session() as gdal:
+            dataset = gdal.Open(str(path))
+            rat = gdal.RasterAttributeTable()
+            for name, kind, usage in (("VALUE", gdal.GFT_Integer, gdal.GFU_MinMax),
+                                      ("CLASS_NAME", gdal.GFT_String, gdal.GFU_Name),
+                                      ("R", gdal.GFT_Integer, gdal.GFU_Red), ("G", gdal.GFT_Integer, gdal.GFU_Green),
+                                      ("B", gdal.GFT_Integer, gdal.GFU_Blue)):
+                rat.CreateColumn(name, kind, usage)
+            for row, (code, name, rgb) in enumerate(((11, "Open Water", (70, 107, 159)),
+                                                     (21, "Developed, Open Space", (222, 197, 197)))):
+                rat.SetValueAsInt(row, 0, code)
+                rat.SetValueAsString(row, 1, name)
+                for column, value in enumerate(rgb, start=2):
+                    rat.SetValueAsInt(row, column, value)
+            dataset.GetRasterBand(1).SetDefaultRAT(rat)
+            dataset = None
+    summary = compare_classifications(t1, t2, OutputPaths(transitions_csv=tmp_path / "m.csv"))
+    assert [(c.name, c.color) for c in summary.classes] == [("Open Water", (70, 107, 159)),
+                                                            ("Developed, Open Space", (222, 197, 197))]
+    assert [r.label for r in summary.transitions if r.value] == ["Open Water -> Developed, Open Space"]

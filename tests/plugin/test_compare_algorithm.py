@@ -1,0 +1,169 @@
+"""``scd:compareclassifications`` in a real QGIS: styled from-to layer, matrix, polygons, report, batch, no torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import processing
+import pytest
+import rasterio
+from helpers import WORLDCOVER, aligned_t2, crosstab, matrix_block, write_map, write_worldcover_pair
+from qgis.core import QgsCategorizedSymbolRenderer, QgsPalettedRasterRenderer, QgsProcessingException, QgsRasterLayer
+
+pytestmark = pytest.mark.qgis
+
+
+def layer_named(project, prefix: str):
+    (layer,) = [lyr for lyr in project.mapLayers().values() if lyr.name().startswith(prefix)]
+    return layer
+
+
+def test_two_maps_in_different_crss_give_a_styled_from_to_layer_and_the_cross_tabulation(
+        scd_provider, project, feedback, tmp_path):
+    t1, t2 = write_worldcover_pair(tmp_path / "in")
+    out = {name: str(tmp_path / file) for name, file in (
+        ("OUTPUT_FROMTO", "fromto.tif"), ("OUTPUT_T1_CLASSES", "t1.tif"), ("OUTPUT_CHANGE", "mask.tif"),
+        ("OUTPUT_POLYGONS", "changes.gpkg"), ("OUTPUT_REPORT", "report.html"))}
+
+    results = processing.runAndLoadResults("scd:compareclassifications", {"INPUT_T1": str(t1), "INPUT_T2": str(t2),
+                                                                          **out}, feedback=feedback)
+
+    assert results["OUTPUT_REPORT_CSV"] == str(tmp_path / "report.csv")
+    layer = layer_named(project, "From-to change")
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsPalettedRasterRenderer)
+    labels = {int(c.value): c.label for c in renderer.classes()}
+    with rasterio.open(out["OUTPUT_FROMTO"]) as src:
+        codes = src.read(1)
+        present = {int(v) for v in np.unique(codes) if v != src.nodata}
+    assert set(labels) == present  # only the transitions present
+    assert "Tree cover -> Built-up" in labels.values()
+    a = rasterio.open(t1).read(1)
+    b = aligned_t2(t1, t2)
+    names, pixels = matrix_block(tmp_path / "report.csv")
+    assert names == [WORLDCOVER[c][0] for c in sorted(WORLDCOVER)]
+    np.testing.assert_array_equal(pixels, crosstab(a, b, (a != 0) & (b != 0), sorted(WORLDCOVER)))
+    assert results["CHANGED_PIXELS"] == int(pixels.sum() - np.trace(pixels))
+    polygons = layer_named(project, "Change polygons")
+    assert isinstance(polygons.renderer(), QgsCategorizedSymbolRenderer) and polygons.featureCount() > 0
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Land-cover change" in page and "Tree cover -&gt; Built-up" in page
+    assert "kept its class" in page and "network" not in page  # the note fits a comparison
+    hectares = matrix_block(tmp_path / "report.csv", "hectares")[1]
+    tree = '<th class="name">Tree cover</th>' + "".join(f"<td>{v:,.4f}</td>" for v in hectares[0])
+    assert tree in page  # the page's matrix is the full cross-tabulation too, persistence on the diagonal
+    assert isinstance(layer_named(project, "Land cover of T1").renderer(), QgsPalettedRasterRenderer)
+
+
+def test_the_layer_palette_names_the_classes_and_a_mapping_harmonises(scd_provider, project, feedback, tmp_path):
+    t1 = write_map(tmp_path / "a.tif", np.array([[1, 1, 2, 2]] * 4, dtype=np.uint8), nodata=255)
+    t2 = write_map(tmp_path / "b.tif", np.array([[7, 8, 8, 8]] * 4, dtype=np.uint8), nodata=255)
+    layer = QgsRasterLayer(str(t1), "my classification")
+    classes = [QgsPalettedRasterRenderer.Class(1, QgsPalettedRasterRenderer.Class(1).color, "Forest"),
+               QgsPalettedRasterRenderer.Class(2, QgsPalettedRasterRenderer.Class(2).color, "Field")]
+    layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes))
+    project.addMapLayer(layer)
+    mapping = tmp_path / "map.csv"
+    mapping.write_text("code,target,name,date\n7,1,,T2\n8,3,Built-up,T2\n", encoding="utf-8")
+    results = processing.run("scd:compareclassifications", {
+        "INPUT_T1": layer.id(), "INPUT_T2": str(t2), "MAPPING": str(mapping),
+        "OUTPUT_FROMTO": str(tmp_path / "f.tif"), "OUTPUT_REPORT": str(tmp_path / "r.html")}, feedback=feedback)
+    names, pixels = matrix_block(Path(results["OUTPUT_REPORT_CSV"]))
+    assert names == ["Forest", "Field", "Built-up"]
+    assert pixels.tolist() == [[4, 0, 4], [0, 0, 8], [0, 0, 0]]
+
+
+def test_a_float_raster_is_refused_and_nothing_is_written(scd_provider, feedback, tmp_path):
+    t1 = write_map(tmp_path / "a.tif", np.ones((8, 8), dtype=np.uint8))
+    t2 = write_map(tmp_path / "ndvi.tif", np.ones((8, 8), dtype=np.float32), nodata=None)
+    with pytest.raises(QgsProcessingException, match=r"ndvi\.tif holds float32"):
+        processing.run("scd:compareclassifications", {"INPUT_T1": str(t1), "INPUT_T2": str(t2),
+                                                      "OUTPUT_FROMTO": str(tmp_path / "f.tif")}, feedback=feedback)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "ndvi.tif"]
+
+
+def test_batch_interface_compares_every_pair_and_styles_every_result(scd_provider, project, qgis_iface, monkeypatch,
+                                                                     tmp_path):
+    import json
+
+    from processing.gui import BatchPanel
+    from processing.gui.BatchAlgorithmDialog import BatchAlgorithmDialog
+    from qgis.core import QgsApplication
+
+    pairs = [write_worldcover_pair(tmp_path / f"tile{i}") for i in range(2)]
+    rows = [{"PARAMETERS": {"INPUT_T1": repr(str(t1)), "INPUT_T2": repr(str(t2)), "MIN_AREA": "0"},
+             "OUTPUTS": {"OUTPUT_FROMTO": str(tmp_path / f"fromto{i}.tif")}} for i, (t1, t2) in enumerate(pairs)]
+    batch_file = tmp_path / "pairs.json"
+    batch_file.write_text(json.dumps(rows))
+    monkeypatch.setattr(BatchPanel.QFileDialog, "getOpenFileName", lambda *args, **kwargs: (str(batch_file), ""))
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("scd:compareclassifications")
+    dialog = BatchAlgorithmDialog(algorithm, parent=qgis_iface.mainWindow())
+    panel = dialog.mainWidget()
+    panel.load()
+    assert panel.batchRowCount() == 2
+    panel.checkLoadLayersOnCompletion.setChecked(True)
+
+    dialog.runAlgorithm()
+
+    layers = sorted((lyr for lyr in project.mapLayers().values() if lyr.name().startswith("From-to change")),
+                    key=lambda layer: layer.source())
+    assert [Path(layer.source()).name for layer in layers] == ["fromto0.tif", "fromto1.tif"]
+    for layer in layers:
+        assert isinstance(layer.renderer(), QgsPalettedRasterRenderer)
+        assert "Tree cover -> Built-up" in {c.label for c in layer.renderer().classes()}
+    assert [layer.name() for layer in layers] == ["From-to change: wc2020 -> wc2021"] * 2
+    dialog.close()
+
+
+def test_graphical_model_compares_and_hands_the_from_to_map_on(scd_provider, project, tmp_path):
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterRasterLayer,
+    )
+
+    model = QgsProcessingModelAlgorithm("Land-cover change", "Comparison")
+    for name in ("t1", "t2"):
+        model.addModelParameter(QgsProcessingParameterRasterLayer(name, name), QgsProcessingModelParameter(name))
+    compare = QgsProcessingModelChildAlgorithm("scd:compareclassifications")
+    compare.setChildId("compare")
+    for name, source in (("INPUT_T1", "t1"), ("INPUT_T2", "t2")):
+        compare.addParameterSources(name, [QgsProcessingModelChildParameterSource.fromModelParameter(source)])
+    compare.addParameterSources("MIN_AREA", [QgsProcessingModelChildParameterSource.fromStaticValue(0)])
+    fromto = QgsProcessingModelOutput("fromto", "From-to change")
+    fromto.setChildOutputName("OUTPUT_FROMTO")
+    fromto.setChildId("compare")
+    compare.setModelOutputs({"fromto": fromto})
+    model.addChildAlgorithm(compare)
+    report = QgsProcessingModelChildAlgorithm("native:rasterlayeruniquevaluesreport")
+    report.setChildId("uniquevalues")
+    report.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromChildOutput("compare",
+                                                                                                  "OUTPUT_FROMTO")])
+    report.addParameterSources("BAND", [QgsProcessingModelChildParameterSource.fromStaticValue(1)])
+    table = QgsProcessingModelOutput("transitions", "Transitions found")
+    table.setChildOutputName("OUTPUT_TABLE")
+    table.setChildId("uniquevalues")
+    report.setModelOutputs({"transitions": table})
+    model.addChildAlgorithm(report)
+    saved = tmp_path / "compare.model3"
+    assert model.toFile(str(saved))
+    loaded = QgsProcessingModelAlgorithm()
+    assert loaded.fromFile(str(saved))
+    t1, t2 = write_worldcover_pair(tmp_path / "in")
+    target = tmp_path / "fromto.tif"
+
+    results = processing.run(loaded, {"t1": str(t1), "t2": str(t2), "compare:fromto": str(target),
+                                      "uniquevalues:transitions": str(tmp_path / "transitions.gpkg")})
+
+    assert results["compare:fromto"] == str(target)
+    with rasterio.open(target) as src:
+        codes = src.read(1)
+        present = {int(v) for v in np.unique(codes)}
+    from qgis.core import QgsVectorLayer
+
+    transitions = QgsVectorLayer(str(tmp_path / "transitions.gpkg"), "t", "ogr")
+    assert {int(f["value"]) for f in transitions.getFeatures()} == present - {255}  # nodata is not a value
