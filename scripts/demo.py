@@ -59,7 +59,7 @@ DATA_ARGS: tuple[str, ...] = (
 #: small crops so that it fits in about five minutes of two CPU cores.
 TRAIN_ARGS: tuple[str, ...] = (
     "--model", "gapl_scd", "--format", "second", "--pretrained", "none", "--crop", "64", "--batch-size", "8",
-    "--epochs", "2", "--lr", "0.002", "--workers", "0", "--seed", "0", "--no-progress",
+    "--epochs", "1", "--lr", "0.002", "--workers", "0", "--seed", "0", "--no-progress",
     "--set", 'options.backbone="resnet18"', "--set", "options.sqmlfi_channels=64",
     "--set", "options.head_channels=64", "--set", "options.btff_channels=32",
     "--set", 'train.precision="fp32"',
