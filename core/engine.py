@@ -75,6 +75,10 @@ class RunOptions:
             slows it (``make bench``).
         min_patch_pixels: Minimum mapping unit: connected change patches smaller than
             this many pixels become "no change" in every output (0 keeps all).
+        extent: Process only this part of the scene: ``(left, bottom, right, top)`` in
+            T1's CRS; the outputs cover it (within the area both dates cover).
+        mask: Polygons (GeoJSON-like geometry dicts) in T1's CRS; pixels outside all of
+            them are nodata in every output. An empty sequence masks everything.
         overwrite: Replace existing files at the output paths even when this tool did
             not write them. Without it only its own earlier outputs are replaced; an
             output that is an input, the model or another output is refused either way.
@@ -89,6 +93,8 @@ class RunOptions:
     precision: str = "auto"
     prefetch_batches: int | None = None
     min_patch_pixels: int = 0
+    extent: tuple[float, float, float, float] | None = None
+    mask: Sequence[dict[str, Any]] | None = None
     overwrite: bool = False
 
 
@@ -177,7 +183,8 @@ def run_change_detection(
                          tile_size=tile_size, overlap=overlap, batch_size=options.batch_size)
     bands_t1 = tuple(options.bands_t1 or card.bands_t1)
     bands_t2 = tuple(options.bands_t2 or card.bands_t2)
-    with RasterPair(path_t1, path_t2, bands_t1, bands_t2, needed_bands=len(card.bands_t1)) as pair:
+    with RasterPair(path_t1, path_t2, bands_t1, bands_t2, needed_bands=len(card.bands_t1),
+                    extent=options.extent, mask=options.mask) as pair:
         grid = TileGrid(pair.height, pair.width, tile_size, overlap)
         summary.width, summary.height = pair.width, pair.height
         summary.tiles_total = len(grid)
@@ -355,6 +362,9 @@ class _Batch:
 
 _DONE = object()
 
+#: Where the progress bar stands within a batch's share once it is read, and once the network ran.
+BATCH_READ_SHARE, BATCH_NETWORK_SHARE = 0.1, 0.9
+
 
 class _Inference:
     """Stage 1: tiles through the network, blended, decoded into rows for the products stage."""
@@ -370,6 +380,7 @@ class _Inference:
         self.stage = stage
         self.accumulator: RowBandAccumulator | None = None
         self._stop = threading.Event()
+        self._batch_span = (0.0, 0.0)  # progress before the current batch, and the batch's share
 
     # -- reader thread ------------------------------------------------------------------------
     def _batches(self) -> Iterator[_Batch]:
@@ -436,6 +447,10 @@ class _Inference:
             for batch in source:
                 if self.progress.is_cancelled():
                     raise Cancelled("cancelled by the user; no output was written")
+                # Progress within the batch too (read; network, in _infer; written), so that a scene of
+                # one long batch still moves the bar.
+                self._batch_span = (done_tiles / max(1, len(self.grid)), len(batch.windows) / max(1, len(self.grid)))
+                self.progress.set_progress(self._batch_span[0] + BATCH_READ_SHARE * self._batch_span[1])
                 self._process(batch)
                 done_tiles += len(batch.windows)
                 self.summary.batches += 1
@@ -485,6 +500,7 @@ class _Inference:
             stacked = self.heads.stack(outputs, valid)
         result = stacked.float().cpu().numpy()
         self.summary.model_seconds += time.perf_counter() - started
+        self.progress.set_progress(self._batch_span[0] + BATCH_NETWORK_SHARE * self._batch_span[1])
         if self.accumulator is None:
             band = min(self.grid.tile_size, self.grid.height)
             self.accumulator = RowBandAccumulator(self.heads.channels, band, self.grid.width)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.features
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
@@ -105,10 +106,16 @@ class RasterPair:
         *,
         needed_bands: int,
         categorical: bool = False,
+        extent: tuple[float, float, float, float] | None = None,
+        mask: Sequence[dict[str, Any]] | None = None,
     ) -> None:
         # Categories (land-cover codes) are warped by nearest neighbour and read as integers: a
         # bilinear mean of two class codes is a third, unrelated class.
         self.categorical = categorical
+        # Optional processing extent (left, bottom, right, top) and mask polygons (GeoJSON-like
+        # geometries), both in T1's CRS: the area is cut to the extent, pixels outside the mask are nodata.
+        self._extent = extent
+        self._mask = list(mask) if mask is not None else None
         self._src1 = open_raster(path_t1)
         try:
             self._src2 = open_raster(path_t2)
@@ -171,6 +178,12 @@ class RasterPair:
                 f"{_fmt_bounds((left, bottom, right, top))} in T1's CRS ({src1.crs}); "
                 "choose two images of the same area"
             )
+        if self._extent is not None:
+            e = self._extent
+            inter = (max(inter[0], e[0]), max(inter[1], e[1]), min(inter[2], e[2]), min(inter[3], e[3]))
+            if not (inter[0] < inter[2] and inter[1] < inter[3]):
+                raise InputError(f"the processing extent {_fmt_bounds(e)} lies outside the area both dates cover "
+                                 f"in T1's CRS ({src1.crs}); choose an extent inside the images or none")
         # corners to pixels through the inverse transform: right for north-up and south-up grids alike
         corners = [~src1.transform * (x, y) for x in (inter[0], inter[2]) for y in (inter[1], inter[3])]
         cols, rows = [c for c, _ in corners], [r for _, r in corners]
@@ -246,6 +259,9 @@ class RasterPair:
             raise unreadable(self._src2.name, error) from error
         if not self.categorical:
             valid &= np.isfinite(img1).all(axis=0) & np.isfinite(img2).all(axis=0)
+        if self._mask is not None:
+            valid &= rasterio.features.geometry_mask(self._mask, (height, width), self._src1.window_transform(win),
+                                                     invert=True) if self._mask else False
         img1[:, ~valid] = 0
         img2[:, ~valid] = 0
         return img1, img2, valid

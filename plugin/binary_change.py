@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from ..core.models.names import titles_for_task
 from ..core.product_table import BY_NAME
-from .change_algorithm import COMMON_HELP, ChangeAlgorithm
+from .change_algorithm import COMMON_HELP, ChangeAlgorithm, help_text
 
 
 class BinaryChangeAlgorithm(ChangeAlgorithm):
@@ -16,6 +16,9 @@ class BinaryChangeAlgorithm(ChangeAlgorithm):
 
     task = "binary"
     offered: ClassVar[tuple[str, ...]] = ("change_mask", "change_prob", "polygons")
+    parameter_help: ClassVar[dict[str, str]] = {
+        OUTPUT_CHANGE: "1 where the model found change, 0 where it did not.",
+    }
 
     def name(self) -> str:
         return "binarychange"
@@ -36,14 +39,12 @@ class BinaryChangeAlgorithm(ChangeAlgorithm):
 
     def shortHelpString(self) -> str:
         networks = {task: ", ".join(titles_for_task(task)) for task in ("binary", "semantic")}
-        return f"""
-<p>Finds where something changed between two images of the same area. Works with binary change models
-({networks["binary"]}) and with semantic ones ({networks["semantic"]}), whose change decision it uses without the
-classes.</p>
-""" + COMMON_HELP + """
-<p><b>Outputs.</b> <i>Change mask</i>: 1 where the model found change (drawn in the model's change colour), 0 where
-it did not (transparent). <i>Change probability</i> (optional): how sure the model is that each pixel changed (0 to
-1). <i>Change polygons</i> (optional): one polygon per connected change patch with its area in m².</p>
-<p>To see <i>what</i> each area became, use <i>Semantic change (from-to)</i> with a semantic model; its per-date
-class maps are only meaningful inside changed areas.</p>
-"""
+        return help_text(
+            "Finds where something changed between two images of the same area, with a binary change model "
+            f"({networks['binary']}) or a semantic one ({networks['semantic']}), whose change decision it uses.",
+            *COMMON_HELP,
+            "<b>Outputs:</b> a change mask (1: change, in the model's change colour; 0: transparent); optionally "
+            "change probability and change polygons with their areas.",
+            "To see what each area became, use <i>Semantic change (from-to)</i> with a semantic model; its per-date "
+            "class maps are only meaningful inside changed areas.",
+        )

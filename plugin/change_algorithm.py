@@ -14,13 +14,18 @@ The flow of one run:
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsGeometry,
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
@@ -32,6 +37,8 @@ from qgis.core import (
     QgsProcessingParameterBand,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
@@ -39,19 +46,27 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorDestination,
     QgsProcessingUtils,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
 )
+from qgis.PyQt.QtCore import QCoreApplication, QThread
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.product_table import BY_NAME, Product
 from .dependencies import diagnostics, require_engine
 from .destinations import check_destinations
-from .inputs import LayerSource, describe_layer
+from .inputs import LayerSource, describe_layer, refuse_same_input, two_different_layers
 from .resources import HOMEPAGE, plugin_icon
-from .styling import LayerStyler, Style
+from .styling import LayerStyler, RunGroup, Style
 
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_FILTER = "Model files (*.pt *.pth *.ckpt);;All files (*.*)"
 RASTER_SUFFIXES = (".tif", ".tiff")
+
+
+class RunCancelled(QgsProcessingException):
+    """The user cancelled: the run stops, removes what it wrote and returns no outputs, without an error."""
 
 
 @dataclass
@@ -78,26 +93,92 @@ class RunRequest:
     rasters: dict[str, str]
     polygons: str | None = None
     report: str | None = None
+    extent: tuple[float, float, float, float] | None = None  # in T1's CRS
+    mask: list[dict[str, Any]] | None = None  # GeoJSON-like polygons in T1's CRS
+    area_note: str = ""  # the extent and mask as the log and report state them
 
 
-COMMON_HELP = """
-<p><b>Inputs.</b> <i>Earlier image (T1)</i> and <i>Later image (T2)</i> are two images of the same area: raster
-layers of the project or image files. T1's grid is the master: T2 may be in another CRS, resolution or extent and
-is warped onto it; the results cover the area both images cover, and pixels that are nodata in either image are
-nodata in the results. <i>Model file</i> is a checkpoint made with this plugin's training tool (a <code>.pt</code>
-file); run <i>Model information</i> first to see what it contains.</p>
-<p><b>Advanced options.</b> <i>Bands</i>: the bands of each image to use, in the model's order (empty: the bands the
-model file names, usually 1, 2, 3). <i>Tile size</i>: the side of the squares the image is cut into (0: the size the
-model was trained with, which gives the best results). <i>Overlap</i>: how much neighbouring tiles overlap, in percent
-of the tile (default 25 %); overlapping predictions are blended so no seams show. <i>Batch size</i>: tiles per step;
-larger is faster on a GPU but needs more memory; cancelling stops within one batch. <i>Device</i>: <i>auto</i> uses
-an NVIDIA GPU when one is usable, otherwise the CPU; the log says which device was used and why.</p>
-<p><b>Minimum change patch</b> (optional): change patches smaller than this many pixels are removed (set to
-no change) in every output, a minimum mapping unit that removes speckle.</p>
-<p>The log starts with a diagnostics line (QGIS, Python, PyTorch, CUDA and GDAL versions and the device found) and
-reports the device, the memory estimate, the number of tiles and the time taken. If PyTorch is not installed, the
-algorithm stops with the command that installs it.</p>
-"""
+#: Minimum change patch by default: a 3 x 3 block. Smaller patches are mostly speckle (single
+#: pixels at class edges), which made hundreds of one-pixel polygons.
+DEFAULT_MIN_PATCH = 9
+
+
+def help_text(*paragraphs: str) -> str:
+    """Help for the panel beside the dialog: QGIS 3.22 shows each line as a paragraph, so one line each."""
+    return "\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
+
+
+#: The shared part of both change algorithms' help; the details are in each parameter's help.
+COMMON_HELP = (
+    "<b>Inputs:</b> two images of the same area, T1 earlier and T2 later (T2 is warped onto T1's grid; the "
+    "results cover the area both cover), and a model file. <i>Model information</i> shows what a model expects.",
+    "<b>Options:</b> bands, tile size, overlap, batch size and device have defaults that suit most runs; hover "
+    "over a parameter for its help. Small change patches are removed (default: fewer than "
+    f"{DEFAULT_MIN_PATCH} pixels, a 3 x 3 block).",
+    "The log lists the versions and the device found, the bands used, and warns about untrained models and "
+    "bands that do not match the model.",
+)
+
+#: Per-parameter help (shown as the parameter's tooltip).
+PARAMETER_HELP = {
+    "INPUT_T1": "The earlier image. Its grid (CRS, pixel size, extent) is the grid of every output.",
+    "INPUT_T2": "The later image of the same area; any CRS, resolution or extent: it is warped onto T1's grid.",
+    "MODEL": "A model file (.pt) made with this plugin's training tool. 'Model information' shows its contents.",
+    "BANDS_T1": "Bands of T1 in the order the model expects (red, green, blue for every model this software "
+                "makes). Empty: the bands the model file names, usually 1, 2, 3.",
+    "BANDS_T2": "Bands of T2 in the order the model expects. Empty: the bands the model file names.",
+    "TILE_SIZE": "Side of the squares the scene is cut into. 0 (best): the size the model was trained with.",
+    "OVERLAP": "How much neighbouring tiles overlap, in % of the tile; overlaps are blended so no seams show.",
+    "BATCH_SIZE": "Tiles per step: larger is faster on a GPU but needs more memory. Cancel stops within a batch.",
+    "DEVICE": "auto: an NVIDIA GPU when one is usable, else the CPU. The log says which was used and why.",
+    "MIN_AREA": f"Change patches smaller than this many pixels become 'no change' in every output (default "
+                f"{DEFAULT_MIN_PATCH}, a 3 x 3 block, removes speckle); 0 keeps every changed pixel.",
+    "EXTENT": "Run on this part of the scene only (in any CRS; it is transformed to T1's). Empty: all of the area "
+              "both images cover.",
+    "MASK": "Polygons: pixels outside them are nodata in every output, and the run covers their extent only.",
+    "OUTPUT_CHANGE_PROB": "How sure the model is that each pixel changed, 0 to 1.",
+    "OUTPUT_POLYGONS": "One polygon per connected patch of one change, with from, to, label and area in m².",
+}
+
+
+#: Algorithm id -> whether its latest run wrote an HTML report; see :meth:`ChangeAlgorithm.hasHtmlOutputs`.
+REPORT_WRITTEN: dict[str, bool] = {}
+
+
+def report_written(algorithm_id: str) -> bool:
+    """Whether the latest run of ``algorithm_id`` wrote an HTML report.
+
+    QGIS's dialog says "HTML output has been generated by this algorithm" after
+    every run, failed or not, of an algorithm that declares an HTML output. The
+    dialog asks ``hasHtmlOutputs()`` of its own algorithm object, not of the copy
+    that ran, so the run records its outcome here under the algorithm's id.
+    """
+    return REPORT_WRITTEN.get(algorithm_id, False)
+
+
+def hide_html_from_batch(algorithm: QgsProcessingAlgorithm, results: dict[str, Any],
+                         feedback: QgsProcessingFeedback) -> None:
+    """Leave HTML outputs out of a batch row's results (the file is written all the same).
+
+    QGIS 3.22's batch dialog hands every HTML result to the results viewer with a
+    call that lacks an argument, and the batch ends in a Python error. Batch rows
+    run with the dialog's ``BatchFeedback``; for them the report's path is logged
+    instead.
+    """
+    if type(feedback).__name__ != "BatchFeedback":
+        return
+    for output in algorithm.outputDefinitions():
+        if output.type() == "outputHtml" and results.get(output.name()):
+            feedback.pushInfo(f"{output.description()}: {results.pop(output.name())}")
+
+
+def project_raster_layers() -> list[QgsRasterLayer]:
+    """The current project's raster layers in layer tree order (top first); empty outside the main thread."""
+    app = QCoreApplication.instance()
+    if app is None or QThread.currentThread() is not app.thread():
+        return []
+    return [node.layer() for node in QgsProject.instance().layerTreeRoot().findLayers()
+            if isinstance(node.layer(), QgsRasterLayer) and node.layer().isValid()]
 
 
 class ChangeAlgorithm(QgsProcessingAlgorithm):
@@ -113,6 +194,8 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
     BATCH_SIZE = "BATCH_SIZE"
     DEVICE = "DEVICE"
     MIN_AREA = "MIN_AREA"
+    EXTENT = "EXTENT"
+    MASK = "MASK"
     OUTPUT_CHANGE_PROB = BY_NAME["change_prob"].parameter
     OUTPUT_POLYGONS = BY_NAME["polygons"].parameter
     CHANGED_PIXELS = "CHANGED_PIXELS"
@@ -130,10 +213,14 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         """Engine product -> algorithm output parameter, from the products table."""
         return {name: BY_NAME[name].parameter for name in self.offered}
 
+    #: Help of the subclass's own parameters, by name, added to :data:`PARAMETER_HELP`.
+    parameter_help: ClassVar[dict[str, str]] = {}
+
     def __init__(self) -> None:
         super().__init__()
         self.sources: list[LayerSource] = []
         self.refusal: QgsProcessingException | None = None
+        self.t1_crs = QgsCoordinateReferenceSystem()
 
     def createInstance(self) -> QgsProcessingAlgorithm:
         return type(self)()
@@ -144,12 +231,16 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
     def helpUrl(self) -> str:
         return HOMEPAGE
 
+    def hasHtmlOutputs(self) -> bool:
+        return report_written(self.id())
+
     # -- parameters -------------------------------------------------------------------------------
 
     def add_inputs(self) -> None:
         """The inputs and options both change algorithms take."""
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_T1, "Earlier image (T1)"))
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_T2, "Later image (T2)"))
+        default_t1, default_t2 = two_different_layers(project_raster_layers())
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_T1, "Earlier image (T1)", default_t1))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_T2, "Later image (T2)", default_t2))
         self.addParameter(QgsProcessingParameterFile(
             self.MODEL, "Model file (checkpoint)", behavior=QgsProcessingParameterFile.File, fileFilter=MODEL_FILTER))
         advanced = [
@@ -165,12 +256,17 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
                                          QgsProcessingParameterNumber.Integer, 4, minValue=1, maxValue=256),
             QgsProcessingParameterEnum(self.DEVICE, "Device", options=list(DEVICES), defaultValue=0),
         ]
+        # Not flagged advanced: QGIS 3.22's batch interface hides advanced parameters' columns
+        # behind a button, and batch runs are where analysts set them per row.
         for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
         self.addParameter(QgsProcessingParameterNumber(
             self.MIN_AREA, "Minimum change patch in pixels (smaller patches are removed)",
-            QgsProcessingParameterNumber.Integer, 0, optional=True, minValue=0))
+            QgsProcessingParameterNumber.Integer, DEFAULT_MIN_PATCH, optional=True, minValue=0))
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Processing extent (empty: the whole overlap)",
+                                                       optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            self.MASK, "Mask layer (only inside its polygons)", [QgsProcessing.TypeVectorPolygon], optional=True))
 
     def add_product(self, name: str, *, optional: bool = True) -> None:
         """The output parameter of one product, named and typed as the products table says."""
@@ -187,6 +283,13 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.CHANGED_PIXELS, "Changed pixels"))
         self.addOutput(QgsProcessingOutputNumber(self.CHANGED_AREA_M2, "Changed area (m²)"))
 
+    def addParameter(self, definition: QgsProcessingParameterDefinition, createOutput: bool = True) -> bool:
+        """Every parameter gets its help from :data:`PARAMETER_HELP` (or the subclass's ``parameter_help``)."""
+        text = {**PARAMETER_HELP, **self.parameter_help}.get(definition.name())
+        if text and hasattr(definition, "setHelp"):  # QGIS 3.16 and later
+            definition.setHelp(text)
+        return super().addParameter(definition, createOutput)
+
     # -- running ----------------------------------------------------------------------------------
 
     def prepareAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
@@ -195,16 +298,18 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         # A refusal is kept and raised by processAlgorithm: QGIS replaces the message of one raised here
         # by "There were errors executing the algorithm" in scripts and qgis_process.
         try:
-            self.sources = [
-                describe_layer(self.parameterAsRasterLayer(parameters, self.INPUT_T1, context), "T1"),
-                describe_layer(self.parameterAsRasterLayer(parameters, self.INPUT_T2, context), "T2"),
-            ]
+            t1 = self.parameterAsRasterLayer(parameters, self.INPUT_T1, context)
+            t2 = self.parameterAsRasterLayer(parameters, self.INPUT_T2, context)
+            self.sources = [describe_layer(t1, "T1"), describe_layer(t2, "T2")]
+            refuse_same_input(t1, t2)
+            self.t1_crs = QgsCoordinateReferenceSystem(t1.crs())
         except QgsProcessingException as error:
             self.refusal = error
         return True
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        REPORT_WRITTEN[self.id()] = False
         feedback.pushInfo(diagnostics())
         if self.refusal is not None:
             raise self.refusal
@@ -214,19 +319,41 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         require_engine()
         from . import runner  # imports the engine, and so torch: only now that torch is known to be there
 
+        self.add_area(request, parameters, context, feedback)
+        return self.run_on_inputs(request, context, feedback, lambda: runner.run(request, feedback),
+                                  f"Change {request.t1_name} -> {request.t2_name}",
+                                  {self.DEVICE_USED: lambda outcome: outcome.summary.device})
+
+    def run_on_inputs(self, request: RunRequest, context: QgsProcessingContext, feedback: QgsProcessingFeedback,
+                      run: Callable[[], Any], group: str,
+                      extra: Mapping[str, Callable[[Any], Any]] | None = None) -> dict[str, Any]:
+        """Materialise the inputs, ``run``, then hand the results and styled layers to QGIS.
+
+        ``run`` returns an outcome with ``written``, ``styles`` and a ``summary`` that
+        counts changed pixels and area; ``extra`` adds results read off the outcome.
+        """
         work = Path(tempfile.mkdtemp(prefix="scd-inputs-", dir=QgsProcessingUtils.tempFolder()))
         try:
             request.t1 = self.sources[0].materialize(work, context, feedback)
             request.t2 = self.sources[1].materialize(work, context, feedback)
-            outcome = runner.run(request, feedback)
+            outcome = run()
+        except RunCancelled as cancelled:
+            # Cancelling is no failure: say so in the log (not in red) and load nothing, as QGIS's own
+            # algorithms do, instead of "Execution failed" and the layers QGIS would fail to load.
+            feedback.pushInfo(str(cancelled))
+            self.forget_outputs(context, request)
+            return {}
         finally:
             shutil.rmtree(work, ignore_errors=True)
         results: dict[str, Any] = {self.products[name]: path for name, path in outcome.written.items()}
         results.update({self.CHANGED_PIXELS: outcome.summary.changed_pixels,
-                        self.CHANGED_AREA_M2: outcome.summary.changed_area_m2,
-                        self.DEVICE_USED: outcome.summary.device})
+                        self.CHANGED_AREA_M2: outcome.summary.changed_area_m2})
+        results.update({key: value(outcome) for key, value in (extra or {}).items()})
+        run_group = RunGroup(group)
         for name, style in outcome.styles.items():
-            self.attach_style(context, self.products[name], outcome.written[name], style, request)
+            self.attach_style(context, name, outcome.written[name], style, request, run_group)
+        REPORT_WRITTEN[self.id()] = "report" in outcome.written
+        hide_html_from_batch(self, results, feedback)
         return results
 
     def build_request(self, parameters: dict[str, Any], context: QgsProcessingContext) -> RunRequest:
@@ -235,7 +362,7 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         for product, output in self.products.items():
             if product in ("polygons", "report", "transitions_csv"):
                 continue
-            path = self.parameterAsOutputLayer(parameters, output, context)
+            path = self.output_layer(parameters, output, context)
             if not path:
                 continue
             if Path(path).suffix.lower() not in RASTER_SUFFIXES:
@@ -258,20 +385,84 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             min_area=self.parameterAsInt(parameters, self.MIN_AREA, context),
             rasters=rasters,
-            polygons=self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context) or None,
+            polygons=self.output_layer(parameters, self.OUTPUT_POLYGONS, context) or None,
             report=report or None,
         )
 
-    def attach_style(self, context: QgsProcessingContext, output: str, destination: str, style: Style,
-                     request: RunRequest) -> None:
-        """Style an output QGIS will load, named after the two inputs unless the user (or a model) named it."""
+    def add_area(self, request: RunRequest, parameters: dict[str, Any], context: QgsProcessingContext,
+                 feedback: QgsProcessingFeedback) -> None:
+        """The optional processing extent and mask polygons, in T1's CRS, onto ``request``."""
+        notes = []
+        if parameters.get(self.EXTENT) not in (None, ""):
+            extent = self.parameterAsExtent(parameters, self.EXTENT, context, self.t1_crs)
+            if not extent.isNull() and not extent.isEmpty():
+                request.extent = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
+                notes.append("extent " + ", ".join(f"{v:.6g}" for v in request.extent))
+        source = self.parameterAsSource(parameters, self.MASK, context)
+        if source is not None:
+            transform = QgsCoordinateTransform(source.sourceCrs(), self.t1_crs, context.transformContext())
+            polygons, bounds = [], QgsRectangle()
+            bounds.setMinimal()
+            for feature in source.getFeatures():
+                geometry = QgsGeometry(feature.geometry())
+                if geometry.isEmpty() or geometry.transform(transform) != 0:
+                    continue
+                polygons.append(json.loads(geometry.asJson()))
+                bounds.combineExtentWith(geometry.boundingBox())
+            request.mask = polygons
+            if polygons:
+                box = (bounds.xMinimum(), bounds.yMinimum(), bounds.xMaximum(), bounds.yMaximum())
+                request.extent = box if request.extent is None else (
+                    max(box[0], request.extent[0]), max(box[1], request.extent[1]),
+                    min(box[2], request.extent[2]), min(box[3], request.extent[3]))
+            notes.append(f"mask {source.sourceName()} ({len(polygons)} polygons)")
+            if not polygons:
+                raise QgsProcessingException(
+                    f"the mask layer {source.sourceName()} has no polygons (or none selected); choose a layer with "
+                    "polygons or leave the mask empty")
+        request.area_note = "; ".join(notes)
+        if notes:
+            feedback.pushInfo(f"processing area limited to: {request.area_note} (T1's CRS {self.t1_crs.authid()})")
+
+    def forget_outputs(self, context: QgsProcessingContext, request: RunRequest) -> None:
+        """Take this run's outputs off the layers QGIS loads when the algorithm completes."""
+        loads = context.layersToLoadOnCompletion()
+        for path in (*request.rasters.values(), request.polygons):
+            if path and path in loads:
+                del loads[path]
+        context.setLayersToLoadOnCompletion(loads)
+
+    def output_layer(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> str:
+        """The file of an output layer, or "" when the user left the optional output empty.
+
+        QGIS 3.22 adds an empty optional output that has a destination project (as
+        every row of the batch interface has) to the layers to load as "", and its
+        post-processing then reports in red "The following layers were not correctly
+        generated." with an empty name. That entry is removed here.
+        """
+        path = self.parameterAsOutputLayer(parameters, name, context)
+        if not path:
+            loads = context.layersToLoadOnCompletion()
+            if "" in loads:
+                del loads[""]
+                context.setLayersToLoadOnCompletion(loads)
+        return path
+
+    def attach_style(self, context: QgsProcessingContext, product: str, destination: str, style: Style,
+                     request: RunRequest, run_group: RunGroup) -> None:
+        """Style an output QGIS will load, named after the two inputs unless the user (or a model) named it.
+
+        Every layer of the run goes into ``run_group`` at the top of the layer tree.
+        """
         if not context.willLoadLayerOnCompletion(destination):
             return
+        output = self.products[product]
         description = self.parameterDefinition(output).description()
         given = context.layerToLoadOnCompletionDetails(destination).name
         named = given not in ("", description, output)
         LayerStyler.attach(context, destination, style,
-                           None if named else f"{description}: {request.t1_name} -> {request.t2_name}")
+                           None if named else f"{description}: {request.t1_name} -> {request.t2_name}",
+                           run_group, product)
 
 
 def add_product_parameter(algorithm: QgsProcessingAlgorithm, product: Product, task: str, *,

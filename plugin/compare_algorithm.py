@@ -9,8 +9,6 @@ rasterio but not PyTorch.
 from __future__ import annotations
 
 import importlib
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,15 +20,20 @@ from qgis.core import (
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
-    QgsProcessingUtils,
     QgsRasterLayer,
 )
 
-from ..core.product_table import COMPARE
-from .change_algorithm import RASTER_SUFFIXES, ChangeAlgorithm, RunRequest
+from ..core.product_table import BY_NAME, COMPARE
+from .change_algorithm import (
+    RASTER_SUFFIXES,
+    REPORT_WRITTEN,
+    ChangeAlgorithm,
+    RunRequest,
+    help_text,
+)
 from .dependencies import diagnostics, install_instructions
 from .destinations import check_destinations
-from .inputs import describe_layer
+from .inputs import describe_layer, refuse_same_input
 
 CSV_FILTER = "CSV files (*.csv);;All files (*.*)"
 
@@ -59,6 +62,27 @@ class CompareClassificationsAlgorithm(ChangeAlgorithm):
     MAPPING = "MAPPING"
 
     task = COMPARE
+    parameter_help: ClassVar[dict[str, str]] = {
+        "INPUT_T1": "The earlier land-cover map. Its grid (CRS, pixel size, extent) is the grid of every output.",
+        "INPUT_T2": "The later map of the same area, in any CRS, resolution or extent: it is aligned onto T1's grid "
+                    "by nearest neighbour.",
+        CLASS_TABLE: "Optional CSV with one row per class: code,name,colour (colour as #rrggbb). Overrides the "
+                     "maps' own legends (colour table, category names, attribute table, a .qml beside the file, or "
+                     "the layer's paletted style). Codes without a name are named by their code and listed in the log.",
+        CLASS_TABLE_T2: "Optional CSV like the class table, for T2 when its legend differs from T1's.",
+        MAPPING: "Optional CSV code,target code[,target name[,date]] that harmonises the codes before comparing, "
+                 "e.g. CORINE level 3 to level 1 (111,1,Artificial surfaces); the date column (T1 or T2) limits a row "
+                 "to one map.",
+        "MIN_AREA": "Change patches smaller than this many pixels count as unchanged in the from-to map, the mask and "
+                    "the matrix; 0 (default) keeps the exact cross-tabulation.",
+        BY_NAME["fromto"].parameter: "What became what: one code per transition (8, 16 or 32-bit as the number of "
+                                     "class pairs needs), with its legend stored beside the GeoTIFF.",
+        BY_NAME["t1_classes"].parameter: "The T1 map on T1's grid, in the harmonised classes.",
+        BY_NAME["t2_classes"].parameter: "The T2 map aligned onto T1's grid, in the harmonised classes.",
+        BY_NAME["change_mask"].parameter: "1 where the class changed, 0 where it stayed the same.",
+        BY_NAME["report"].parameter: "An HTML page with the areas of every transition and the full change matrix; a "
+                                     "CSV with the same numbers is written beside it.",
+    }
     offered: ClassVar[tuple[str, ...]] = ("fromto", "t1_classes", "t2_classes", "change_mask", "polygons", "report",
                                           "transitions_csv")
 
@@ -100,6 +124,7 @@ class CompareClassificationsAlgorithm(ChangeAlgorithm):
         try:
             layers = [self.parameterAsRasterLayer(parameters, key, context) for key in (self.INPUT_T1, self.INPUT_T2)]
             self.sources = [describe_layer(layers[0], "T1"), describe_layer(layers[1], "T2")]
+            refuse_same_input(*layers)
             self.palettes = [layer_palette(layer) for layer in layers]  # the renderer may be read here only
         except QgsProcessingException as error:
             self.refusal = error
@@ -107,6 +132,7 @@ class CompareClassificationsAlgorithm(ChangeAlgorithm):
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        REPORT_WRITTEN[self.id()] = False
         feedback.pushInfo(diagnostics())
         if self.refusal is not None:
             raise self.refusal
@@ -124,20 +150,11 @@ class CompareClassificationsAlgorithm(ChangeAlgorithm):
         read = {s.label: s.path or s.gdal_source for s in self.sources if s.path or s.gdal_source}
         read.update({key: path for key, path in tables.items() if path})
         check_destinations(request, read, self.products)
-        work = Path(tempfile.mkdtemp(prefix="scd-inputs-", dir=QgsProcessingUtils.tempFolder()))
-        try:
-            request.t1 = self.sources[0].materialize(work, context, feedback)
-            request.t2 = self.sources[1].materialize(work, context, feedback)
-            outcome = compare_runner.run(request, tables[self.CLASS_TABLE], tables[self.CLASS_TABLE_T2],
-                                         tables[self.MAPPING], self.palettes, feedback)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        results: dict[str, Any] = {self.products[name]: path for name, path in outcome.written.items()}
-        results.update({self.CHANGED_PIXELS: outcome.summary.changed_pixels,
-                        self.CHANGED_AREA_M2: outcome.summary.changed_area_m2})
-        for name, style in outcome.styles.items():
-            self.attach_style(context, self.products[name], outcome.written[name], style, request)
-        return results
+        return self.run_on_inputs(
+            request, context, feedback,
+            lambda: compare_runner.run(request, tables[self.CLASS_TABLE], tables[self.CLASS_TABLE_T2],
+                                       tables[self.MAPPING], self.palettes, feedback),
+            f"Land-cover change {request.t1_name} -> {request.t2_name}")
 
     def build_request(self, parameters: dict[str, Any], context: QgsProcessingContext) -> RunRequest:
         rasters: dict[str, str] = {}
@@ -163,28 +180,16 @@ class CompareClassificationsAlgorithm(ChangeAlgorithm):
         )
 
     def shortHelpString(self) -> str:
-        return """
-<p>Compares two existing land-cover maps of the same area (e.g. ESA WorldCover 2020 and 2021, CORINE, NLCD,
-Dynamic World, your own classifications) and shows <b>what became what</b>: a <b>from-to map</b> whose legend reads
-<i>Tree cover -> Built-up</i>, the change matrix in pixels and hectares, polygons and a report. No model is
-needed.</p>
-<p><b>Inputs.</b> Two categorical rasters with integer class codes of any kind (10, 20, ... for WorldCover;
-111 to 523 for CORINE). T1's grid is the master: T2 may be in another CRS, resolution or extent and is aligned onto
-it by nearest neighbour (classes are never interpolated). Pixels that are nodata in either map are nodata in every
-result. Class names and colours come from each map's own legend (its colour table, category names or attribute
-table, a .qml style beside the file, or the layer's paletted style in this project), or from a <i>class
-table</i>: a CSV file with one row per class, <code>code,name,colour</code> (colour as <code>#rrggbb</code>).
-Give a second class table when T2's legend differs. Codes without a name are named by their code and listed in
-the log.</p>
-<p><b>Mapping table</b> (optional): a CSV file <code>code,target code[,target name[,date]]</code> that harmonises
-the codes before comparing, e.g. CORINE level 3 to level 1 (<code>111,1,Artificial surfaces</code>), or two
-products with different codes (the date column, T1 or T2, limits a row to one map).</p>
-<p><b>Outputs.</b> <i>From-to change</i>: each changed pixel holds its transition, unchanged pixels are transparent
-(GeoTIFF with its legend beside it; the legend lists only the transitions present; stored as 8, 16 or 32-bit
-integers as the number of class pairs needs). <i>Land cover of T1 / T2</i>: both maps on T1's grid in the
-harmonised classes. <i>Change mask</i>: 1 where the class changed. <i>Change polygons</i>: one polygon per patch of
-one transition, with from/to classes, label and area. <i>Transition report</i>: the matrix as an HTML page with a
-chart, and as a CSV file beside it; unlike the network algorithms the matrix is the full cross-tabulation, with the
-area that kept its class on the diagonal. <i>Minimum change patch</i>: change patches smaller than this many pixels
-are treated as unchanged in the from-to map, the mask and the matrix.</p>
-"""
+        return help_text(
+            "Compares two existing land-cover maps of the same area (ESA WorldCover, CORINE, NLCD, Dynamic World, "
+            "your own classifications) and shows <b>what became what</b>: a from-to map whose legend reads "
+            "<i>Tree cover -> Built-up</i>, the change matrix in pixels and hectares, polygons and a report. No model "
+            "is needed.",
+            "<b>Inputs:</b> two categorical rasters with integer class codes of any kind. T2 is aligned onto T1's "
+            "grid by nearest neighbour (classes are never interpolated); nodata in either map is nodata in every "
+            "result. Class names and colours come from each map's own legend or from a class table.",
+            "<b>Outputs:</b> the from-to map (only the transitions present in its legend); optionally both maps on "
+            "T1's grid, a change mask, change polygons and a report whose matrix is the full cross-tabulation, with "
+            "the area that kept its class on the diagonal.",
+            "Hover over a parameter for its help.",
+        )

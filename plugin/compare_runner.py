@@ -10,23 +10,19 @@ import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qgis.core import QgsProcessingException, QgsProcessingFeedback
+from qgis.core import QgsProcessingFeedback
 
 from ..core.classtable import ClassInfo
 from ..core.compare import CompareOptions, CompareSummary, compare_classifications
-from ..core.errors import ChangeDetectionError
-from ..core.files import sidecars
 from ..core.product_table import COMPARE
 from ..core.products import Legends, OutputPaths
 from .change_algorithm import RunRequest
+from .cleanup import removed_on_failure
 from .destinations import csv_beside_report
 from .feedback import FeedbackProgress
 from .product_styles import styles_for
 from .report import COMPARISON_NOTE, render_report, write_report
 from .styling import Style
-
-#: Files a Shapefile consists of besides the ``.shp``.
-SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg")
 
 Palette = dict[int, tuple[str, tuple[int, int, int]]]
 
@@ -48,7 +44,7 @@ def run(request: RunRequest, class_table: str | None, class_table_t2: str | None
         QgsProcessingException: with the core's message for anything the user can fix, including a cancel.
     """
     written: list[Path] = []
-    try:
+    with removed_on_failure(written):
         csv_path = csv_beside_report(request.report) if request.report else None
         outputs = OutputPaths(**request.rasters, transitions_csv=csv_path, polygons=request.polygons)
         options = CompareOptions(class_table=class_table, class_table_t2=class_table_t2, mapping=mapping,
@@ -74,12 +70,6 @@ def run(request: RunRequest, class_table: str | None, class_table_t2: str | None
             write_report(request.report, page)
             written.append(Path(request.report))
             outcome.written["report"] = request.report
-    except ChangeDetectionError as error:
-        _remove(written)
-        raise QgsProcessingException(str(error)) from error
-    except BaseException:
-        _remove(written)
-        raise
     feedback.setProgress(100.0)
     return outcome
 
@@ -98,10 +88,3 @@ def _facts(request: RunRequest, summary: CompareSummary) -> list[tuple[str, str]
         ("Time", f"{summary.elapsed_seconds:.1f} s"),
         ("Date", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),
     ]
-
-
-def _remove(paths: list[Path]) -> None:
-    for path in paths:
-        parts = [path.with_suffix(s) for s in SHAPEFILE_PARTS] if path.suffix.lower() == ".shp" else []
-        for file in (path, *sidecars(path), *parts):
-            file.unlink(missing_ok=True)

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import importlib
 import platform
+import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import installer
 
 #: (module to import, package name for pip), in the order the message lists them.
 REQUIRED = (("torch", "torch"), ("torchvision", "torchvision"), ("rasterio", "rasterio"))
 
 PYTORCH_URL = "https://pytorch.org/get-started/locally/"
+REQUIREMENTS_FILE = installer.REQUIREMENTS_FILE
+INSTALLER_MENU = "Plugins > Semantic change detection > Install or repair dependencies"
 
 #: Oldest Python the engine runs on.
 MINIMUM_PYTHON = (3, 10)
@@ -40,69 +46,143 @@ def python_problem() -> str | None:
             "shows the Python version).")
 
 
+def runtime_requirements() -> dict[str, str]:
+    """``runtime-requirements.txt`` as ``{package: specifier}``: the pins the installer and ``make setup`` share."""
+    requirements = {}
+    for line in REQUIREMENTS_FILE.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        match = re.match(r"([A-Za-z0-9_.-]+)\s*(.*)", line)
+        if match:
+            requirements[match[1]] = match[2].replace(" ", "")
+    return requirements
+
+
 def missing_packages() -> list[MissingPackage]:
-    """Required packages that cannot be imported, with the reason (absent, or broken like a failing DLL)."""
+    """Required packages that cannot be imported (absent, or broken like a failing DLL) or are too old."""
     missing = []
+    minimums = _minimum_versions()
     for module, pip_name in REQUIRED:
         try:
-            importlib.import_module(module)
+            imported = importlib.import_module(module)
         except Exception as error:  # noqa: BLE001 - any import failure makes the package unusable
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             missing.append(MissingPackage(module, pip_name, reason))
+            continue
+        version = str(getattr(imported, "__version__", ""))
+        minimum = minimums.get(pip_name)
+        if minimum and _release(version) < _release(minimum):
+            missing.append(MissingPackage(module, pip_name, f"version {version} is too old, {minimum} or newer needed"))
     return missing
 
 
-def python_executable() -> str:
-    """The Python interpreter QGIS embeds.
+def _minimum_versions() -> dict[str, str]:
+    minimums = {}
+    for name, specifier in runtime_requirements().items():
+        match = re.search(r">=\s*([\d.]+)", specifier)
+        if match:
+            minimums[name] = match[1]
+    return minimums
 
-    ``sys.executable`` cannot be trusted inside QGIS: it is QGIS itself, or whatever
-    ``python3`` comes first on the PATH. The interpreter of the running Python sits at a
-    fixed place under ``sys.exec_prefix``.
+
+def _release(version: str) -> tuple[int, ...]:
+    """``"2.14.1+cu130"`` -> ``(2, 14, 1)``: enough to compare against a minimum."""
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:3])
+
+
+def python_executable() -> str:
+    """The Python interpreter QGIS embeds (``sys.executable`` is QGIS itself on Windows and macOS).
+
+    The installer finds it by running each candidate; when none answers, the most likely path is named.
     """
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    prefix = Path(sys.exec_prefix)
-    for candidate in (prefix / "python.exe", prefix / "bin" / f"python{version}", prefix / "bin" / "python3"):
-        if candidate.is_file():
-            return str(candidate)
-    executable = Path(sys.executable)
-    return str(executable) if executable.name.lower().startswith("python") else "python3"
+    try:
+        return installer.find_python().executable
+    except installer.InstallError:
+        candidates = [str(p) for p in installer.python_candidates() if p.is_file()]
+        return candidates[0] if candidates else "python3"
+
+
+def _quoted(packages: list[str]) -> str:
+    """Package names with their pinned versions, quoted for the shell (cmd.exe and POSIX shells alike)."""
+    requirements = runtime_requirements()
+    return " ".join(f'"{name}{requirements[name]}"' if requirements.get(name) else name for name in packages)
 
 
 def install_instructions(packages: list[str]) -> str:
-    """The exact command that installs ``packages`` into QGIS's Python on this system."""
-    names = " ".join(packages)
+    """The exact commands that install ``packages`` into QGIS's Python on this system, for a CPU and a CUDA build.
+
+    PyPI's torch is a different build on each platform: on Windows and macOS it is the CPU
+    build (on macOS it also uses the Apple GPU); on Linux it is the CUDA build, and the CPU
+    build comes from PyTorch's CPU index. A CUDA build for Windows, or one for an older
+    Linux driver, comes from PyTorch's index for that CUDA version.
+    """
+    names = _quoted(packages)
     system = platform.system()
+    build = installer.detect_gpu().fitting_build or installer.CUDA_BUILDS[1]
+    cpu_index = f"--index-url {installer.PYTORCH_INDEX}/cpu"
+    cuda_index = f"--index-url {installer.PYTORCH_INDEX}/{build}"
+    torch = "torch" in packages
     if system == "Windows":
-        return ("close QGIS, open the 'OSGeo4W Shell' from the Start menu (as administrator if QGIS is installed "
-                f"for all users) and run:  python -m pip install {names}")
+        command = f"python -m pip install {names}"
+        text = ("close QGIS, open the 'OSGeo4W Shell' from the Start menu (as administrator if QGIS is installed for "
+                f"all users) and run, for the CPU build:  {command}")
+        if torch:
+            text += f"  or, for an NVIDIA GPU (CUDA build):  {command} {cuda_index}"
+        return text
     python = python_executable()
-    if system == "Darwin":
-        return f"close QGIS, open Terminal and run:  \"{python}\" -m pip install --user {names}"
-    command = f"\"{python}\" -m pip install --user {names}"
+    base = f'"{python}" -m pip install --user {names}'
     if Path(python).is_relative_to("/usr"):
         # Debian/Ubuntu mark the system Python as externally managed (PEP 668).
-        command += " --break-system-packages"
-    return f"close QGIS, open a terminal and run:  {command}"
+        base += " --break-system-packages"
+    if system == "Darwin":
+        return f"close QGIS, open Terminal and run:  {base}  (this build also uses the Apple GPU; there is no CUDA)"
+    if not torch:
+        return f"close QGIS, open a terminal and run:  {base}"
+    return (f"close QGIS, open a terminal and run, for the CPU build:  {base} {cpu_index}  or, for an NVIDIA GPU "
+            f"(CUDA build; PyPI's default on Linux, for recent drivers):  {base}  or, for an older driver:  "
+            f"{base} {cuda_index}")
 
 
 def missing_message(missing: list[MissingPackage]) -> str:
-    """The user-facing explanation: what is missing, why, and the command that fixes it."""
+    """The user-facing explanation: what is missing, why, and how to fix it (the installer, or by hand)."""
     listed = "; ".join(f"{m.pip_name} ({m.reason})" for m in missing)
     packages = [m.pip_name for m in missing]
+    if "torch" in packages and "torchvision" not in packages:
+        packages.append("torchvision")  # torchvision is built for one torch release: they go together
     message = (
         f"This algorithm runs deep-learning models and needs {', '.join(packages)} in the Python that QGIS uses "
         f"(Python {platform.python_version()}, {python_executable()}), but it cannot import: {listed}. "
-        f"To install: {install_instructions(packages)}  and then start QGIS again."
+        f"To install them for you, into a folder of the plugin's own: {INSTALLER_MENU}. "
+        f"Or by hand: {install_instructions(packages)}  and then start QGIS again."
     )
     if "torch" in packages:
-        message += (f" That installs the CPU build of PyTorch; for an NVIDIA GPU pick the CUDA build of torch and "
-                    f"torchvision for your system at {PYTORCH_URL} and run the pip command it shows with the same "
-                    "Python.")
+        message += f" The builds for every system are listed at {PYTORCH_URL}."
     return message
+
+
+#: Called (from any thread) with the message when a run finds packages missing; the desktop plugin sets it to
+#: offer the installer dialog. None in ``qgis_process`` and scripts.
+offer_installer: Callable[[str], None] | None = None
+
+
+def private_root() -> Path:
+    """The plugin's private package folder in the current QGIS profile."""
+    from qgis.core import QgsApplication
+
+    return installer.default_root(QgsApplication.qgisSettingsDirPath())
+
+
+def use_private_packages() -> Path | None:
+    """Put the private package folder on ``sys.path``; called when the plugin loads, before anything imports torch."""
+    try:
+        return installer.activate(private_root())
+    except Exception:  # noqa: BLE001 - a damaged folder must not stop QGIS loading the plugin; the dialog repairs it
+        return None
 
 
 def require_engine() -> None:
     """Stop a run, with what to do, when this QGIS's Python cannot run the engine.
+
+    In the desktop the installer dialog is offered too.
 
     Raises:
         QgsProcessingException: The Python is too old, or a required package is missing.
@@ -114,7 +194,10 @@ def require_engine() -> None:
         raise QgsProcessingException(problem)
     missing = missing_packages()
     if missing:
-        raise QgsProcessingException(missing_message(missing))
+        message = missing_message(missing)
+        if offer_installer is not None:
+            offer_installer(message)
+        raise QgsProcessingException(message)
 
 
 def diagnostics() -> str:
@@ -126,7 +209,8 @@ def diagnostics() -> str:
         parts += ["torch: not installed", "CUDA: n/a"]
         device = "none (torch missing)"
     else:
-        parts.append(f"torch {torch.__version__}")
+        private = installer.FOLDER_NAME in str(getattr(torch, "__file__", ""))
+        parts.append(f"torch {torch.__version__}" + (" (from the plugin's private folder)" if private else ""))
         parts.append(_cuda(torch))
         device = _device()
     parts.append(f"GDAL {_gdal_version()}")

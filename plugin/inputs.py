@@ -20,6 +20,7 @@ provider, as QGIS's own raster algorithms do in ``prepareAlgorithm``);
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,51 @@ def describe_layer(layer: QgsRasterLayer | None, label: str) -> LayerSource:
             "(right-click the layer > Export > Save As..., 'Rendered image' off) and choose that file instead.")
     return LayerSource(label, layer.name(), provider=provider.clone(), extent=QgsRectangle(layer.extent()),
                        crs=QgsCoordinateReferenceSystem(layer.crs()), width=layer.width(), height=layer.height())
+
+
+def refuse_same_input(t1: QgsRasterLayer, t2: QgsRasterLayer) -> None:
+    """Refuse one layer, or one file, given for both dates: "change" between an image and itself is noise.
+
+    Raises:
+        QgsProcessingException: T1 and T2 are the same layer or read the same file or source.
+    """
+    if t1.id() == t2.id():
+        same = f"the same layer '{t1.name()}'"
+    elif t1.providerType() == t2.providerType() and _same_source(t1.source(), t2.source()):
+        same = f"the same image ({t1.source()}, layers '{t1.name()}' and '{t2.name()}')"
+    else:
+        return
+    raise QgsProcessingException(
+        f"T1 and T2 are {same}: change detection compares two different dates. Choose the earlier image as T1 "
+        "and the later image as T2.")
+
+
+def _same_source(a: str, b: str) -> bool:
+    if os.path.isfile(a) and os.path.isfile(b):
+        return os.path.samefile(a, b)
+    return a == b
+
+
+def two_different_layers(layers: list[QgsRasterLayer]) -> tuple[str | None, str | None]:
+    """Layer ids to preselect as T1 and T2 among a project's raster layers (top of the layer tree first).
+
+    The two top raster layers are taken. When both names hold a year (``scene_1985``,
+    ``S2 2020-06``), the earlier year is T1; otherwise the lower layer is T1, since the
+    image added last is usually on top. With fewer than two layers nothing is
+    preselected and QGIS picks as it always does.
+    """
+    if len(layers) < 2:
+        return None, None
+    upper, lower = layers[0], layers[1]
+    years = [_year(layer.name()) for layer in (upper, lower)]
+    if None not in years and years[0] < years[1]:
+        upper, lower = lower, upper
+    return lower.id(), upper.id()
+
+
+def _year(name: str) -> int | None:
+    match = re.search(r"(?<!\d)(19\d\d|20\d\d)(?!\d)", name)
+    return int(match.group(1)) if match else None
 
 
 def _build_vrt(source: str, target: Path, label: str, layer_name: str) -> None:

@@ -19,7 +19,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
-from .change_algorithm import MODEL_FILTER
+from .change_algorithm import MODEL_FILTER, REPORT_WRITTEN, help_text, hide_html_from_batch, report_written
 from .dependencies import diagnostics, require_engine
 from .report import write_report
 from .resources import HOMEPAGE, plugin_icon
@@ -66,24 +66,30 @@ class ModelInfoAlgorithm(QgsProcessingAlgorithm):
     def helpUrl(self) -> str:
         return HOMEPAGE
 
+    def hasHtmlOutputs(self) -> bool:
+        """Only after a run that wrote the report (see :func:`.change_algorithm.report_written`)."""
+        return report_written(self.id())
+
     def shortHelpString(self) -> str:
-        return """
-<p>Shows what a model file (checkpoint) contains, so you can check it before a long run: the network and its
-<b>task</b> (semantic change: from-to maps; binary change: a change mask), the land-cover <b>classes and their
-colours</b> as they will appear in the legend, the <b>tile size</b> it was trained with, which <b>bands</b> of each
-image it reads and how they are normalised, the <b>training data</b> and its <b>validation metrics</b>, and which
-algorithm to run it with.</p>
-<p><i>Model file</i>: a <code>.pt</code> checkpoint made with this plugin's training tool. The file is only read, never
-run: files holding program code are refused.</p>
-<p><i>Model report</i> (optional): the same as an HTML page. The values are also outputs (task, classes, tile size,
-bands, ...), so a graphical model can use them.</p>
-"""
+        return help_text(
+            "Shows what a model file contains, to check it before a long run: the network and its <b>task</b> "
+            "(semantic: from-to maps; binary: a change mask), the <b>classes and colours</b> of the legend, the "
+            "<b>tile size</b>, the <b>bands</b> it reads, the <b>training data</b> (or that it is untrained) and "
+            "its <b>metrics</b>, and which algorithm to run it with.",
+            "The file is only read, never run: files holding program code are refused. The values are also "
+            "outputs, so a graphical model can use them.",
+        )
 
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
-        self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, "Model file (checkpoint)", behavior=QgsProcessingParameterFile.File, fileFilter=MODEL_FILTER))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_HTML, "Model report", "HTML files (*.html)", optional=True, createByDefault=True))
+        model = QgsProcessingParameterFile(
+            self.MODEL, "Model file (checkpoint)", behavior=QgsProcessingParameterFile.File, fileFilter=MODEL_FILTER)
+        report = QgsProcessingParameterFileDestination(
+            self.OUTPUT_HTML, "Model report", "HTML files (*.html)", optional=True, createByDefault=True)
+        if hasattr(model, "setHelp"):  # QGIS 3.16 and later
+            model.setHelp("A model file (.pt) made with this plugin's training tool.")
+            report.setHelp("The same as an HTML page.")
+        self.addParameter(model)
+        self.addParameter(report)
         for name, description in ((self.TASK, "Task"), (self.NETWORK, "Network"), (self.CLASSES, "Classes"),
                                   (self.BANDS_T1, "Bands of T1"), (self.BANDS_T2, "Bands of T2"),
                                   (self.DATASET, "Training data"), (self.METRICS, "Metrics (JSON)")):
@@ -98,6 +104,7 @@ bands, ...), so a graphical model can use them.</p>
         from ..core.errors import ChangeDetectionError
         from ..core.models.checkpoint import read_card
 
+        REPORT_WRITTEN[self.id()] = False
         path = self.parameterAsFile(parameters, self.MODEL, context)
         try:
             card = read_card(path)
@@ -118,6 +125,8 @@ bands, ...), so a graphical model can use them.</p>
         if report:
             write_report(report, card_page(Path(path).name, card, rows))
             results[self.OUTPUT_HTML] = report
+            REPORT_WRITTEN[self.id()] = True
+            hide_html_from_batch(self, results, feedback)
         return results
 
 
@@ -141,7 +150,9 @@ def describe_card(card: Any) -> list[tuple[str, str]]:
         ("Normalisation T1", f"mean {_numbers(card.mean_t1)}, std {_numbers(card.std_t1)} (0-255 units)"),
         ("Normalisation T2", f"mean {_numbers(card.mean_t2)}, std {_numbers(card.std_t2)} (0-255 units)"),
         ("Input that is not 8-bit", f"scaled to 0-255 by {scaling_text}"),
-        ("Training data", card.dataset),
+        ("Training data", card.dataset if card.dataset != "untrained" else
+         "none: UNTRAINED (written by the training tool's 'init', random weights); its maps are noise until it is "
+         "trained"),
         ("Validation metrics", metrics),
         ("Written", f"{card.created or 'unknown date'} by version {card.software_version or 'unknown'} "
                     f"(checkpoint format {card.format_version})"),

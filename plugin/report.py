@@ -17,8 +17,10 @@ from ..core.matrix import TransitionRow
 
 #: How to read a network's numbers.
 NETWORK_NOTE = ("Areas are on the ground, in hectares (1 ha = 10,000 m²). The diagonal of the matrix holds changed "
-                "pixels whose class the network did not resolve. The per-date class maps are only meaningful inside "
-                "changed areas: the networks learn land-cover classes only where change happened.")
+                "pixels whose class the network did not resolve: it found change there but the same class at both "
+                "dates, so what the area became is not known (\"Changed (class, class unresolved)\" on the map). "
+                "The per-date class maps are only meaningful inside changed areas: the networks learn land-cover "
+                "classes only where change happened.")
 #: How to read the comparison of two land-cover maps.
 COMPARISON_NOTE = ("Areas are on the ground, in hectares (1 ha = 10,000 m²). The matrix is the full "
                    "cross-tabulation of the two maps: its diagonal holds the area that kept its class, its row "
@@ -36,7 +38,41 @@ th { background: #f2f2f2; } td.name, th.name { text-align: left; }
 .swatch { display: inline-block; width: 0.9em; height: 0.9em; border: 1px solid #888; margin-right: 0.4em;
           vertical-align: middle; }
 .note { color: #555; font-size: 0.9em; max-width: 60em; }
+.warning { background: #fff3cd; border: 1px solid #e0b000; padding: 0.5em 1em; max-width: 60em; }
 """
+
+
+def format_hectares(hectares: float) -> str:
+    """Hectares with the precision the number deserves: 1,234 / 56.7 / 3.45 / 0.012, not 1234.5678."""
+    value = abs(hectares)
+    if value == 0:
+        return "0"
+    if value >= 100:
+        return f"{hectares:,.0f}"
+    if value >= 10:
+        return f"{hectares:,.1f}"
+    if value >= 0.1:
+        return f"{hectares:,.2f}"
+    return f"{hectares:.2g}"
+
+
+def raster_grid(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """The CRS (name and authority code) and pixel size of a raster, as the report states them."""
+    from osgeo import gdal, osr
+
+    dataset = gdal.OpenEx(str(path), gdal.OF_RASTER)
+    if dataset is None:
+        return "unknown", "unknown"
+    reference = osr.SpatialReference(wkt=dataset.GetProjection()) if dataset.GetProjection() else None
+    if reference is None:
+        crs, unit = "none (pixel coordinates)", "px"
+    else:
+        code = reference.GetAuthorityCode(None)
+        crs = f"{reference.GetName()}" + (f" ({reference.GetAuthorityName(None)}:{code})" if code else "")
+        unit = "m" if reference.IsProjected() and reference.GetLinearUnits() == 1.0 else \
+            (reference.GetLinearUnitsName() if reference.IsProjected() else "°")
+    transform = dataset.GetGeoTransform()
+    return crs, f"{abs(transform[1]):g} x {abs(transform[5]):g} {unit}"
 
 
 def render_report(
@@ -49,6 +85,7 @@ def render_report(
     csv_name: str | None = None,
     note: str = NETWORK_NOTE,
     persistence_ha: Sequence[float] | None = None,
+    warnings: Sequence[str] = (),
 ) -> str:
     """The report page.
 
@@ -62,6 +99,8 @@ def render_report(
         note: The closing note on how to read the numbers (the networks' by default).
         persistence_ha: Area that kept its class, per class of ``class_names``; given, the
             matrix is the full cross-tabulation with these on its diagonal.
+        warnings: What the reader must know before trusting the numbers (an untrained
+            model, bands that contradict the model), shown first.
     """
     changed = [t for t in transitions if t.value != 0]
     unchanged = next((t for t in transitions if t.value == 0), None)
@@ -72,9 +111,10 @@ def render_report(
         '<html><head><meta charset="utf-8">',
         f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
+        *(f'<p class="warning"><b>Warning:</b> {_e(w)}</p>' for w in warnings),
         "<table>",
         *(f'<tr><th class="name">{_e(k)}</th><td class="name">{_e(v)}</td></tr>' for k, v in facts),
-        f'<tr><th class="name">Changed area</th><td class="name">{changed_ha:,.4f} ha'
+        f'<tr><th class="name">Changed area</th><td class="name">{format_hectares(changed_ha)} ha'
         f"{f' ({100 * changed_ha / valid_ha:.2f} % of the area with data in both dates)' if valid_ha else ''}"
         "</td></tr>",
         "</table>",
@@ -118,7 +158,7 @@ def _chart(changed: Sequence[TransitionRow], colors: Mapping[int, str]) -> str:
         svg.append(f'<text x="{label_width - 6}" y="{y + 14}" text-anchor="end">{_e(label)}</text>')
         svg.append(f'<rect x="{label_width}" y="{y + 2}" width="{length:.1f}" height="{row_height - 6}" '
                    f'fill="{_e(color)}" stroke="#555" stroke-width="0.5"/>')
-        svg.append(f'<text x="{label_width + length + 6:.1f}" y="{y + 14}">{area:,.4f} ha</text>')
+        svg.append(f'<text x="{label_width + length + 6:.1f}" y="{y + 14}">{format_hectares(area)} ha</text>')
     svg.append("</svg>")
     return "\n".join(svg)
 
@@ -137,13 +177,14 @@ def _matrix(changed: Sequence[TransitionRow], class_names: Sequence[str],
     head = "".join(f"<th>{_e(name)}</th>" for name in class_names)
     rows = [f'<table><tr><th class="name">from \\ to</th>{head}<th>Total</th></tr>']
     for name, row in zip(class_names, shown, strict=True):
-        cells = "".join(f"<td>{v:,.4f}</td>" for v in row)
-        rows.append(f'<tr><th class="name">{_e(name)}</th>{cells}<td>{sum(row):,.4f}</td></tr>')
-    totals = "".join(f"<td>{sum(r[j] for r in areas):,.4f}</td>" for j in range(n))
-    rows.append(f'<tr><th class="name">Total changed</th>{totals}<td>{sum(map(sum, areas)):,.4f}</td></tr>')
+        cells = "".join(f"<td>{format_hectares(v) if v else ''}</td>" for v in row)
+        rows.append(f'<tr><th class="name">{_e(name)}</th>{cells}<td>{format_hectares(sum(row))}</td></tr>')
+    totals = "".join(f"<td>{format_hectares(sum(r[j] for r in areas))}</td>" for j in range(n))
+    rows.append(f'<tr><th class="name">Total changed</th>{totals}<td>{format_hectares(sum(map(sum, areas)))}</td>'
+                "</tr>")
     if unchanged is not None:
         rows.append(f'<tr><th class="name">No change</th>{"<td></td>" * n}'
-                    f'<td>{float(unchanged.area_ha):,.4f}</td></tr>')
+                    f'<td>{format_hectares(float(unchanged.area_ha))}</td></tr>')
     rows.append("</table>")
     return "\n".join(rows)
 
@@ -156,6 +197,6 @@ def _table(changed: Sequence[TransitionRow], colors: Mapping[int, str], changed_
         share = 100 * float(t.area_ha) / changed_ha if changed_ha else 0.0
         rows.append(f'<tr><td>{int(t.value)}</td><td class="name"><span class="swatch" '
                     f'style="background:{_e(color)}"></span>{_e(t.label)}</td><td>{int(t.pixels):,}</td>'
-                    f'<td>{float(t.area_ha):,.4f}</td><td>{share:.1f} %</td></tr>')
+                    f'<td>{format_hectares(float(t.area_ha))}</td><td>{share:.1f} %</td></tr>')
     rows.append("</table>")
     return "\n".join(rows)

@@ -16,17 +16,16 @@ from pathlib import Path
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
 from ..core import engine
-from ..core.errors import ChangeDetectionError
-from ..core.files import sidecars
-from ..core.io import terminate_cleanly
 from ..core.models.card import ModelCard
 from ..core.models.checkpoint import read_card
 from ..core.products import Legends
+from .bands import contradictions, expected_bands, read_bands
 from .change_algorithm import RunRequest
+from .cleanup import removed_on_failure
 from .destinations import csv_beside_report
 from .feedback import FeedbackProgress
 from .product_styles import present_codes, styles_for
-from .report import render_report, write_report
+from .report import format_hectares, raster_grid, render_report, write_report
 from .styling import Style
 
 
@@ -48,16 +47,9 @@ def run(request: RunRequest, feedback: QgsProcessingFeedback) -> Outcome:
             including a cancel.
     """
     written: list[Path] = []
-    with terminate_cleanly(lambda: _remove(written)):  # qgis_process runs algorithms in its main thread
-        try:
-            card = _checked_card(request)
-            outcome = _run(request, card, feedback, written)
-        except ChangeDetectionError as error:
-            _remove(written)
-            raise QgsProcessingException(str(error)) from error
-        except BaseException:
-            _remove(written)
-            raise
+    with removed_on_failure(written):
+        card = _checked_card(request)
+        outcome = _run(request, card, feedback, written)
     return outcome
 
 
@@ -78,24 +70,46 @@ def _run(request: RunRequest, card: ModelCard, feedback: QgsProcessingFeedback, 
     overlap = round(tile * request.overlap_percent / 100.0)
     options = engine.RunOptions(bands_t1=request.bands_t1, bands_t2=request.bands_t2, tile_size=tile,
                                 overlap=overlap, batch_size=request.batch_size, device=request.device,
-                                min_patch_pixels=request.min_area, overwrite=True)  # checked by check_destinations
+                                min_patch_pixels=request.min_area, extent=request.extent, mask=request.mask,
+                                overwrite=True)  # checked by check_destinations
     csv_path = csv_beside_report(request.report) if request.report else None
     outputs = engine.OutputPaths(**request.rasters, transitions_csv=csv_path, polygons=request.polygons)
-    feedback.pushInfo(f"model: {Path(request.model).name} ({card.model}, {card.task} change, trained on "
-                      f"{card.dataset}); tile {tile} px, overlap {overlap} px ({request.overlap_percent:g} %)"
+    feedback.pushInfo(f"model: {Path(request.model).name} ({card.model}, {card.task} change, {_trained(card)}); "
+                      f"tile {tile} px, overlap {overlap} px ({request.overlap_percent:g} %)"
                       + (f"; minimum change patch {request.min_area} px" if request.min_area > 1 else ""))
+    warnings = _model_warnings(request, card)
+    bands_used = {}
+    for label, path, bands in (("T1", request.t1, request.bands_t1 or card.bands_t1),
+                               ("T2", request.t2, request.bands_t2 or card.bands_t2)):
+        infos = read_bands(path, bands)
+        bands_used[label] = ", ".join(map(str, infos))
+        feedback.pushInfo(f"{label} bands used, in the model's order: {bands_used[label]}")
+        warnings += [f"{label}: {problem}; choose the bands in the model's order (red, green, blue) under "
+                     f"'Bands of {label}'" for problem in contradictions(infos, expected_bands(len(bands)))]
+    for warning in warnings:
+        _warn(feedback, warning)
 
-    summary = engine.run_change_detection(request.t1, request.t2, request.model, outputs, options,
-                                          FeedbackProgress(feedback))
+    engine_progress = FeedbackProgress(feedback)
+    engine_progress.set_progress(0.0)  # a determinate bar from the start, not QGIS's "busy" one
+    summary = engine.run_change_detection(request.t1, request.t2, request.model, outputs, options, engine_progress)
     written.extend(Path(p) for p in summary.outputs.values())
     outcome = Outcome(card, summary, written={name: str(path) for name, path in summary.outputs.items()})
     legends = Legends(card.task, tuple(card.classes), card.change_color)
     outcome.styles = styles_for(outcome.written, legends, summary.transitions)
 
+    unresolved = [row for row in summary.transitions
+                  if row.pixels and row.value and row.from_class == row.to_class]
+    if unresolved:
+        feedback.pushInfo(
+            f"{sum(r.pixels for r in unresolved)} changed pixels are labelled 'Changed (class, class "
+            "unresolved)': the network found change there but gave the same class at both dates, so what the "
+            "area became is not known")
+
     if request.report and csv_path:
         page = render_report(
             title=f"Semantic change: {request.t1_name} -> {request.t2_name}",
-            facts=_facts(request, card, summary),
+            facts=_facts(request, card, summary, bands_used),
+            warnings=warnings,
             transitions=summary.transitions,
             colors={e.value: e.hex_color for e in legends.entries("fromto", present_codes(summary.transitions))},
             class_names=card.class_names,
@@ -109,31 +123,48 @@ def _run(request: RunRequest, card: ModelCard, feedback: QgsProcessingFeedback, 
     feedback.pushInfo(
         f"summary: device {summary.device}; estimated memory {engine.describe_memory(summary.memory_estimate_bytes)}; "
         f"{summary.tiles_total} tiles ({summary.tiles_run} run, {summary.tiles_skipped} without data); "
-        f"{summary.changed_pixels} changed pixels ({summary.changed_area_m2 / 10_000:.4f} ha); "
+        f"{summary.changed_pixels} changed pixels ({format_hectares(summary.changed_area_m2 / 10_000)} ha); "
         f"{summary.elapsed_seconds:.1f} s")
     return outcome
 
 
-def _facts(request: RunRequest, card: ModelCard, summary: engine.RunSummary) -> list[tuple[str, str]]:
+def _trained(card: ModelCard) -> str:
+    return "UNTRAINED (random weights)" if card.dataset == UNTRAINED else f"trained on {card.dataset}"
+
+
+#: What ``init`` writes as the dataset of a model that has never been trained.
+UNTRAINED = "untrained"
+
+
+def _model_warnings(request: RunRequest, card: ModelCard) -> list[str]:
+    if card.dataset != UNTRAINED:
+        return []
+    return [f"The model {Path(request.model).name} is untrained: it was written by the training tool's 'init' and "
+            "its weights are random, so its maps show noise, not real change. Use it only to try the workflow; "
+            "train it (or get a trained model file) before reading anything into the results."]
+
+
+def _warn(feedback: QgsProcessingFeedback, message: str) -> None:
+    if hasattr(feedback, "pushWarning"):
+        feedback.pushWarning(message)
+    else:  # QGIS before 3.16.2
+        feedback.pushInfo(f"WARNING: {message}")
+
+
+def _facts(request: RunRequest, card: ModelCard, summary: engine.RunSummary,
+           bands_used: dict[str, str]) -> list[tuple[str, str]]:
+    crs, pixel = raster_grid(summary.outputs.get("fromto") or summary.outputs["change_mask"])
     return [
         ("Earlier image (T1)", f"{request.t1_name} ({request.t1})"),
         ("Later image (T2)", f"{request.t2_name} ({request.t2})"),
-        ("Model", f"{Path(request.model).name}: {card.model}, trained on {card.dataset}"),
-        ("Processing area", f"{summary.width} x {summary.height} pixels"),
+        ("Bands used", f"T1: {bands_used['T1']}; T2: {bands_used['T2']}"),
+        ("Model", f"{Path(request.model).name}: {card.model}, {_trained(card)}"),
+        ("Coordinate reference system", crs),
+        ("Pixel size", pixel),
+        ("Processing area", f"{summary.width} x {summary.height} pixels"
+                            + (f" ({request.area_note})" if request.area_note else "")),
         ("Tiles", f"{summary.tiles_total} of {summary.tile_size} px, overlap {summary.overlap} px"),
         ("Device", f"{summary.device} ({summary.device_reason})"),
         ("Time", f"{summary.elapsed_seconds:.1f} s"),
         ("Date", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),
     ]
-
-
-#: Files a Shapefile consists of besides the ``.shp``.
-SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg")
-
-
-def _remove(paths: list[Path]) -> None:
-    """Delete outputs of a run that failed later on, with their legend sidecars (or Shapefile parts)."""
-    for path in paths:
-        parts = [path.with_suffix(s) for s in SHAPEFILE_PARTS] if path.suffix.lower() == ".shp" else []
-        for file in (path, *sidecars(path), *parts):
-            file.unlink(missing_ok=True)

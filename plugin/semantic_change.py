@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from ..core.models.names import titles_for_task
 from ..core.product_table import BY_NAME
-from .change_algorithm import COMMON_HELP, ChangeAlgorithm
+from .change_algorithm import COMMON_HELP, ChangeAlgorithm, help_text
 
 
 class SemanticChangeAlgorithm(ChangeAlgorithm):
@@ -21,6 +21,13 @@ class SemanticChangeAlgorithm(ChangeAlgorithm):
     task = "semantic"
     offered: ClassVar[tuple[str, ...]] = ("fromto", "t1_classes", "t2_classes", "change_prob", "polygons", "report",
                                           "transitions_csv")
+    parameter_help: ClassVar[dict[str, str]] = {
+        OUTPUT_FROMTO: "What became what: one code per transition, with its legend stored beside the GeoTIFF.",
+        OUTPUT_T1_CLASSES: "Land cover at T1, only inside changed areas (0 elsewhere).",
+        OUTPUT_T2_CLASSES: "Land cover at T2, only inside changed areas (0 elsewhere).",
+        OUTPUT_REPORT: "An HTML page with the areas of every transition and the transition matrix; a CSV with "
+                       "the same numbers is written beside it.",
+    }
 
     def name(self) -> str:
         return "semanticchange"
@@ -44,19 +51,15 @@ class SemanticChangeAlgorithm(ChangeAlgorithm):
         self.add_product("transitions_csv")
 
     def shortHelpString(self) -> str:
-        networks = ", ".join(titles_for_task("semantic"))
-        return f"""
-<p>Finds what changed between two images of the same area and what it became, with a semantic change model
-({networks}). The main result is a <b>from-to map</b>: every changed pixel holds a transition such as
-<i>Low vegetation -> Building</i>; unchanged pixels are transparent. The layer's legend lists the transitions found,
-in colours of the class each area became.</p>
-""" + COMMON_HELP + """
-<p><b>Outputs.</b> <i>From-to change</i>: the transition map (GeoTIFF, with its legend stored beside it so other
-GIS software shows the same labels). <i>Land cover of T1 / T2</i> (optional): the class at each date,
-<b>only meaningful inside changed areas</b>: the networks learn land-cover classes only where change happened,
-so unchanged pixels are 0 (no change) in these maps. <i>Change probability</i> (optional): how sure the model is that
-each pixel changed (0 to 1). <i>Change polygons</i> (optional): one polygon per connected patch of one transition,
-with its from and to classes, label and area in m². <i>Transition report</i> (optional): the transition matrix with
-areas as an HTML page with a chart, and the same numbers as a CSV file beside it.</p>
-<p>A model file for binary change cannot make a from-to map: use <i>Binary change</i> with it.</p>
-"""
+        return help_text(
+            "Finds what changed between two images of the same area and what it became, with a semantic change "
+            f"model ({', '.join(titles_for_task('semantic'))}). The main result is a <b>from-to map</b> whose legend "
+            "lists the transitions found (<i>Low vegetation -> Building</i>); unchanged pixels are transparent.",
+            *COMMON_HELP,
+            "<b>Outputs:</b> the from-to map; optionally the land cover of each date (<b>only meaningful inside "
+            "changed areas</b>: the networks learn classes only where change happened), change probability, "
+            "change polygons and a report with the areas of every transition (HTML, and CSV beside it).",
+            "<i>Changed (Water, class unresolved)</i>: the network found change but the same class at both "
+            "dates, so what the area became is not known.",
+            "A binary change model cannot make a from-to map: use <i>Binary change</i> with it.",
+        )

@@ -6,23 +6,32 @@ Algorithms run in a worker thread and must not touch the project or the canvas
 :class:`LayerStyler` to the output; QGIS calls it in the main thread when it loads
 the layer. QGIS does not keep the Python object alive, so every styler is held in
 :data:`LayerStyler.pending` until it has run (QGIS #47533, #48087).
+
+QGIS inserts a loaded layer where the active layer is, so a result can land under
+the T2 image and the map looks unchanged. The stylers of one run therefore share a
+:class:`RunGroup`: a group at the top of the layer tree, named after the two inputs
+(and numbered when that name is taken), holding the run's layers in a fixed order
+(polygon outlines, the from-to or change map, then probability and class maps, which
+start hidden because they would cover the map below).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Union
 
 from qgis.core import (
     QgsCategorizedSymbolRenderer,
     QgsColorRampShader,
     QgsFillSymbol,
+    QgsLayerTreeGroup,
     QgsMapLayer,
     QgsPalettedRasterRenderer,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProject,
     QgsRasterLayer,
     QgsRasterShader,
     QgsRendererCategory,
@@ -76,21 +85,81 @@ def swatches_from_legend(entries: Sequence[LegendEntry], keep: set[int] | None =
     return tuple(Swatch(e.value, e.color, e.alpha, e.label) for e in entries if keep is None or e.value in keep)
 
 
+#: Top-to-bottom order of a run's layers in its group, by output name; later names sit lower.
+LAYER_ORDER = ("polygons", "fromto", "change_mask", "change_prob", "t2_classes", "t1_classes")
+#: Outputs that start unchecked: they cover the whole area (probability) or only repeat what the
+#: from-to map shows (class maps inside change), and would hide the layers below.
+HIDDEN_AT_START = ("change_prob", "t1_classes", "t2_classes")
+#: Layer tree property holding a layer's place in :data:`LAYER_ORDER`.
+ORDER_PROPERTY = "semantic_change/order"
+
+
+@dataclass(eq=False)
+class RunGroup:
+    """The layer tree group one run's layers go into, made when the first of them loads (main thread)."""
+
+    name: str
+    group: QgsLayerTreeGroup | None = field(default=None, repr=False)
+
+    @property
+    def suffix(self) -> str:
+        """What tells this run from an earlier one of the same name (`` (2)``), also given to its layers."""
+        return self.group.name()[len(self.name):] if self.group is not None else ""
+
+    def place(self, layer: QgsMapLayer, output: str, project: QgsProject) -> None:
+        """Move ``layer`` into this run's group at the top of the tree, in :data:`LAYER_ORDER`."""
+        root = project.layerTreeRoot()
+        if self.group is None or root.findGroup(self.group.name()) is not self.group:
+            self.group = root.insertGroup(0, unique_group_name(root, self.name))
+        rank = LAYER_ORDER.index(output) if output in LAYER_ORDER else len(LAYER_ORDER)
+        # Below the last placed layer that ranks above (or with) this one, counting every child: QGIS may
+        # have loaded this layer into the group itself (the layer panel's current node is the insertion point).
+        index = 0
+        for position, child in enumerate(self.group.children()):
+            placed_rank = child.customProperty(ORDER_PROPERTY)
+            if placed_rank is not None and int(placed_rank) <= rank:
+                index = position + 1
+        loaded_at = root.findLayer(layer.id())
+        # Insert first, then remove the old node: a layer whose last node leaves the tree leaves the project.
+        placed = self.group.insertLayer(index, layer)
+        if loaded_at is not None and loaded_at.parent() is not None:
+            loaded_at.parent().removeChildNode(loaded_at)
+        placed.setCustomProperty(ORDER_PROPERTY, rank)
+        placed.setItemVisibilityChecked(output not in HIDDEN_AT_START)
+
+
+def unique_group_name(root: QgsLayerTreeGroup, name: str) -> str:
+    """``name``, or ``name (2)``, ``name (3)`` ... when a group of that name is already in the tree."""
+    candidate, number = name, 1
+    while root.findGroup(candidate) is not None:
+        number += 1
+        candidate = f"{name} ({number})"
+    return candidate
+
+
 class LayerStyler(QgsProcessingLayerPostProcessorInterface):
-    """Applies one :data:`Style` (and optionally a layer name) when QGIS loads an output."""
+    """Applies one :data:`Style` (and optionally a layer name and run group) when QGIS loads an output."""
 
     #: Stylers waiting to run; QGIS holds only a C++ pointer, so Python must keep them alive.
     pending: ClassVar[set[LayerStyler]] = set()
 
-    def __init__(self, style: Style, name: str | None = None) -> None:
+    def __init__(self, style: Style, name: str | None = None, run: RunGroup | None = None,
+                 output: str = "") -> None:
         super().__init__()
         self.style = style
         self.name = name
+        self.run = run
+        self.output = output
 
     @classmethod
-    def attach(cls, context: QgsProcessingContext, destination: str, style: Style, name: str | None = None) -> None:
-        """Style ``destination``, which ``context`` will load on completion, and name it ``name`` if given."""
-        styler = cls(style, name)
+    def attach(cls, context: QgsProcessingContext, destination: str, style: Style, name: str | None = None,
+               run: RunGroup | None = None, output: str = "") -> None:
+        """Style ``destination``, which ``context`` will load on completion, and name it ``name`` if given.
+
+        With ``run``, the layer goes into that run's group at the top of the layer tree;
+        ``output`` (an engine product name) gives its place there.
+        """
+        styler = cls(style, name, run, output)
         cls.pending.add(styler)
         details = context.layerToLoadOnCompletionDetails(destination)
         if name:
@@ -103,8 +172,10 @@ class LayerStyler(QgsProcessingLayerPostProcessorInterface):
                          feedback: QgsProcessingFeedback) -> None:
         try:
             apply_style(layer, self.style)
+            if self.run is not None:
+                self.run.place(layer, self.output, context.project() or QgsProject.instance())
             if self.name:
-                layer.setName(self.name)
+                layer.setName(self.name + (self.run.suffix if self.run is not None else ""))
         finally:
             LayerStyler.pending.discard(self)
 
@@ -130,8 +201,9 @@ def apply_style(layer: QgsMapLayer, style: Style) -> None:
         categories = []
         for s in style.swatches:
             color = _color(s)
-            symbol = QgsFillSymbol.createSimple({"color": color.name(), "outline_color": color.darker(150).name(),
-                                                 "outline_width": "0.2"})
+            # Outlines only: the polygons repeat the from-to map, whose colours stay visible inside them.
+            symbol = QgsFillSymbol.createSimple({"style": "no", "outline_color": color.name(),
+                                                 "outline_width": "0.5"})
             categories.append(QgsRendererCategory(s.value, symbol, s.label))
         layer.setRenderer(QgsCategorizedSymbolRenderer("value", categories))
     else:

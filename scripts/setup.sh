@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debian_packages=(qgis python3-qgis qgis-providers python3-gdal python3-rasterio python3-venv xvfb)
+# xvfb, xauth and Mesa's GL driver: the desktop test runs the real QGIS under Xvfb with the GL driver loaded.
+debian_packages=(qgis python3-qgis qgis-providers python3-gdal python3-rasterio python3-venv xvfb xauth libgl1-mesa-dri
+                 libglx-mesa0)
 missing=()
 for pkg in "${debian_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -28,7 +30,8 @@ fi
 
 # Hold numpy at the version Debian's GDAL, rasterio and QGIS bindings were built against.
 /usr/bin/python3 -c 'import numpy; print(f"numpy=={numpy.__version__}")' > .venv/constraints.txt
-stamp=".venv/.requirements-$(sha256sum requirements.txt | cut -c1-16)"
+# requirements.txt includes plugin/runtime-requirements.txt (the pins the plugin's installer uses too).
+stamp=".venv/.requirements-$(cat requirements.txt plugin/runtime-requirements.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
     echo "setup: installing Python requirements into .venv"
     .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt -c .venv/constraints.txt

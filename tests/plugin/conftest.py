@@ -99,6 +99,8 @@ class RecordingFeedback(QgsProcessingFeedback):
     def __init__(self, cancel_at: float | None = None) -> None:
         super().__init__()
         self.lines: list[str] = []
+        self.warnings: list[str] = []
+        self.progress: list[float] = []
         self.cancel_at = cancel_at
         self.progressChanged.connect(self._on_progress)
 
@@ -106,11 +108,17 @@ class RecordingFeedback(QgsProcessingFeedback):
         self.lines.append(info)
         super().pushInfo(info)
 
+    def pushWarning(self, warning: str) -> None:
+        self.lines.append(warning)
+        self.warnings.append(warning)
+        super().pushWarning(warning)
+
     def reportError(self, error: str, fatalError: bool = False) -> None:
         self.lines.append(error)
         super().reportError(error, fatalError)
 
     def _on_progress(self, value: float) -> None:
+        self.progress.append(value)
         if self.cancel_at is not None and value >= self.cancel_at:
             self.cancel()
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import json
+import re
 from pathlib import Path
 
 import numpy as np
 import processing
 import pytest
 import rasterio
+import rasterio.warp
 from osgeo import gdal, ogr
 from qgis.core import (
     QgsCategorizedSymbolRenderer,
@@ -129,6 +132,97 @@ def test_semantic_change_puts_styled_layers_on_the_map(scd_provider, semantic_mo
     assert summary.startswith("summary: device cpu; estimated memory") and summary.endswith(" s")
 
 
+def test_results_go_on_top_in_a_group_per_run(scd_provider, semantic_model, image_pair, project, tmp_path):
+    """The inputs are in the project and T2 is active: each run's results still land on top, in order."""
+    for path in image_pair:
+        project.addMapLayer(QgsRasterLayer(str(path), path.stem))
+    for run in (1, 2):
+        out = {name: str(tmp_path / f"{run}-{file}") for name, file in (
+            ("OUTPUT_FROMTO", "fromto.tif"), ("OUTPUT_T2_CLASSES", "t2.tif"), ("OUTPUT_CHANGE_PROB", "prob.tif"),
+            ("OUTPUT_POLYGONS", "changes.gpkg"))}
+        processing.runAndLoadResults("scd:semanticchange", inputs(image_pair, semantic_model, **out))
+
+    root = project.layerTreeRoot()
+    groups = [child.name() for child in root.children() if child.nodeType() == child.NodeGroup]
+    assert groups == ["Change t1 -> t2 (2)", "Change t1 -> t2"]
+    assert root.children()[0].name() == "Change t1 -> t2 (2)"  # the newest run above everything
+    for group, suffix in ((root.findGroup("Change t1 -> t2"), ""), (root.findGroup("Change t1 -> t2 (2)"), " (2)")):
+        layers = [(node.name(), node.isVisible()) for node in group.findLayers()]
+        assert layers == [(f"Change polygons: t1 -> t2{suffix}", True), (f"From-to change: t1 -> t2{suffix}", True),
+                          (f"Change probability: t1 -> t2{suffix}", False),
+                          (f"Land cover of T2 (inside change): t1 -> t2{suffix}", False)]
+    polygons = root.findGroup("Change t1 -> t2").findLayers()[0].layer()
+    categories = polygons.renderer().categories()  # kept alive while read; NoBrush (0): outlines only
+    assert all(category.symbol().symbolLayer(0).brushStyle() == 0 for category in categories)
+
+
+def test_the_same_image_for_both_dates_is_refused(scd_provider, semantic_model, image_pair, project, tmp_path):
+    first = QgsRasterLayer(str(image_pair[0]), "scene 2019")
+    again = QgsRasterLayer(str(image_pair[0]), "scene 2019 (copy)")
+    project.addMapLayers([first, again])
+    for t2, said in ((first, "the same layer 'scene 2019'"), (again, "the same image")):
+        with pytest.raises(QgsProcessingException, match="T1 and T2 are " + re.escape(said)):
+            processing.run("scd:semanticchange", {"INPUT_T1": first.id(), "INPUT_T2": t2.id(),
+                                                  "MODEL": str(semantic_model),
+                                                  "OUTPUT_FROMTO": str(tmp_path / "fromto.tif")})
+    assert not (tmp_path / "fromto.tif").exists()
+
+
+def test_two_different_layers_are_preselected(scd_provider, image_pair, project):
+    from qgis.core import QgsApplication
+
+    def defaults() -> list[str]:
+        algorithm = QgsApplication.processingRegistry().createAlgorithmById("scd:semanticchange")
+        return [algorithm.parameterDefinition(name).defaultValue() for name in ("INPUT_T1", "INPUT_T2")]
+
+    older, newer = (QgsRasterLayer(str(path), path.stem) for path in image_pair)
+    project.addMapLayer(older)
+    project.addMapLayer(newer)  # added last, so on top of the layer tree
+    assert defaults() == [older.id(), newer.id()]
+    # Years in the names decide over the layer order (both added at once: the earlier one lands on top).
+    project.removeAllMapLayers()
+    dated = [QgsRasterLayer(str(path), name) for path, name in zip(image_pair, ("scene 1985", "scene 2020"),
+                                                                    strict=True)]
+    project.addMapLayers(dated)
+    assert project.layerTreeRoot().findLayers()[0].layer() is dated[0]
+    assert defaults() == [dated[0].id(), dated[1].id()]
+
+
+def four_band_copy(source: Path, target: Path, descriptions: tuple[str, ...]) -> Path:
+    """``source`` with a fourth band, every band described as a Landsat export describes them."""
+    with rasterio.open(source) as src:
+        data, profile = src.read(), src.profile
+    profile.update(count=4, photometric="MINISBLACK")
+    with rasterio.open(target, "w", **profile) as dst:
+        dst.write(np.concatenate([data, data[:1]]))
+        for band, description in enumerate(descriptions, start=1):
+            dst.set_band_description(band, description)
+    return target
+
+
+def test_bands_are_logged_and_contradictions_and_untrained_models_flagged(scd_provider, semantic_model, image_pair,
+                                                                         make_feedback, tmp_path):
+    landsat = four_band_copy(image_pair[0], tmp_path / "landsat.tif", ("SWIR1", "NIR", "Red", "Green"))
+    feedback = make_feedback()
+    processing.run("scd:semanticchange", inputs((landsat, image_pair[1]), semantic_model,
+                                                OUTPUT_FROMTO=str(tmp_path / "fromto.tif"),
+                                                OUTPUT_REPORT=str(tmp_path / "report.html")), feedback=feedback)
+
+    assert "T1 bands used, in the model's order: 1 ('SWIR1', colour Gray), 2 ('NIR', colour Undefined)" in \
+        feedback.log
+    assert "T2 bands used, in the model's order: 1 (no description, colour Red), 2 (no description, colour Green)" \
+        in feedback.log
+    band_warnings = [w for w in feedback.warnings if w.startswith("T1:")]
+    assert len(band_warnings) == 3 and "should be red, but band 1 ('SWIR1'" in band_warnings[0]
+    assert "looks like infrared" in band_warnings[0] and "'Bands of T1'" in band_warnings[0]
+    assert not [w for w in feedback.warnings if w.startswith("T2:")]  # a plain RGB file matches the model
+    (untrained,) = [w for w in feedback.warnings if "untrained" in w]
+    assert "random" in untrained and "noise" in untrained
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "is untrained" in page and "looks like infrared" in page and "UNTRAINED" in page
+    assert "WGS 84 / UTM zone 33N (EPSG:32633)" in page and "1 x 1 m" in page
+
+
 def test_legend_travels_with_the_file(scd_provider, semantic_model, image_pair, tmp_path):
     """Outside QGIS too (other GIS, qgis_process): colour table, category names and a .qml beside the raster."""
     target = tmp_path / "fromto.tif"
@@ -222,8 +316,9 @@ def test_cancel_stops_and_leaves_nothing(scd_provider, semantic_model, image_pai
     before = files_in(tmp_path)
     parameters = inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(tmp_path / "f.tif"),
                         OUTPUT_POLYGONS=str(tmp_path / "p.gpkg"), BATCH_SIZE=1)
-    with pytest.raises(QgsProcessingException, match="cancelled"):
-        processing.runAndLoadResults("scd:semanticchange", parameters, feedback=feedback)
+    # No error (a cancel is no failure) and no results: nothing for QGIS to load or to miss.
+    assert processing.runAndLoadResults("scd:semanticchange", parameters, feedback=feedback) == {}
+    assert "cancelled by the user; no output was written" in feedback.log
     assert "done:" not in feedback.log  # stopped after the first of four batches, not at the end
     assert files_in(tmp_path) == before
     assert not project.mapLayers()
@@ -283,3 +378,60 @@ def test_minimum_change_patch(scd_provider, semantic_model, image_pair, feedback
     dataset = ogr.Open(str(tmp_path / "patches.gpkg"))
     areas = [f.GetField("area_m2") for f in dataset.GetLayer(0)]
     assert areas and min(areas) >= 20
+
+
+def test_html_output_is_announced_only_after_a_run_that_wrote_the_report(scd_provider, semantic_model, image_pair,
+                                                                         tmp_path):
+    from qgis.core import QgsApplication
+
+    dialog_algorithm = QgsApplication.processingRegistry().createAlgorithmById("scd:semanticchange")
+    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(tmp_path / "a.tif"),
+                                                OUTPUT_REPORT=str(tmp_path / "a.html")))
+    assert dialog_algorithm.hasHtmlOutputs()
+    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(tmp_path / "b.tif")))
+    assert not dialog_algorithm.hasHtmlOutputs()
+    with pytest.raises(QgsProcessingException):
+        processing.run("scd:semanticchange", inputs(image_pair, tmp_path / "missing.pt",
+                                                    OUTPUT_FROMTO=str(tmp_path / "c.tif"),
+                                                    OUTPUT_REPORT=str(tmp_path / "c.html")))
+    assert not dialog_algorithm.hasHtmlOutputs()
+
+
+def test_progress_moves_within_a_single_batch(scd_provider, semantic_model, image_pair, feedback, tmp_path):
+    """The pair is 4 tiles, one batch of 4: the bar still moves while it is read, run and written."""
+    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, BATCH_SIZE=4, MIN_AREA=0,
+                                                OUTPUT_FROMTO=str(tmp_path / "fromto.tif")), feedback=feedback)
+    assert "1 tiles" not in feedback.log and "batch 4" in feedback.log
+    steps = sorted(set(feedback.progress))
+    assert steps[-1] == 100.0
+    assert len([value for value in steps if 0.0 < value < 100.0]) >= 2, steps  # read, network
+    assert feedback.progress == sorted(feedback.progress)  # never backwards
+
+
+def test_processing_extent_and_mask_layer(scd_provider, semantic_model, image_pair, feedback, tmp_path):
+    with rasterio.open(image_pair[0]) as src:
+        transform, crs = src.transform, src.crs.to_string()
+    (x0, y0), (x1, y1) = transform * (8, 8), transform * (72, 56)  # columns 8-71, rows 8-55
+    extent = f"{x0},{x1},{y1},{y0} [{crs}]"
+    part = tmp_path / "part.tif"
+    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, EXTENT=extent, MIN_AREA=0,
+                                                OUTPUT_FROMTO=str(part)), feedback=feedback)
+    with rasterio.open(part) as dst:
+        assert (dst.width, dst.height) == (64, 48) and dst.transform.c == x0 and dst.transform.f == y0
+    assert "processing area limited to: extent" in feedback.log
+
+    # A mask in another CRS (WGS 84): the run covers its extent, pixels outside its polygon are nodata.
+    (mx0, my0), (mx1, my1) = transform * (16, 16), transform * (48, 40)
+    xs, ys = rasterio.warp.transform(crs, "EPSG:4326", [mx0, mx1, mx1, mx0], [my0, my0, my1, my0])
+    mask = tmp_path / "mask.geojson"
+    mask.write_text(json.dumps({"type": "FeatureCollection", "features": [{
+        "type": "Feature", "properties": {},
+        "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in zip(xs, ys, strict=True)]]}}]}))
+    masked = tmp_path / "masked.tif"
+    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, MASK=str(mask), MIN_AREA=0,
+                                                OUTPUT_FROMTO=str(masked)))
+    with rasterio.open(masked) as dst:
+        codes = dst.read(1)
+    assert abs(codes.shape[1] - 32) <= 1 and abs(codes.shape[0] - 24) <= 1
+    # the triangle's upper-right half (top-left, top-right, bottom-right corners) holds data
+    assert codes[1, -2] != NODATA_UINT8 and codes[-2, 1] == NODATA_UINT8

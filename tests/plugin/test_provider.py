@@ -29,12 +29,16 @@ def test_provider_and_algorithms_are_registered(scd_provider):
         assert algorithm is not None and algorithm.displayName() == name
         assert not algorithm.icon().isNull()
         help_text = algorithm.shortHelpString()
-        assert len(help_text) > 300 and algorithm.helpUrl().startswith("https://")
+        assert algorithm.helpUrl().startswith("https://")
+        # QGIS 3.22 shows each line as a paragraph: every line is a whole paragraph, and the panel stays short.
+        paragraphs = help_text.split("\n")
+        assert all(p.strip() and p == p.strip() and p.endswith((".", ":", ")")) for p in paragraphs), paragraphs
+        assert 200 < len(help_text) < 1600
+        for definition in algorithm.parameterDefinitions():
+            assert len(definition.help()) > 20, definition.name()
     for algorithm_id in ("scd:semanticchange", "scd:binarychange"):
         help_text = registry.algorithmById(algorithm_id).shortHelpString()
-        assert "only meaningful inside" in help_text
-        for words in ("Tile size", "Overlap", "Batch size", "Device", "Minimum change patch", "Bands"):
-            assert words in help_text
+        assert "only meaningful inside" in help_text and "9 pixels" in help_text
 
 
 def test_parameters_of_the_semantic_algorithm(scd_provider):
@@ -42,12 +46,12 @@ def test_parameters_of_the_semantic_algorithm(scd_provider):
     definitions = {p.name(): p for p in algorithm.parameterDefinitions()}
     assert list(definitions) == [
         "INPUT_T1", "INPUT_T2", "MODEL", "BANDS_T1", "BANDS_T2", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE",
-        "MIN_AREA", "OUTPUT_FROMTO", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES", "OUTPUT_CHANGE_PROB",
+        "MIN_AREA", "EXTENT", "MASK", "OUTPUT_FROMTO", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES", "OUTPUT_CHANGE_PROB",
         "OUTPUT_POLYGONS", "OUTPUT_REPORT"]
     assert definitions["OVERLAP"].defaultValue() == 25 and definitions["TILE_SIZE"].defaultValue() == 0
     assert definitions["DEVICE"].options() == ["auto", "cpu", "cuda"]
     optional = {name for name, p in definitions.items() if p.flags() & p.FlagOptional}
-    assert optional == {"BANDS_T1", "BANDS_T2", "MIN_AREA", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES",
+    assert optional == {"BANDS_T1", "BANDS_T2", "MIN_AREA", "EXTENT", "MASK", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES",
                         "OUTPUT_CHANGE_PROB", "OUTPUT_POLYGONS", "OUTPUT_REPORT"}
     outputs = {o.name(): o.type() for o in algorithm.outputDefinitions()}
     assert outputs["OUTPUT_FROMTO"] == "outputRaster" and outputs["OUTPUT_POLYGONS"] == "outputVector"
@@ -112,7 +116,8 @@ def test_algorithms_fail_with_install_instructions_without_torch(scd_provider, s
             processing.run(algorithm, params, feedback=feedback)
         message = str(error.value)
         assert "cannot import: torch" in message
-        assert "-m pip install --user torch" in message and "start QGIS again" in message
+        assert "Plugins > Semantic change detection > Install or repair dependencies" in message
+        assert '-m pip install --user "torch>=' in message and "start QGIS again" in message
         assert "https://pytorch.org/get-started/locally/" in message
     assert "Diagnostics:" in feedback.log and "torch: not installed" in feedback.log
     assert list(tmp_path.iterdir()) == []
@@ -135,17 +140,33 @@ def test_plugin_loads_without_torch(scd_provider, plugins_folder, qgis_iface, wi
     assert not any(name.startswith(f"{PACKAGE}.core.engine") for name in sys.modules)
 
 
-def test_install_instructions_name_the_interpreter_and_platform(plugin_package, monkeypatch: pytest.MonkeyPatch):
+def test_install_instructions_give_cpu_and_cuda_commands_per_platform(plugin_package,
+                                                                      monkeypatch: pytest.MonkeyPatch):
+    """PyPI's torch is the CPU build on Windows and macOS but the CUDA build on Linux: each gets its own commands."""
     dependencies = importlib.import_module(f"{PACKAGE}.plugin.dependencies")
+    pins = dependencies.runtime_requirements()
+    packages = f'"torch{pins["torch"]}" "torchvision{pins["torchvision"]}"'
+    index = "https://download.pytorch.org/whl"
 
     monkeypatch.setattr(dependencies.platform, "system", lambda: "Windows")
-    assert "OSGeo4W Shell" in dependencies.install_instructions(["torch"])
+    windows = dependencies.install_instructions(["torch", "torchvision"])
+    assert "OSGeo4W Shell" in windows
+    assert f"for the CPU build:  python -m pip install {packages}  or" in windows  # PyPI: CPU on Windows
+    assert f"(CUDA build):  python -m pip install {packages} --index-url {index}/cu" in windows
+
     monkeypatch.setattr(dependencies.platform, "system", lambda: "Darwin")
-    assert "-m pip install --user torch torchvision" in dependencies.install_instructions(["torch", "torchvision"])
+    mac = dependencies.install_instructions(["torch", "torchvision"])
+    assert f"-m pip install --user {packages}" in mac and "no CUDA" in mac and "--index-url" not in mac
+
     monkeypatch.setattr(dependencies.platform, "system", lambda: "Linux")
     python = dependencies.python_executable()
     assert Path(python).is_file() and Path(python).name.startswith("python")
-    assert python in dependencies.install_instructions(["torch"])
+    linux = dependencies.install_instructions(["torch", "torchvision"])
+    assert f'for the CPU build:  "{python}" -m pip install --user {packages}' in linux
+    assert f"--index-url {index}/cpu  or, for an NVIDIA GPU" in linux  # plain pip would give the CUDA build
+    assert "CPU build of PyTorch" not in linux
+    rasterio = dependencies.install_instructions(["rasterio"])
+    assert f'-m pip install --user "rasterio{pins["rasterio"]}"' in rasterio and "--index-url" not in rasterio
 
 
 def test_a_too_old_python_is_explained(scd_provider, plugin_package, semantic_model, monkeypatch: pytest.MonkeyPatch):

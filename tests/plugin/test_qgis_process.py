@@ -124,7 +124,8 @@ def test_qgis_process_without_torch_lists_the_algorithms_and_says_what_to_instal
 
     assert run.returncode != 0
     output = run.stdout + run.stderr
-    assert "cannot import: torch" in output and "pip install --user torch" in output
+    assert "cannot import: torch" in output and 'pip install --user "torch>=' in output
+    assert "Install or repair dependencies" in output
     assert "torch: not installed" in output
 
 

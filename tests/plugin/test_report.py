@@ -36,10 +36,10 @@ def test_report_chart_table_and_matrix(report):
     bars = [e.attrib["fill"] for e in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}rect")]
     assert bars[:2] == ["#445566", "#112233"]  # largest first, in the map's colours
     assert "cpu &lt;fast&gt;" in page and "&lt;unresolved&gt;" in page  # text is escaped
-    assert "0.1000 ha (10.00 % of the area" in page
+    assert "0.10 ha (10.00 % of the area" in page
     assert '<a href="report.csv">' in page and "only meaningful inside" in page
     # Matrix row "Low vegetation": 0 to Water, 0 to Low vegetation, 0.07 to Building.
-    assert '<th class="name">Low vegetation</th><td>0.0000</td><td>0.0000</td><td>0.0700</td><td>0.0700</td>' in page
+    assert '<th class="name">Low vegetation</th><td></td><td></td><td>0.07</td><td>0.07</td>' in page
 
 
 def test_report_without_change_and_long_tails(report, tmp_path):
@@ -49,3 +49,14 @@ def test_report_without_change_and_long_tails(report, tmp_path):
     assert "5 other transitions" in page
     path = report.write_report(tmp_path / "r.html", page)
     assert path.read_text(encoding="utf-8") == page and [p.name for p in tmp_path.iterdir()] == ["r.html"]
+
+
+def test_areas_have_sensible_precision(report):
+    assert [report.format_hectares(v) for v in (0, 0.0123456, 0.5, 3.14159, 56.78, 1234.5678)] == [
+        "0", "0.012", "0.50", "3.14", "56.8", "1,235"]
+
+
+def test_warnings_come_first(report):
+    page = report.render_report(title="t", facts=[], transitions=ROWS, colors={}, class_names=CLASSES,
+                                warnings=["The model m.pt is untrained <random>"])
+    assert page.index("untrained &lt;random&gt;") < page.index("<table>")

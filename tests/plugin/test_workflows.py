@@ -22,6 +22,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QPointF
+from qgis.PyQt.QtWidgets import QTextEdit
 
 from core import synthetic
 from core.models.card import SECOND_CLASSES
@@ -66,7 +67,8 @@ def test_batch_interface_runs_every_pair_and_styles_every_result(scd_provider, s
 
     rows = [{"PARAMETERS": {"INPUT_T1": repr(str(t1)), "INPUT_T2": repr(str(t2)), "MODEL": repr(str(semantic_model)),
                             "TILE_SIZE": "0", "OVERLAP": "25", "BATCH_SIZE": "4", "DEVICE": "0", "MIN_AREA": "0"},
-             "OUTPUTS": {"OUTPUT_FROMTO": str(tmp_path / f"fromto{i}.tif")}}
+             "OUTPUTS": {"OUTPUT_FROMTO": str(tmp_path / f"fromto{i}.tif"),
+                         "OUTPUT_REPORT": str(tmp_path / f"report{i}.html")}}
             for i, (t1, t2) in enumerate(tile_pairs)]
     batch_file = tmp_path / "pairs.json"
     batch_file.write_text(json.dumps(rows))
@@ -76,9 +78,21 @@ def test_batch_interface_runs_every_pair_and_styles_every_result(scd_provider, s
     panel = dialog.mainWidget()
     panel.load()
     assert panel.batchRowCount() == 3
+    table = panel.tblParameters
+    shown = {table.horizontalHeaderItem(c).text() for c in range(table.columnCount())
+             if table.horizontalHeaderItem(c) and not table.isColumnHidden(c)}
+    for option in ("Tile size", "Tile overlap", "Batch size", "Device", "Bands of T1", "Bands of T2"):
+        assert any(header.startswith(option) for header in shown), (option, shown)
     panel.checkLoadLayersOnCompletion.setChecked(True)
 
     dialog.runAlgorithm()
+
+    # Optional outputs left empty in the grid are no "layers not correctly generated".
+    log = dialog.findChild(QTextEdit, "txtLog").toPlainText()
+    assert log.count("correctly executed") == 3
+    assert "not correctly generated" not in log
+    assert all((tmp_path / f"report{i}.html").exists() for i in range(3))
+    assert f"Transition report: {tmp_path / 'report0.html'}" in log
 
     layers = sorted(from_to_layers(project), key=lambda layer: layer.source())
     assert [Path(layer.source()).name for layer in layers] == ["fromto0.tif", "fromto1.tif", "fromto2.tif"]
