@@ -20,6 +20,7 @@ from torchvision import models as tv_models
 
 # name -> (constructor, torchvision weights enum name, channels of stem, layer1..layer4)
 _BACKBONES: dict[str, tuple[Callable[..., tv_models.ResNet], str, tuple[int, ...]]] = {
+    "resnet18": (tv_models.resnet18, "ResNet18_Weights", (64, 64, 128, 256, 512)),
     "resnet34": (tv_models.resnet34, "ResNet34_Weights", (64, 64, 128, 256, 512)),
     "resnet50": (tv_models.resnet50, "ResNet50_Weights", (64, 256, 512, 1024, 2048)),
     "resnext50_32x4d": (tv_models.resnext50_32x4d, "ResNeXt50_32X4D_Weights", (64, 256, 512, 1024, 2048)),

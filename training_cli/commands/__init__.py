@@ -10,18 +10,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import (
-    evaluate,
-    export,
-    init,
-    models,
-    predict,
-    prepare,
-    synthetic,  # datasets, scoring and synthetic data
-    train,
-)
+from . import evaluate, export, init, models, predict, prepare, synthetic, train
 
 #: Sub-command modules in the order ``--help`` lists them.
-COMMANDS: tuple[ModuleType, ...] = (models, init, train, export)
-#: Dataset, scoring and synthetic-data commands.
-COMMANDS += (synthetic, prepare, evaluate, predict)
+COMMANDS: tuple[ModuleType, ...] = (models, init, train, export, synthetic, prepare, evaluate, predict)

@@ -110,8 +110,9 @@ from ..backbones import ResNetEncoder, backbone_channels
 from ..base import ChangeModel
 from .blocks import BTFF, SQMLFI, GraphPrototypeBranch, SemanticHead
 
-#: Backbones the paper uses (and the constructor accepts).
-BACKBONES: tuple[str, ...] = ("resnet34",)
+#: Backbones the constructor accepts: the paper's ResNet-34 and, for small CPU-trained models (the
+#: demo), ResNet-18, which has the same stage widths and strides with half the blocks.
+BACKBONES: tuple[str, ...] = ("resnet34", "resnet18")
 GRAPH_KERNELS: tuple[str, ...] = ("knn", "paper", "squared")
 
 
@@ -119,7 +120,8 @@ class GAPLSCD(ChangeModel):
     """GAPL-SCD semantic change detection network (see the module docstring for every choice made).
 
     Args:
-        backbone: Encoder name; only ``"resnet34"`` (the paper's) is accepted.
+        backbone: Encoder name: ``"resnet34"`` (the paper's) or ``"resnet18"`` (same widths, half
+            the blocks; for small models trained on a CPU).
         pretrained: ``None``, a local ``.pth`` state dict, or ``"imagenet"`` (torchvision's weights).
         in_channels: Input bands per date.
         num_classes: Land-cover classes ``N`` (excluding "no change"); 6 for SECOND, 4 for Landsat-SCD.
@@ -150,7 +152,7 @@ class GAPLSCD(ChangeModel):
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
-            raise ValueError(f"GAPL-SCD uses a ResNet-34; got backbone {backbone!r}, choose one of {BACKBONES}")
+            raise ValueError(f"GAPL-SCD backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         if graph_kernel not in GRAPH_KERNELS:

@@ -174,7 +174,7 @@ def test_registry_builds_it() -> None:
     spec = get_spec("gapl_scd")
     assert spec is SPEC
     assert spec.task == "semantic"
-    assert spec.backbones == ("resnet34",)
+    assert spec.backbones == ("resnet34", "resnet18")
     assert spec.default_tile_size == 512
     assert spec.paper.startswith("Xu et al., Graph Aggregation Prototype Learning")
     model = build_model("gapl_scd")
@@ -193,7 +193,7 @@ def test_sizes_match_the_docstring() -> None:
 
 
 def test_bad_options_raise() -> None:
-    with pytest.raises(ValueError, match="ResNet-34"):
+    with pytest.raises(ValueError, match="backbone must be one of resnet34, resnet18"):
         GAPLSCD(backbone="resnet50")
     with pytest.raises(ValueError, match="num_classes"):
         GAPLSCD(num_classes=0)
@@ -245,3 +245,18 @@ def test_knn_graph_links_each_node_only_to_its_nearest_neighbours() -> None:
     assert adjacency[left][:, ~left].abs().max() == 0  # no edge between the two land covers
     dense = gaussian_adjacency(nodes, "paper")[0]
     assert dense[left][:, ~left].min() > 0.9  # every node linked to every other
+
+
+def test_resnet18_backbone_gives_the_same_outputs_with_fewer_parameters():
+    """The small-model option (the demo's): same stage widths, so every head fits unchanged."""
+    import torch
+
+    from core.models.gapl_scd import GAPLSCD
+
+    small = GAPLSCD(backbone="resnet18", sqmlfi_channels=64, head_channels=64, btff_channels=32).eval()
+    paper = GAPLSCD().eval()
+    with torch.no_grad():
+        outputs = small(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))
+    assert outputs["sem_logits_t1"].shape == (1, 7, 64, 64) and outputs["change_prob"].shape == (1, 1, 64, 64)
+    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert count(small) < 0.6 * count(paper)
