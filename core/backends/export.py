@@ -58,6 +58,16 @@ def export_onnx(network: nn.Module, bands: int, size: int) -> tuple[bytes, tuple
     return buffer.getvalue(), names
 
 
+def onnx_beside(checkpoint: str | os.PathLike[str], tile_size: int) -> Path:
+    """Where :func:`export_checkpoint` writes by default: ``<checkpoint stem>.<size>px.onnx`` beside it,
+    the size rounded up to a multiple of 32 as the network is exported."""
+    from ..models.base import SIZE_MULTIPLE
+
+    size = -(-int(tile_size) // SIZE_MULTIPLE) * SIZE_MULTIPLE
+    source = Path(checkpoint)
+    return source.with_name(f"{source.stem}.{size}px.onnx")
+
+
 def export_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
                       tile_size: int | None = None) -> Path:
     """Write a checkpoint's network as ONNX beside it, for ``training_cli export --format onnx``.
@@ -85,8 +95,7 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike
     network, card = load_checkpoint(checkpoint)
     size = int(tile_size or card.tile_size)
     size = -(-size // SIZE_MULTIPLE) * SIZE_MULTIPLE
-    source = Path(checkpoint)
-    target = Path(out) if out is not None else source.with_name(f"{source.stem}.{size}px.onnx")
+    target = Path(out) if out is not None else onnx_beside(checkpoint, size)
     if target.exists():
         raise InputError(f"{target} already exists; choose another output file (nothing is overwritten)")
     model, _ = export_onnx(network, len(card.bands_t1), size)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tomllib
 import torch
@@ -143,6 +145,21 @@ def test_export_writes_a_self_describing_model_file_and_half_loads_on_cpu(tmp_pa
     assert next(model_half.parameters()).dtype == torch.float32
     assert torch.allclose(a["change_prob"], b["change_prob"], atol=2e-2)
     assert main(["export", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--out", str(full)]) == 2
+    if importlib.util.find_spec("onnxruntime") is not None:  # an optional runtime
+        import onnxruntime
+
+        beside = tmp_path / "model-onnx.pt"
+        assert main(["export", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--out", str(beside),
+                     "--format", "onnx"]) == 0
+        session = onnxruntime.InferenceSession(str(tmp_path / "model-onnx.64px.onnx"),
+                                               providers=["CPUExecutionProvider"])
+        (prob,) = session.run(["change_prob"], {"x1": x1.numpy(), "x2": x2.numpy()})
+        np.testing.assert_allclose(prob, a["change_prob"].numpy(), atol=1e-4)
+        before = (tmp_path / "model-onnx.64px.onnx").read_bytes()
+        beside.unlink()  # the ONNX file left over from an earlier export is not replaced without --force
+        assert main(["export", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--out", str(beside),
+                     "--format", "onnx"]) == 2
+        assert (tmp_path / "model-onnx.64px.onnx").read_bytes() == before and not beside.exists()
 
 
 def test_offline_imagenet_start_warns_falls_back_to_random_and_is_recorded(monkeypatch, tmp_path: Path) -> None:
