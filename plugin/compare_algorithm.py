@@ -33,7 +33,6 @@ from .change_algorithm import (
 )
 from .dependencies import diagnostics, install_instructions
 from .destinations import check_destinations
-from .inputs import describe_layer, refuse_same_input
 
 CSV_FILTER = "CSV files (*.csv);;All files (*.*)"
 
@@ -121,13 +120,10 @@ class CompareClassificationsAlgorithm(ChangeAlgorithm):
 
     def prepareAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> bool:
-        try:
-            layers = [self.parameterAsRasterLayer(parameters, key, context) for key in (self.INPUT_T1, self.INPUT_T2)]
-            self.sources = [describe_layer(layers[0], "T1"), describe_layer(layers[1], "T2")]
-            refuse_same_input(*layers)
-            self.palettes = [layer_palette(layer) for layer in layers]  # the renderer may be read here only
-        except QgsProcessingException as error:
-            self.refusal = error
+        super().prepareAlgorithm(parameters, context, feedback)  # the inputs, or the refusal of them
+        if self.refusal is None:
+            self.palettes = [layer_palette(self.parameterAsRasterLayer(parameters, key, context))
+                             for key in (self.INPUT_T1, self.INPUT_T2)]  # the renderer may be read here only
         return True
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
