@@ -427,5 +427,7 @@ class ProductsStage:
 
 
 def _with_nodata(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    if valid.all():
+        return values  # no nodata in this band: no copy
     nodata = encode.nodata_for(values.dtype)
     return np.where(valid, values, nodata).astype(values.dtype)
