@@ -262,8 +262,10 @@ class RasterPair:
         if self._mask is not None:
             valid &= rasterio.features.geometry_mask(self._mask, (height, width), self._src1.window_transform(win),
                                                      invert=True) if self._mask else False
-        img1[:, ~valid] = 0
-        img2[:, ~valid] = 0
+        if not valid.all():
+            invalid = ~valid
+            img1[:, invalid] = 0
+            img2[:, invalid] = 0
         return img1, img2, valid
 
     def sample(self, max_pixels: int = 1 << 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -349,6 +351,8 @@ def _valid(source: rasterio.io.DatasetReaderBase, pixels: np.ndarray, window: Wi
     from rasterio.enums import MaskFlags
 
     if source.nodata is not None and all(flags == [MaskFlags.nodata] for flags in source.mask_flag_enums):
+        if pixels.shape[0] == 1:  # one band (a land-cover map): no reduction over bands
+            return pixels[0] != source.nodata
         return (pixels != source.nodata).any(axis=0)  # as GDAL: invalid where every band is nodata
     return source.dataset_mask(window=window) > 0
 

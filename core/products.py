@@ -316,9 +316,10 @@ class ProductsStage:
         if "change_prob" in self.writers:
             assert prob is not None
             rows["change_prob"] = np.where(valid, prob, encode.NODATA_FLOAT32).astype(np.float32)
-        self.result.valid_pixels += int(valid.sum())
-        self.result.changed_pixels += int(changed.sum())
-        self.result.changed_area_m2 += float((changed * area[:, None]).sum())
+        self.result.valid_pixels += int(np.count_nonzero(valid))
+        changed_per_row = np.count_nonzero(changed, axis=1)
+        self.result.changed_pixels += int(changed_per_row.sum())
+        self.result.changed_area_m2 += float(changed_per_row @ area)
         for name, writer in self.writers.items():
             writer.write_rows(start, rows[name])
 
@@ -427,5 +428,7 @@ class ProductsStage:
 
 
 def _with_nodata(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    if valid.all():
+        return values  # no nodata in this band: no copy
     nodata = encode.nodata_for(values.dtype)
     return np.where(valid, values, nodata).astype(values.dtype)

@@ -202,3 +202,24 @@ def test_names_and_colours_from_a_raster_attribute_table(tmp_path: Path) -> None
     assert [(c.name, c.color) for c in summary.classes] == [("Open Water", (70, 107, 159)),
                                                             ("Developed, Open Space", (222, 197, 197))]
     assert [r.label for r in summary.transitions if r.value] == ["Open Water -> Developed, Open Space"]
+
+
+@pytest.mark.parametrize("layout", ["runs", "noise"])
+def test_a_code_held_by_one_pixel_is_a_class_whatever_the_map_looks_like(tmp_path: Path, layout: str) -> None:
+    # The first pass reads only the end of each run of one code: a lone pixel at a row's start,
+    # at the band's last pixel or beside nodata must still be found, in field-like and noise-like maps.
+    rng = np.random.default_rng(3)
+    if layout == "runs":
+        a = np.kron(rng.choice([10, 20], (6, 6)), np.ones((8, 8))).astype(np.uint8)
+    else:
+        a = rng.choice([10, 20], (48, 48)).astype(np.uint8)
+    b = a.copy()
+    a[0, 0], a[-1, -1], a[20, 5] = 30, 40, 50
+    a[20, 6] = 0  # nodata right after the lone 50
+    b[7, 0], b[-1, -1] = 60, 70
+    p1, p2 = write_map(tmp_path / "t1.tif", a), write_map(tmp_path / "t2.tif", b)
+    out = tmp_path / "out"
+    out.mkdir()
+    summary = compare_classifications(p1, p2, OutputPaths(transitions_csv=out / "matrix.csv"))
+    assert summary.codes == (10, 20, 30, 40, 50, 60, 70)
+    assert summary.valid_pixels == a.size - 1

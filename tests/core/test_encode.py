@@ -179,3 +179,22 @@ def test_counter_rejects_unmasked_nodata_and_merges():
     assert counter.areas_m2.tolist() == [2.0, 2.0 + 3.0 + 3.0 + 10.0]
     with pytest.raises(ValueError, match="merge"):
         counter.merge(CodeCounter(3))
+
+
+@pytest.mark.parametrize("layout", ["fields", "noise"])
+def test_code_counter_counts_every_pixel_of_field_like_and_noise_like_bands(layout: str) -> None:
+    # Field-like bands are counted run by run: a run ending a row, a band, or beside nodata counts in full.
+    rng = np.random.default_rng(5)
+    if layout == "fields":
+        codes = np.kron(rng.integers(0, 4, (5, 7)), np.ones((6, 9), dtype=np.uint8)).astype(np.uint8)
+    else:
+        codes = rng.integers(0, 4, (30, 63)).astype(np.uint8)
+    codes[-1, -1] = 4
+    valid = np.ones(codes.shape, dtype=bool)
+    counter = encode.CodeCounter(5)
+    counter.add(codes, valid, 100.0)
+    valid[3, 10:20] = False
+    counter.add(codes, valid, 100.0)
+    expected = np.bincount(codes.ravel(), minlength=5) * 2 - np.bincount(codes[3, 10:20], minlength=5)
+    assert counter.counts.tolist() == expected.tolist()
+    assert counter.areas_m2.tolist() == (expected * 100.0).tolist()
