@@ -166,6 +166,40 @@ def write_map(path: Path, data: np.ndarray, *, crs: str = "EPSG:32633", transfor
     return path
 
 
+# --- from-to rasters for the legend, RAT, QML and matrix tests -----------------------------
+
+def make_raster(path: Path, data: np.ndarray, nodata: float) -> Path:
+    """A small tiled, compressed single-band GeoTIFF holding ``data``, the way the engine writes its outputs."""
+    from rasterio.transform import from_origin
+
+    with rasterio.open(
+        path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1, dtype=data.dtype,
+        crs="EPSG:32633", transform=from_origin(500000, 4000000, 0.5, 0.5), nodata=nodata,
+        tiled=True, blockxsize=16, blockysize=16, compress="deflate",
+    ) as dst:
+        dst.write(data, 1)
+    return path
+
+
+def second_codes() -> tuple[np.ndarray, object]:
+    """A 32 x 40 from-to raster with every SECOND code, no-change and a nodata corner, and its counter."""
+    from core.encode import NODATA_UINT8, TransitionCounter, fromto_codes
+
+    classes = len(SECOND_CLASSES)
+    rng = np.random.default_rng(7)
+    c1 = rng.integers(1, classes + 1, (32, 40))
+    c2 = rng.integers(1, classes + 1, (32, 40))
+    changed = rng.random((32, 40)) > 0.4
+    codes = fromto_codes(c1, c2, changed, classes)
+    codes[0, :classes * classes + 1] = np.arange(classes * classes + 1)
+    valid = np.ones(codes.shape, bool)
+    valid[-3:, -3:] = False
+    codes[~valid] = NODATA_UINT8
+    counter = TransitionCounter(classes)
+    counter.add(codes, valid, 0.25)
+    return codes, counter
+
+
 # --- land-cover maps for the comparison ------------------------------------------------------
 
 WORLDCOVER = {10: ("Tree cover", (0, 100, 0)), 20: ("Shrubland", (255, 187, 34)), 30: ("Grassland", (255, 255, 76)),

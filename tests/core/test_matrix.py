@@ -5,29 +5,14 @@ import io
 
 import numpy as np
 import pytest
+from helpers import second_codes
 
-from core.encode import NODATA_UINT8, TransitionCounter, fromto_code, fromto_codes
+from core.encode import NODATA_UINT8, TransitionCounter, fromto_code
 from core.matrix import TransitionRow, transition_table_rows, write_transition_matrix
 from core.models.card import LANDSAT_SCD_CLASSES, SECOND_CLASSES
 
 SECOND_N = len(SECOND_CLASSES)
 WATER, BUILDING = 1, 5  # SECOND class numbers
-
-
-def second_codes():
-    """A 32 x 40 from-to raster with every SECOND code, no-change and a nodata corner."""
-    rng = np.random.default_rng(7)
-    c1 = rng.integers(1, SECOND_N + 1, (32, 40))
-    c2 = rng.integers(1, SECOND_N + 1, (32, 40))
-    changed = rng.random((32, 40)) > 0.4
-    codes = fromto_codes(c1, c2, changed, SECOND_N)
-    codes[0, :SECOND_N * SECOND_N + 1] = np.arange(SECOND_N * SECOND_N + 1)
-    valid = np.ones(codes.shape, bool)
-    valid[-3:, -3:] = False
-    codes[~valid] = NODATA_UINT8
-    counter = TransitionCounter(SECOND_N)
-    counter.add(codes, valid, 0.25)
-    return codes, counter
 
 
 def test_transition_matrix_csv(tmp_path):

@@ -3,25 +3,9 @@
 import xml.etree.ElementTree as ET
 
 import numpy as np
-import rasterio
-from rasterio.transform import from_origin
+from helpers import make_raster
 
-from core.models.card import SECOND_CLASSES
 from core.qml import write_probability_style
-
-SECOND_N = len(SECOND_CLASSES)
-WATER, BUILDING = 1, 5  # SECOND class numbers
-
-
-def make_raster(path, data, nodata):
-    with rasterio.open(
-        path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1, dtype=data.dtype,
-        crs="EPSG:32633", transform=from_origin(500000, 4000000, 0.5, 0.5), nodata=nodata,
-        tiled=True, blockxsize=16, blockysize=16, compress="deflate",
-    ) as dst:
-        dst.write(data, 1)
-    return path
-
 
 def parse_qml(path):
     text = path.read_text(encoding="utf-8")

@@ -5,10 +5,10 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
+from helpers import make_raster, second_codes
 
 from core import rat
-from core.encode import NODATA_UINT8, NODATA_UINT16, TransitionCounter, fromto_code, fromto_codes
+from core.encode import NODATA_UINT8, NODATA_UINT16, fromto_code
 from core.io import gdal_session
 from core.legend import LegendEntry, binary_legend, fromto_legend
 from core.models.card import SECOND_CLASSES, LandCoverClass
@@ -16,32 +16,6 @@ from core.rat import write_legend
 
 SECOND_N = len(SECOND_CLASSES)
 WATER, BUILDING = 1, 5  # SECOND class numbers
-
-
-def make_raster(path, data, nodata):
-    with rasterio.open(
-        path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1, dtype=data.dtype,
-        crs="EPSG:32633", transform=from_origin(500000, 4000000, 0.5, 0.5), nodata=nodata,
-        tiled=True, blockxsize=16, blockysize=16, compress="deflate",
-    ) as dst:
-        dst.write(data, 1)
-    return path
-
-
-def second_codes():
-    """A 32 x 40 from-to raster with every SECOND code, no-change and a nodata corner."""
-    rng = np.random.default_rng(7)
-    c1 = rng.integers(1, SECOND_N + 1, (32, 40))
-    c2 = rng.integers(1, SECOND_N + 1, (32, 40))
-    changed = rng.random((32, 40)) > 0.4
-    codes = fromto_codes(c1, c2, changed, SECOND_N)
-    codes[0, :SECOND_N * SECOND_N + 1] = np.arange(SECOND_N * SECOND_N + 1)
-    valid = np.ones(codes.shape, bool)
-    valid[-3:, -3:] = False
-    codes[~valid] = NODATA_UINT8
-    counter = TransitionCounter(SECOND_N)
-    counter.add(codes, valid, 0.25)
-    return codes, counter
 
 
 def read_back(path):
