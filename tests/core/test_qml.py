@@ -7,6 +7,7 @@ from helpers import make_raster
 
 from core.qml import write_probability_style
 
+
 def parse_qml(path):
     text = path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE qgis")
