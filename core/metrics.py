@@ -65,6 +65,13 @@ def _as_maps(array: Any, name: str) -> np.ndarray:
     return array.astype(np.int64, copy=False)
 
 
+def _f1(precision: float, recall: float, nothing_changed: bool) -> float:
+    """Harmonic mean of precision and recall; 1 when neither prediction nor truth holds any change."""
+    if nothing_changed:
+        return 1.0
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+
+
 def _ratio(numerator: float, denominator: float, *, empty: float) -> float:
     """``numerator / denominator``, or ``empty`` when there is nothing to divide."""
     return float(numerator) / float(denominator) if denominator > 0 else float(empty)
@@ -216,10 +223,7 @@ class SemanticConfusion:
         correct_change = np.trace(q[1:, 1:])
         precision = _ratio(correct_change, pred_change, empty=1.0 if true_change == 0 else 0.0)
         recall = _ratio(correct_change, true_change, empty=1.0 if pred_change == 0 else 0.0)
-        if nothing_changed:
-            f_scd = 1.0
-        else:
-            f_scd = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+        f_scd = _f1(precision, recall, nothing_changed)
         miou = (iou_nc + iou_c) / 2
         scores = {
             "oa": _ratio(self.image_accuracy_sum, self.image_count, empty=1.0),
@@ -300,10 +304,7 @@ class BinaryConfusion:
         nothing_changed = predicted == 0 and actual == 0
         precision = _ratio(tp, predicted, empty=1.0 if actual == 0 else 0.0)
         recall = _ratio(tp, actual, empty=1.0 if predicted == 0 else 0.0)
-        if nothing_changed:
-            f1 = 1.0
-        else:
-            f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+        f1 = _f1(precision, recall, nothing_changed)
         iou = _ratio(tp, tp + fp + fn, empty=1.0)
         iou_unchanged = _ratio(tn, tn + fp + fn, empty=1.0)
         return {
