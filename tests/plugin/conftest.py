@@ -128,6 +128,27 @@ class RecordingFeedback(QgsProcessingFeedback):
 
 
 @pytest.fixture
+def batch_dialog(qgis_iface: object, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """The real batch dialog of an algorithm, its rows loaded from a saved batch file as a user loads them."""
+    import json
+
+    from processing.gui import BatchPanel
+    from processing.gui.BatchAlgorithmDialog import BatchAlgorithmDialog
+    from qgis.core import QgsApplication
+
+    def open_with(algorithm_id: str, rows: list[dict]) -> object:
+        batch_file = tmp_path / "batch-rows.json"
+        batch_file.write_text(json.dumps(rows))
+        monkeypatch.setattr(BatchPanel.QFileDialog, "getOpenFileName", lambda *args, **kwargs: (str(batch_file), ""))
+        algorithm = QgsApplication.processingRegistry().createAlgorithmById(algorithm_id)
+        dialog = BatchAlgorithmDialog(algorithm, parent=qgis_iface.mainWindow())
+        dialog.mainWidget().load()
+        return dialog
+
+    return open_with
+
+
+@pytest.fixture
 def feedback() -> RecordingFeedback:
     return RecordingFeedback()
 

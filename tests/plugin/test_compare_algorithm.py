@@ -86,24 +86,12 @@ def test_a_float_raster_is_refused_and_nothing_is_written(scd_provider, feedback
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "ndvi.tif"]
 
 
-def test_batch_interface_compares_every_pair_and_styles_every_result(scd_provider, project, qgis_iface, monkeypatch,
-                                                                     tmp_path):
-    import json
-
-    from processing.gui import BatchPanel
-    from processing.gui.BatchAlgorithmDialog import BatchAlgorithmDialog
-    from qgis.core import QgsApplication
-
+def test_batch_interface_compares_every_pair_and_styles_every_result(scd_provider, project, batch_dialog, tmp_path):
     pairs = [write_worldcover_pair(tmp_path / f"tile{i}") for i in range(2)]
     rows = [{"PARAMETERS": {"INPUT_T1": repr(str(t1)), "INPUT_T2": repr(str(t2)), "MIN_AREA": "0"},
              "OUTPUTS": {"OUTPUT_FROMTO": str(tmp_path / f"fromto{i}.tif")}} for i, (t1, t2) in enumerate(pairs)]
-    batch_file = tmp_path / "pairs.json"
-    batch_file.write_text(json.dumps(rows))
-    monkeypatch.setattr(BatchPanel.QFileDialog, "getOpenFileName", lambda *args, **kwargs: (str(batch_file), ""))
-    algorithm = QgsApplication.processingRegistry().createAlgorithmById("scd:compareclassifications")
-    dialog = BatchAlgorithmDialog(algorithm, parent=qgis_iface.mainWindow())
+    dialog = batch_dialog("scd:compareclassifications", rows)
     panel = dialog.mainWidget()
-    panel.load()
     assert panel.batchRowCount() == 2
     panel.checkLoadLayersOnCompletion.setChecked(True)
 

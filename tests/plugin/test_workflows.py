@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -59,24 +58,15 @@ def tile_pairs(tmp_path: Path) -> list[tuple[Path, Path]]:
 
 
 def test_batch_interface_runs_every_pair_and_styles_every_result(scd_provider, semantic_model, tile_pairs, project,
-                                                                 qgis_iface, monkeypatch, tmp_path):
+                                                                 batch_dialog, tmp_path):
     """The real batch dialog: rows loaded from a saved batch file, run, results loaded and styled."""
-    from processing.gui import BatchPanel
-    from processing.gui.BatchAlgorithmDialog import BatchAlgorithmDialog
-    from qgis.core import QgsApplication
-
     rows = [{"PARAMETERS": {"INPUT_T1": repr(str(t1)), "INPUT_T2": repr(str(t2)), "MODEL": repr(str(semantic_model)),
                             "TILE_SIZE": "0", "OVERLAP": "25", "BATCH_SIZE": "4", "DEVICE": "0", "MIN_AREA": "0"},
              "OUTPUTS": {"OUTPUT_FROMTO": str(tmp_path / f"fromto{i}.tif"),
                          "OUTPUT_REPORT": str(tmp_path / f"report{i}.html")}}
             for i, (t1, t2) in enumerate(tile_pairs)]
-    batch_file = tmp_path / "pairs.json"
-    batch_file.write_text(json.dumps(rows))
-    monkeypatch.setattr(BatchPanel.QFileDialog, "getOpenFileName", lambda *args, **kwargs: (str(batch_file), ""))
-    algorithm = QgsApplication.processingRegistry().createAlgorithmById("scd:semanticchange")
-    dialog = BatchAlgorithmDialog(algorithm, parent=qgis_iface.mainWindow())
+    dialog = batch_dialog("scd:semanticchange", rows)
     panel = dialog.mainWidget()
-    panel.load()
     assert panel.batchRowCount() == 3
     table = panel.tblParameters
     shown = {table.horizontalHeaderItem(c).text() for c in range(table.columnCount())
