@@ -146,16 +146,20 @@ def register_tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
 def write_map(path: Path, data: np.ndarray, *, crs: str = "EPSG:32633", transform: object = None,
               nodata: float | None = 0, names: dict[int, str] | None = None,
               colors: dict[int, tuple[int, int, int]] | None = None) -> Path:
-    """A categorical GeoTIFF (a land-cover map), optionally with category names and a colour table."""
+    """A categorical GeoTIFF (a land-cover map), optionally with category names and a colour table (band 1).
+
+    ``data`` of shape ``[bands, height, width]`` gives a multi-band raster (a stack, or an RGB rendering).
+    """
     import rasterio
     from rasterio.transform import from_origin
 
     from core.io import gdal_session
 
     transform = transform or from_origin(500000, 4000000, 10, 10)
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
+    bands = data if data.ndim == 3 else data[np.newaxis]
+    with rasterio.open(path, "w", driver="GTiff", width=bands.shape[2], height=bands.shape[1], count=len(bands),
                        dtype=data.dtype, crs=crs, transform=transform, nodata=nodata) as dst:
-        dst.write(data, 1)
+        dst.write(bands)
         if colors:
             dst.write_colormap(1, {k: (*v, 255) for k, v in colors.items()})
     if names:
