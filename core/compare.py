@@ -97,6 +97,8 @@ class CompareSummary:
     outputs: dict[str, str] = field(default_factory=dict)
     width: int = 0
     height: int = 0
+    #: The band read from T1 and from T2.
+    bands: tuple[int, int] = (1, 1)
     classes: tuple[LandCoverClass, ...] = ()
     #: Harmonised class code of each class ``1..K`` (the order of ``classes``).
     codes: tuple[int, ...] = ()
@@ -165,7 +167,7 @@ def compare_classifications(
     bands = (_class_band(path_t1, band_t1, "T1", progress), _class_band(path_t2, band_t2, "T2", progress))
     legends_in = _legends(path_t1, path_t2, options, bands)
     mapping = read_mapping_table(options.mapping) if options.mapping else []
-    summary = CompareSummary()
+    summary = CompareSummary(bands=bands)
     with RasterPair(path_t1, path_t2, bands[:1], bands[1:], needed_bands=1, categorical=True) as pair:
         summary.width, summary.height = pair.width, pair.height
         progress.info(f"comparison area: {pair.width} x {pair.height} px on T1's grid ({pair.crs})")

@@ -170,6 +170,32 @@ def write_map(path: Path, data: np.ndarray, *, crs: str = "EPSG:32633", transfor
     return path
 
 
+def move_to_band_2(path: Path, filler: int = 1) -> Path:
+    """Rewrite a one-band land-cover map in place as band 2 of a 2-band stack, with its category names (a
+    GeoTIFF holds a colour table on band 1 only); band 1 holds ``filler`` (a code the map does not use), so
+    reading the wrong band shows in every result."""
+    from core.io import gdal_session
+
+    with rasterio.open(path) as src:
+        data, crs, transform, nodata = src.read(1), src.crs, src.transform, src.nodata
+    with gdal_session() as gdal:
+        dataset = gdal.Open(str(path))
+        band = dataset.GetRasterBand(1)
+        band.GetDefaultRAT()  # GDAL 3.6 reads the .aux.xml lazily
+        names = band.GetCategoryNames()
+        band = dataset = None
+    for extra in path.parent.glob(path.name + ".*"):  # the .aux.xml of the one-band map
+        extra.unlink()
+    write_map(path, np.stack([np.full_like(data, filler), data]), crs=crs, transform=transform, nodata=nodata)
+    with gdal_session() as gdal:
+        dataset = gdal.Open(str(path), gdal.GA_Update)
+        band = dataset.GetRasterBand(2)
+        if names:
+            band.SetCategoryNames(names)
+        band = dataset = None
+    return path
+
+
 # --- from-to rasters for the legend, RAT, QML and matrix tests -----------------------------
 
 def make_raster(path: Path, data: np.ndarray, nodata: float) -> Path:
