@@ -235,15 +235,33 @@ def _class_band(path: str | os.PathLike[str], band: int | None, label: str, prog
                 f"{label} ({path}), band {number}, holds {dtype} values; a land-cover map must be an integer "
                 "raster of class codes (choose the band that holds the codes, or convert it, e.g. with Raster > "
                 "Conversion > Translate, type Byte)")
-        if band is None and src.count > 1:
-            rendered = {"red", "green", "blue"} <= {c.name for c in src.colorinterp}
-            progress.info(
-                f"warning: {label} ({path}) has {src.count} bands and no band was chosen: band 1 is compared. "
-                + ("Its bands are red, green and blue: if it is a rendered picture of a classification, export the "
-                   "classification's own codes instead (a colour is not a class code). " if rendered else "")
-                + f"If the class codes are in another band, choose it (BAND_{label} in QGIS and qgis_process, "
-                f"band_{label.lower()}= in Python)")
+        if src.count > 1:
+            _say_which_band(label, path, number, src.count, band is not None,
+                            {"red", "green", "blue"} <= {c.name for c in src.colorinterp}, progress)
     return number
+
+
+def _say_which_band(label: str, path: str | os.PathLike[str], number: int, count: int, chosen: bool,
+                    marked_rgb: bool, progress: Progress) -> None:
+    """Log which band of a multi-band map is compared; warn when nobody chose it, or when it may be a picture.
+
+    A multi-band raster read on band 1 by default is the silent mistake this guards
+    against (an RGB rendering of a classification, a stack). A raster whose bands are
+    marked red, green and blue may be a rendered picture: a colour channel read as
+    class codes gives a plausible but wrong map, whichever band is chosen.
+    """
+    picture = ("its bands are marked red, green and blue: if it is a rendered picture of a classification (a "
+               "screenshot, or a map exported as a rendered image), compare the classification's own codes "
+               "instead, since a colour is not a class code")
+    if not chosen:
+        progress.info(f"warning: {label} ({path}) has {count} bands and no band was chosen: band 1 is compared. "
+                      + (picture[0].upper() + picture[1:] + ". " if marked_rgb else "")
+                      + f"If the class codes are in another band, choose it (BAND_{label} in QGIS and "
+                      f"qgis_process, band_{label.lower()}= in Python)")
+        return
+    progress.info(f"{label} ({path}): band {number} of {count} is compared")
+    if marked_rgb:
+        progress.info(f"warning: {label} ({path}): {picture}")
 
 
 @dataclass

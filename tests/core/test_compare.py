@@ -243,12 +243,12 @@ def test_a_code_held_by_one_pixel_is_a_class_whatever_the_map_looks_like(tmp_pat
 
 @pytest.fixture
 def stack_and_map(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
-    """T1 a 3-band stack whose band 2 is the land-cover map (bands 1 and 3 other codes), T2 a one-band map."""
+    """T1 a 2-band stack whose band 2 is the land-cover map (band 1 other codes), T2 a one-band map."""
     rng = np.random.default_rng(4)
     classes = np.kron(rng.choice([10, 20, 30], (4, 5)), np.ones((6, 6))).astype(np.uint8)
     later = np.where(rng.random(classes.shape) < 0.2, 40, classes).astype(np.uint8)
     other = rng.choice([1, 2], classes.shape).astype(np.uint8)
-    t1 = write_map(tmp_path / "stack.tif", np.stack([other, classes, other + 100]), nodata=None)
+    t1 = write_map(tmp_path / "stack.tif", np.stack([other, classes]), nodata=None)
     t2 = write_map(tmp_path / "later.tif", later, nodata=None)
     return t1, t2, classes, later
 
@@ -258,22 +258,37 @@ def test_the_chosen_band_of_a_multi_band_map_is_compared_without_a_warning(tmp_p
     log = Log()
     summary = compare_classifications(t1, t2, OutputPaths(transitions_csv=tmp_path / "m.csv"), progress=log,
                                       band_t1=2)
-    assert summary.codes == (10, 20, 30, 40)
+    assert summary.codes == (10, 20, 30, 40) and summary.bands == (2, 1)
     _, pixels = matrix_block(tmp_path / "m.csv")
     everywhere = np.ones(classes.shape, dtype=bool)
     np.testing.assert_array_equal(pixels, crosstab(classes, later, everywhere, [10, 20, 30, 40]))
     assert not [line for line in log.warnings() if "band" in line]
+    assert any("stack.tif): band 2 of 2 is compared" in line for line in log.lines)
 
 
 def test_a_multi_band_map_read_on_band_1_by_default_says_so_and_how_to_choose(tmp_path: Path, stack_and_map) -> None:
     t1, t2, _, _ = stack_and_map
     log = Log()
     summary = compare_classifications(t1, t2, OutputPaths(transitions_csv=tmp_path / "m.csv"), progress=log)
-    assert set(summary.codes) >= {1, 2}  # band 1, as before
+    assert set(summary.codes) >= {1, 2} and summary.bands == (1, 1)  # band 1, as before
     (warning,) = [line for line in log.warnings() if "band" in line]
-    assert "T1" in warning and "stack.tif" in warning and "3 bands" in warning and "band 1 is compared" in warning
-    assert "BAND_T1" in warning and "band_t1=" in warning
-    assert "red, green and blue" in warning  # a 3-band byte GeoTIFF is marked RGB: maybe a rendered picture
+    assert "T1" in warning and "stack.tif" in warning and "2 bands" in warning and "band 1 is compared" in warning
+    assert "BAND_T1" in warning and "band_t1=" in warning and "rendered picture" not in warning
+
+
+def test_a_map_marked_red_green_blue_may_be_a_rendered_picture_whichever_band(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    codes = rng.choice([1, 2, 3], (24, 24))
+    palette = np.array([[0, 0, 0], [34, 139, 34], [250, 230, 160], [200, 0, 0]], dtype=np.uint8)
+    picture = write_map(tmp_path / "rendered.tif", np.moveaxis(palette[codes], -1, 0), nodata=None)
+    later = write_map(tmp_path / "later.tif", codes.astype(np.uint8), nodata=None)
+    for band, says_unchosen in ((None, True), (1, False)):
+        log = Log()
+        compare_classifications(picture, later, OutputPaths(transitions_csv=tmp_path / "m.csv"), progress=log,
+                                options=CompareOptions(overwrite=True), band_t1=band)
+        (warning,) = [line for line in log.warnings() if "rendered picture" in line]
+        assert "rendered.tif" in warning and "red, green and blue" in warning
+        assert ("no band was chosen" in warning) == says_unchosen
 
 
 def test_a_band_the_raster_does_not_have_is_refused_naming_the_file_and_its_bands(tmp_path: Path,
@@ -281,8 +296,8 @@ def test_a_band_the_raster_does_not_have_is_refused_naming_the_file_and_its_band
     t1, t2, _, _ = stack_and_map
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(InputError, match=r"band 4 was requested for T1 \(.*stack\.tif\), which has 3 bands"):
-        compare_classifications(t1, t2, OutputPaths(fromto=out / "f.tif"), band_t1=4)
+    with pytest.raises(InputError, match=r"band 3 was requested for T1 \(.*stack\.tif\), which has 2 bands"):
+        compare_classifications(t1, t2, OutputPaths(fromto=out / "f.tif"), band_t1=3)
     with pytest.raises(InputError, match=r"band 2 was requested for T2 \(.*later\.tif\), which has 1 band;"):
         compare_classifications(t1, t2, OutputPaths(fromto=out / "f.tif"), band_t1=2, band_t2=2)
     assert list(out.iterdir()) == []
