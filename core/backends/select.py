@@ -50,6 +50,9 @@ class InferenceBackend:
         forward: ``(x1, x2) -> dict`` of output tensors with the model contract's keys.
         int8: True when the graph is int8-quantised.
         model_path: The cached ONNX file in use (None for torch).
+        stand_in: True when ``auto`` fell back to torch where a CPU runtime would have run
+            (a short run, a failed export): the run then stays at fp32, so that its labels
+            are the runtime's and do not depend on whether an export happened to be cached.
     """
 
     name: str
@@ -57,6 +60,7 @@ class InferenceBackend:
     forward: Forward
     int8: bool = False
     model_path: Path | None = None
+    stand_in: bool = False
 
     @property
     def channels_last(self) -> bool:
@@ -133,13 +137,14 @@ def _auto(network: nn.Module, card: ModelCard, device: torch.device, model_size:
     if (not int8 and expected_batches is not None and expected_batches < AUTO_MIN_BATCHES
             and not _cached(network, card, model_size, cache_dir)):
         return InferenceBackend("torch", f"auto: {expected_batches} batch(es) only, exporting to {name} would cost "
-                                         "more than it saves", network)
+                                         "more than it saves; fp32 as on the runtime", network, stand_in=True)
     try:
         return _runtime_backend(name, network, card, device, model_size, batch_size, int8, calibration, cache_dir,
                                 reason=f"auto: fastest installed CPU runtime ({', '.join(installed)} installed)")
     except InputError as error:
         log.warning("%s", error)
-        return InferenceBackend("torch", f"auto: {name} could not be used ({error})", network)
+        return InferenceBackend("torch", f"auto: {name} could not be used ({error}); fp32 as on the runtime", network,
+                                stand_in=True)
 
 
 #: Largest difference from PyTorch an fp32 export may show on the probe batch, relative to the
