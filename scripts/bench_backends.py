@@ -30,6 +30,7 @@ from core import synthetic
 from core.backends import runtime_available, select_backend
 from core.devices import cpu_has_fast_bf16
 from core.engine import OutputPaths, RunOptions, run_change_detection
+from core.errors import InputError
 from core.models.card import SECOND_CLASSES
 from core.models.checkpoint import load_checkpoint, make_card
 from core.models.registry import build_model, get_spec, model_names
@@ -121,22 +122,23 @@ def _forwards(network: torch.nn.Module, card, size: int, batch: int, cache: Path
         return forward
 
     runs: dict[str, Callable] = {"torch fp32": torch_forward(None)}
-    if cpu_has_fast_bf16():
+    bf16 = cpu_has_fast_bf16()
+    if bf16:
         runs["torch bf16"] = torch_forward(torch.bfloat16)
-    for runtime in ("onnxruntime", "openvino"):
-        if runtime_available(runtime):
-            runs[f"{runtime} fp32"] = select_backend(network, card, requested=runtime, model_size=size,
-                                                     batch_size=batch, cache_dir=cache)
-        else:
-            print(f"    ({runtime} not installed: python -m pip install {runtime})")
-    if runtime_available("onnxruntime"):
-        runs["onnxruntime int8"] = select_backend(network, card, requested="onnxruntime", int8=True,
-                                                  calibration=lambda: tiles, model_size=size, batch_size=batch,
-                                                  cache_dir=cache)
-        if runtime_available("openvino"):
-            runs["openvino int8"] = select_backend(network, card, requested="openvino", int8=True,
-                                                   calibration=lambda: tiles, model_size=size, batch_size=batch,
-                                                   cache_dir=cache)
+    variants = [("onnxruntime fp32", "onnxruntime", None, False), ("openvino fp32", "openvino", None, False)]
+    if bf16:
+        variants.append(("openvino bf16", "openvino", torch.bfloat16, False))
+    variants += [("onnxruntime int8", "onnxruntime", None, True), ("openvino int8", "openvino", None, True)]
+    for label, runtime, autocast, int8 in variants:
+        if not runtime_available(runtime) or (int8 and not runtime_available("onnxruntime")):
+            print(f"    ({label}: {runtime} not installed: python -m pip install {runtime})")
+            continue
+        try:
+            runs[label] = select_backend(network, card, requested=runtime, model_size=size, batch_size=batch,
+                                         autocast_dtype=autocast, int8=int8, calibration=lambda: tiles,
+                                         cache_dir=cache)
+        except InputError as error:
+            print(f"    ({label}: cannot run: {error})")
     return runs
 
 

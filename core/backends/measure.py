@@ -51,8 +51,8 @@ def record_path(folder: Path, export_key: str, batch_size: int, int8: bool) -> P
     return folder / "choices" / f"{export_key}-b{batch_size}{'-int8' if int8 else ''}-{digest}.json"
 
 
-def remembered(path: Path, installed: list[str]) -> tuple[str, dict[str, float]] | None:
-    """The runtime measured fastest earlier, if the record is readable and that runtime is still installed."""
+def remembered(path: Path, candidates: list[str]) -> tuple[str, dict[str, float]] | None:
+    """The candidate measured fastest earlier, if the record is readable and ranked exactly ``candidates``."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
         runtime, seconds = record["runtime"], {str(k): float(v) for k, v in record["seconds"].items()}
@@ -61,7 +61,7 @@ def remembered(path: Path, installed: list[str]) -> tuple[str, dict[str, float]]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         log.info("backend choice record %s is unreadable (%s); measuring again", path, error)
         return None
-    if runtime not in installed or set(seconds) != set(installed):
+    if runtime not in candidates or set(seconds) != set(candidates):
         return None  # a runtime was installed or removed since: measure the new set
     return runtime, seconds
 
@@ -86,5 +86,7 @@ def seconds_per_batch(forward: Callable[[Any, Any], Any], batch_size: int, bands
 
 
 def describe(seconds: dict[str, float], batch_size: int) -> str:
-    return ", ".join(f"{name} {value * 1000:.0f} ms" for name, value in sorted(seconds.items(), key=lambda i: i[1])) \
-        + f" per batch of {batch_size}"
+    """``onnxruntime 655 ms, torch 700 ms per batch of 4``; a candidate that could not run is "failed"."""
+    ranked = sorted(seconds.items(), key=lambda item: item[1])
+    return ", ".join(f"{name} {value * 1000:.0f} ms" if value < float("inf") else f"{name} failed"
+                     for name, value in ranked) + f" per batch of {batch_size}"
