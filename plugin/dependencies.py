@@ -136,11 +136,10 @@ def pip_install_command(system: str, build: str, python: str, packages: Sequence
         return f"python -m pip install {names}" + (index if torch and build != "cpu" else "")
     if system == "Darwin" and torch and build != "cpu":
         raise ValueError("there is no CUDA build of torch for macOS")
-    command = f'"{python}" -m pip install --user'
+    command = f'"{python}" -m pip install --user {names}'
     if Path(python).is_relative_to("/usr"):
         # Debian/Ubuntu mark the system Python as externally managed (PEP 668).
         command += " --break-system-packages"
-    command += f" {names}"
     if system == "Darwin" or not torch or build == installer.PYPI_LINUX_CUDA:
         return command
     return command + index
