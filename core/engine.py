@@ -226,6 +226,9 @@ def run_change_detection(
         if backend.name != "torch":
             autocast_dtype = None
             summary.precision = f"{'int8' if backend.int8 else 'fp32'} ({backend.name})"
+        elif backend.stand_in:
+            autocast_dtype = None
+            summary.precision = "fp32 (auto: standing in for a CPU runtime)"
         progress.info(f"backend: {summary.backend}; precision: {summary.precision}")
         # Polygons take the last part of the bar; everything else in the products stage is quick.
         share = INFERENCE_SHARE_WITH_POLYGONS if outputs.polygons is not None else 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from torch import nn
 from ..errors import InputError
 from ..models.card import ModelCard
 from ..version import __version__
+from . import measure
 from .cache import CacheEntry, OnnxCache, default_cache_dir
 from .export import OPSET, export_onnx
 from .quantize import CalibrationSample, calibration_digest, quantize_int8
@@ -34,6 +36,11 @@ AUTO_ORDER = ("openvino", "onnxruntime")
 #: a first export costs about as much as a few forward passes, more than a tiny scene gains.
 AUTO_MIN_BATCHES = 8
 
+#: With several runtimes installed, ``auto`` times each (:mod:`.measure`, three forward passes
+#: apiece) only on a run of at least this many batches, so that measuring costs at most a quarter
+#: of the run; shorter runs take ``AUTO_ORDER``'s first until a longer one has measured.
+AUTO_MEASURE_BATCHES = 24
+
 INSTALL_HINT = ("for faster CPU inference install ONNX Runtime (or OpenVINO) into the Python that runs this: "
                 "python -m pip install onnxruntime")
 
@@ -50,6 +57,9 @@ class InferenceBackend:
         forward: ``(x1, x2) -> dict`` of output tensors with the model contract's keys.
         int8: True when the graph is int8-quantised.
         model_path: The cached ONNX file in use (None for torch).
+        stand_in: True when ``auto`` fell back to torch where a CPU runtime would have run
+            (a short run, a failed export): the run then stays at fp32, so that its labels
+            are the runtime's and do not depend on whether an export happened to be cached.
     """
 
     name: str
@@ -57,6 +67,7 @@ class InferenceBackend:
     forward: Forward
     int8: bool = False
     model_path: Path | None = None
+    stand_in: bool = False
 
     @property
     def channels_last(self) -> bool:
@@ -133,13 +144,72 @@ def _auto(network: nn.Module, card: ModelCard, device: torch.device, model_size:
     if (not int8 and expected_batches is not None and expected_batches < AUTO_MIN_BATCHES
             and not _cached(network, card, model_size, cache_dir)):
         return InferenceBackend("torch", f"auto: {expected_batches} batch(es) only, exporting to {name} would cost "
-                                         "more than it saves", network)
+                                         "more than it saves; fp32 as on the runtime", network, stand_in=True)
+    calibration = _once(calibration)
+    reason = f"auto: {name}, the installed CPU runtime"
+    if len(installed) > 1:
+        record = measure.record_path(OnnxCache(cache_dir).folder, _key(network, card, model_size), batch_size, int8)
+        known = measure.remembered(record, installed)
+        if known is not None:
+            name = known[0]
+            reason = f"auto: {name}, measured fastest here earlier ({measure.describe(known[1], batch_size)})"
+        elif expected_batches is None or expected_batches >= AUTO_MEASURE_BATCHES:
+            return _measured(installed, record, network, card, device, model_size, batch_size, int8, calibration,
+                             cache_dir)
+        else:
+            reason = (f"auto: {name} ({', '.join(installed)} installed; {expected_batches} batches are too few to "
+                      "measure which is fastest here)")
     try:
         return _runtime_backend(name, network, card, device, model_size, batch_size, int8, calibration, cache_dir,
-                                reason=f"auto: fastest installed CPU runtime ({', '.join(installed)} installed)")
+                                reason=reason)
     except InputError as error:
         log.warning("%s", error)
-        return InferenceBackend("torch", f"auto: {name} could not be used ({error})", network)
+        return InferenceBackend("torch", f"auto: {name} could not be used ({error}); fp32 as on the runtime", network,
+                                stand_in=True)
+
+
+def _measured(installed: list[str], record: Path, network: nn.Module, card: ModelCard, device: torch.device,
+              model_size: int, batch_size: int, int8: bool, calibration: Callable[[], CalibrationSample] | None,
+              cache_dir: str | os.PathLike[str] | None) -> InferenceBackend:
+    """Every installed runtime timed on one batch of the run's shape; the fastest runs, and is remembered.
+
+    One session is alive at a time (each holds hundreds of MiB for a large network), so measuring
+    does not raise the run's peak memory; the winner is loaded again from the cache afterwards.
+    """
+    seconds: dict[str, float] = {}
+    for name in installed:
+        try:
+            candidate = _runtime_backend(name, network, card, device, model_size, batch_size, int8, calibration,
+                                         cache_dir, reason="measuring")
+        except InputError as error:
+            log.warning("%s", error)
+            continue
+        seconds[name] = measure.seconds_per_batch(candidate, batch_size, len(card.bands_t1), model_size)
+        del candidate
+        gc.collect()
+    if not seconds:
+        return InferenceBackend("torch", f"auto: {' and '.join(installed)} could not be used (see the warnings); "
+                                         "fp32 as on the runtime", network, stand_in=True)
+    best = min(seconds, key=seconds.__getitem__)
+    if len(seconds) == len(installed):  # a runtime that failed here is not ranked for next time
+        measure.remember(record, best, seconds)
+    return _runtime_backend(best, network, card, device, model_size, batch_size, int8, calibration, cache_dir,
+                            reason=f"auto: {best}, measured fastest here just now "
+                                   f"({measure.describe(seconds, batch_size)})")
+
+
+def _once(make: Callable[[], CalibrationSample] | None) -> Callable[[], CalibrationSample] | None:
+    """``make`` called at most once: the calibration tiles are read from the scene, for every runtime alike."""
+    if make is None:
+        return None
+    made: list[CalibrationSample] = []
+
+    def sample() -> CalibrationSample:
+        if not made:
+            made.append(make())
+        return made[0]
+
+    return sample
 
 
 #: Largest difference from PyTorch an fp32 export may show on the probe batch, relative to the

@@ -16,6 +16,7 @@ import torch
 from helpers import LocalConvModel, PointwiseModel, make_card, random_pair
 
 from core.backends import INSTALL_HINT, InferenceBackend, select_backend
+from core.backends import measure as backend_measure
 from core.backends import select as backend_select
 from core.errors import InputError
 from core.models.card import ModelCard
@@ -121,17 +122,63 @@ def test_damaged_cache_entry_is_rebuilt_not_used(tmp_path: Path, damage: str) ->
     assert not list(tmp_path.rglob("*.partial"))
 
 
-@needs_ort
-def test_auto_on_cpu_takes_the_first_installed_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+needs_both = pytest.mark.skipif(not (_installed("onnxruntime") and _installed("openvino")),
+                                reason="needs ONNX Runtime and OpenVINO")
+
+
+@needs_both
+def test_auto_measures_which_runtime_is_fastest_here_once_and_remembers(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     model, card = _tiny()
-    backend = select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path, expected_batches=100)
-    first = next(name for name in backend_select.AUTO_ORDER if backend_select.runtime_available(name))
-    assert backend.name == first
-    assert backend.reason.startswith("auto: fastest installed CPU runtime")
-    # with only ONNX Runtime installed, auto takes it
+    speed = {"onnxruntime": 0.2, "openvino": 0.5}
+    timed: list[str] = []
+
+    def fake_seconds(backend: InferenceBackend, *args: object) -> float:
+        timed.append(backend.name)
+        return speed[backend.name]
+
+    monkeypatch.setattr(backend_measure, "seconds_per_batch", fake_seconds)
+    choose = lambda: select_backend(model, card, model_size=SIZE, batch_size=2, cache_dir=tmp_path,  # noqa: E731
+                                    expected_batches=100)
+    first = choose()
+    assert first.name == "onnxruntime" and sorted(timed) == ["onnxruntime", "openvino"]
+    assert "measured fastest here just now (onnxruntime 200 ms, openvino 500 ms per batch of 2)" in first.reason
+    records = list((tmp_path / "onnx" / "choices").glob("*.json"))
+    assert len(records) == 1 and json.loads(records[0].read_text())["runtime"] == "onnxruntime"
+    # remembered: the next run neither measures nor changes its mind
+    speed.update(onnxruntime=0.9, openvino=0.1)
+    timed.clear()
+    again = choose()
+    assert again.name == "onnxruntime" and not timed and "measured fastest here earlier" in again.reason
+    # another CPU or thread count, or a damaged record, measures again
+    monkeypatch.setattr(backend_measure, "cpu_signature", lambda: "another CPU|8 cpus|8 threads")
+    assert choose().name == "openvino" and len(timed) == 2
+    monkeypatch.undo()
+    monkeypatch.setattr(backend_measure, "seconds_per_batch", fake_seconds)
+    records[0].write_text("{not json")
+    timed.clear()
+    assert choose().name == "openvino" and len(timed) == 2
+    # a run too short to afford measuring takes AUTO_ORDER's first, says so, and leaves the record alone
+    records[0].unlink()
+    short = select_backend(model, card, model_size=SIZE, batch_size=2, cache_dir=tmp_path, expected_batches=10)
+    assert short.name == backend_select.AUTO_ORDER[0] and "too few to measure" in short.reason
+    assert not records[0].exists()
+
+
+@needs_ort
+def test_auto_with_one_runtime_takes_it_without_measuring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, card = _tiny()
     monkeypatch.setattr(backend_select, "runtime_available", lambda name: name == "onnxruntime")
+    monkeypatch.setattr(backend_measure, "seconds_per_batch", lambda *args: pytest.fail("measured one runtime"))
     only = select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path, expected_batches=100)
-    assert only.name == "onnxruntime" and "(onnxruntime installed)" in only.reason
+    assert only.name == "onnxruntime" and only.reason.startswith("auto: onnxruntime, the installed CPU runtime")
+    assert not (tmp_path / "onnx" / "choices").exists()
+
+
+def test_probe_times_a_real_forward_pass() -> None:
+    model, _ = _tiny()
+    seconds = backend_measure.seconds_per_batch(model, 2, 3, SIZE)
+    assert 0 < seconds < 10
 
 
 def test_auto_without_runtimes_runs_torch_and_says_what_to_install(tmp_path: Path,

@@ -51,6 +51,21 @@ def test_auto_on_a_tiny_scene_stays_on_torch_and_says_why(tmp_path: Path, scene_
     assert any(line.startswith("backend: torch (auto:") for line in lines)
 
 
+@pytest.mark.skipif(not any(backend_select.runtime_available(name) for name in backend_select.AUTO_ORDER),
+                    reason="no CPU runtime installed")
+def test_auto_gives_the_same_products_whether_or_not_an_export_is_cached(tmp_path: Path, scene_pair) -> None:
+    # A short run stays on torch until the export is cached, then runs on the runtime: both at fp32,
+    # so an analyst rerunning the same scene gets the same map (not bf16 autocast's the first time).
+    prob_first, mask_first, first, _ = _run(scene_pair, tmp_path / "first")
+    assert first.backend.startswith("torch (auto:") and first.precision.startswith("fp32")
+    _run(scene_pair, tmp_path / "export", backend=backend_select.AUTO_ORDER[0]
+         if backend_select.runtime_available(backend_select.AUTO_ORDER[0]) else backend_select.AUTO_ORDER[1])
+    prob_again, mask_again, again, _ = _run(scene_pair, tmp_path / "again")
+    assert not again.backend.startswith("torch")
+    np.testing.assert_allclose(prob_again, prob_first, atol=1e-4)
+    assert (mask_again == mask_first).mean() > 0.999
+
+
 def test_summary_breaks_the_time_down_by_step(tmp_path: Path, scene_pair) -> None:
     _, _, summary, _ = _run(scene_pair, tmp_path / "steps", backend="torch")
     steps = ("read", "prepare", "network", "blend", "decode", "write", "finish")
