@@ -64,10 +64,10 @@ def _progress(items: Iterable[Any], total: int, label: str) -> Iterable[Any]:
 
 
 def engine_predictions(model: tuple[nn.Module, ModelCard], dataset: ChangeDataset, *, device: str = "auto",
-                       batch_size: int = 4, backend: str = "auto") -> Iterator[Prediction]:
+                       batch_size: int = 4, backend: str = "auto", precision: str = "auto") -> Iterator[Prediction]:
     """Run each pair of ``dataset`` through the engine and yield its prediction (in dataset order)."""
     card = model[1]
-    options = RunOptions(device=device, batch_size=batch_size, backend=backend)
+    options = RunOptions(device=device, batch_size=batch_size, backend=backend, precision=precision)
     scratch = Path(tempfile.mkdtemp(prefix="scd-evaluate-"))
     try:
         for sample in _progress(dataset.samples, len(dataset.samples), "predicting"):

@@ -323,8 +323,11 @@ def _runtime_backend(name: str, run: _Run, *, reason: str) -> InferenceBackend:
             return OpenVinoForward(path, names, batch_size, bands, model_size,
                                    precision="bf16" if arithmetic == "bf16" else "f32")
         except Exception as error:  # a runtime's compiler raises its own types
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise InputError(f"{name} could not load the {arithmetic} graph of '{card.model}' ({first_line}); "
+            # OpenVINO's messages open with lines of source locations; the first other line says what failed
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            said = next((line for line in lines if not line.startswith("Exception from")), type(error).__name__)
+            said = said if len(said) <= 200 else said[:197] + "..."
+            raise InputError(f"{name} could not load the {arithmetic} graph of '{card.model}' ({said}); "
                              "choose another backend" + (" or turn int8 off" if arithmetic == "int8" else "")) \
                 from error
 

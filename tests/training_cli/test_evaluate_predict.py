@@ -83,7 +83,7 @@ def test_checkpoint_scores_equal_the_scores_of_its_predicted_pngs(tmp_path: Path
     for key in KEYS:
         assert 0.0 <= engine[key] <= 1.0 or key == "kappa"
     assert main(["predict", "--checkpoint", str(checkpoint), "--data", str(data["second"]), "--split", "val",
-                 "--device", "cpu", "--out", str(tmp_path / "pred")]) == 0
+                 "--device", "cpu", "--precision", "fp32", "--out", str(tmp_path / "pred")]) == 0
     png = tmp_path / "pred" / "label1" / "00002.png"
     with Image.open(png) as image:
         assert image.mode == "P" and image.size == (64, 64)
@@ -136,4 +136,9 @@ def test_evaluate_runs_the_checkpoint_on_the_backend_asked_for(tmp_path: Path, d
                  "--device", "cpu", "--backend", "onnxruntime", "--json", str(out)]) == 0
     assert 0.0 <= json.loads(out.read_text())["oa"] <= 1.0
     assert list(Path(os.environ["SCD_CACHE_DIR"]).glob("onnx/tiny_scd-*.onnx"))
+    # evaluate scores at fp32 by default: a model's scores do not depend on the backend or the CPU
+    on_torch = tmp_path / "torch.json"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data["second"]), "--split", "val",
+                 "--device", "cpu", "--backend", "torch", "--json", str(on_torch)]) == 0
+    assert json.loads(on_torch.read_text()) == pytest.approx(json.loads(out.read_text()), abs=1e-3)
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data["second"]), "--backend", "tpu"]) == 2

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from core.devices import PRECISION_CHOICES
 from core.errors import InputError
 from core.models.checkpoint import load_checkpoint
 from training_cli.datasets import FORMATS, open_dataset
@@ -53,8 +54,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the scores as JSON")
     parser.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"),
-                        help="where the network runs (auto: a CPU runtime on a CPU when installed and the run is "
-                             "long enough to repay the one-off export)")
+                        help="where the network runs (auto: on a CPU, the fastest of PyTorch and the installed "
+                             "runtimes, measured once on a run long enough to repay it)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES,
+                        help="arithmetic of the forward pass (default fp32: the model's own scores, the same on every "
+                             "machine and backend; auto: what the plugin would use here, bf16 autocast where the "
+                             "CPU or GPU is fast at it)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="tiles per forward pass")
     return parser
 
@@ -68,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         model = load_checkpoint(args.checkpoint)
         check_compatible(model[1], dataset)
         predictions = engine_predictions(model, dataset, device=args.device, batch_size=args.batch_size,
-                                         backend=args.backend)
+                                         backend=args.backend, precision=args.precision)
         source = f"{args.checkpoint} ({model[1].model})"
     else:
         predictions = folder_predictions(args.pred, dataset)

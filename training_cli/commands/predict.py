@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from core.devices import PRECISION_CHOICES
 from core.models.checkpoint import load_checkpoint
 from training_cli.datasets import FORMATS, open_dataset
 from training_cli.datasets.reading import write_label_png
@@ -50,8 +51,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=FORMATS, help="dataset layout (default: detected)")
     parser.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"),
-                        help="where the network runs (auto: a CPU runtime on a CPU when installed and the run is "
-                             "long enough to repay the one-off export)")
+                        help="where the network runs (auto: on a CPU, the fastest of PyTorch and the installed "
+                             "runtimes, measured once on a run long enough to repay it)")
+    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
+                        help="arithmetic of the forward pass: auto (default, as the plugin: bf16 autocast where the "
+                             "CPU or GPU is fast at it), fp32, bf16 or fp16 (GPU)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="tiles per forward pass")
     return parser
 
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     palette = ((255, 255, 255), *(c.color for c in card.classes))
     with staged_folder(args.out) as staging:
         for prediction in engine_predictions(model, dataset, device=args.device, batch_size=args.batch_size,
-                                         backend=args.backend):
+                                         backend=args.backend, precision=args.precision):
             if card.task == "semantic" and dataset.task == "semantic":
                 for folder, classes in zip(SEMANTIC_FOLDERS[dataset.format], (prediction.sem_t1, prediction.sem_t2),
                                            strict=True):

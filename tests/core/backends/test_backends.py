@@ -188,10 +188,11 @@ def test_a_runtime_that_cannot_load_the_graph_is_remembered_as_failed(tmp_path: 
     monkeypatch.setattr(backend_select, "runtime_available", lambda name: name == "onnxruntime")
 
     def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("Exception from src/plugin.cpp:54:\nnode MatMul cannot be compiled")
+        raise RuntimeError("Exception from src/plugin.cpp:54:\nException from src/pass.cpp:298:\n"
+                           "node MatMul cannot be compiled\n")
 
     monkeypatch.setattr(backend_select, "OnnxRuntimeForward", broken)
-    with pytest.raises(InputError, match=r"onnxruntime could not load the fp32 graph .*\(Exception from src/plugin"):
+    with pytest.raises(InputError, match=r"onnxruntime could not load the fp32 graph .*\(node MatMul cannot be "):
         select_backend(model, card, requested="onnxruntime", model_size=SIZE, batch_size=1, cache_dir=tmp_path)
     timed = _fake_speeds(monkeypatch, {"torch": 0.3})
     backend = select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path, expected_batches=100)
