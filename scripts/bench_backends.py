@@ -149,10 +149,12 @@ def bench_e2e(checkpoint: Path, size: int, tile: int, batch: int, rounds: int) -
 
     with tempfile.TemporaryDirectory(prefix="scd-bench-e2e-") as folder:
         work = Path(folder)
-        t1, t2, _ = synthetic.write_pair(work / "scene", PALETTE, height=size, width=size, seed=7)
         from core.models.checkpoint import read_card
 
-        semantic = read_card(checkpoint).task == "semantic"
+        card = read_card(checkpoint)
+        semantic = card.task == "semantic"
+        # a scene like the training CLI's synthetic data, so that a model trained on those shows real agreement
+        t1, t2, _, _ = _landscape_scene(work / "scene", card, size, seed=7)
         variants = {
             "torch (today)": RunOptions(backend="torch"),
             "torch fp32": RunOptions(backend="torch", precision="fp32"),

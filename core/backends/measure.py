@@ -46,9 +46,10 @@ def cpu_signature() -> str:
     return f"{model}|{os.cpu_count()} cpus|{torch.get_num_threads()} threads"
 
 
-def record_path(folder: Path, export_key: str, batch_size: int, int8: bool) -> Path:
+def record_path(folder: Path, export_key: str, batch_size: int, variant: str) -> Path:
+    """Where the ranking of one network, tile, batch size and arithmetic (``variant``) on this CPU is kept."""
     digest = hashlib.sha256(cpu_signature().encode()).hexdigest()[:12]
-    return folder / "choices" / f"{export_key}-b{batch_size}{'-int8' if int8 else ''}-{digest}.json"
+    return folder / "choices" / f"{export_key}-b{batch_size}-{variant}-{digest}.json"
 
 
 def remembered(path: Path, candidates: list[str]) -> tuple[str, dict[str, float]] | None:

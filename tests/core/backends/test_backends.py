@@ -152,6 +152,12 @@ def test_auto_measures_which_backend_is_fastest_here_once_and_remembers(tmp_path
             in first.reason)
     records = list((tmp_path / "onnx" / "choices").glob("*.json"))
     assert len(records) == 1 and json.loads(records[0].read_text())["runtime"] == "onnxruntime"
+    # an int8 run ranks only the runtimes, in a record of its own that leaves this one alone
+    calibration = lambda: [(np.zeros((3, SIZE, SIZE), np.float32),) * 2]  # noqa: E731
+    quantised = select_backend(model, card, model_size=SIZE, batch_size=2, cache_dir=tmp_path, expected_batches=100,
+                               int8=True, calibration=calibration)
+    assert quantised.int8 and len(list((tmp_path / "onnx" / "choices").glob("*.json"))) == 2
+    assert json.loads(records[0].read_text())["runtime"] == "onnxruntime"
     # remembered: the next run neither measures nor changes its mind
     speed.update(onnxruntime=0.9, openvino=0.1)
     timed.clear()
