@@ -117,14 +117,14 @@ def open_training_data(recipe: dict[str, Any], root: Path, data_format: str | No
         stats = (preset.mean_t1, preset.std_t1, preset.mean_t2, preset.std_t2)
         source = f"published {preset.name} statistics"
     else:
-        raw = open_dataset(root, data_format, "train", crop=None, augment=False, mean=(0.0,) * 3, std=(1.0,) * 3,
+        raw = open_dataset(root, data_format, "train", crop=None, mean=(0.0,) * 3, std=(1.0,) * 3,
                            resize=resize)
         stats = dataset_statistics(raw)
         source = "computed on the training split"
     mean_t1, std_t1, mean_t2, std_t2 = stats
     norm = {"mean": mean_t1, "std": std_t1, "mean_t2": mean_t2, "std_t2": std_t2, "resize": resize}
-    train = open_dataset(root, data_format, "train", crop=crop, augment=False, **norm)
-    val = open_dataset(root, data_format, "val", crop=None, augment=False, **norm)
+    train = open_dataset(root, data_format, "train", crop=crop, **norm)
+    val = open_dataset(root, data_format, "val", crop=None, **norm)
     card = make_card(spec.name, preset, options=recipe.get("options", {}), tile_size=crop,
                      dataset=f"{data_format} dataset {root.name} ({len(train)} training pairs)")
     card = dataclasses.replace(card, mean_t1=tuple(mean_t1), std_t1=tuple(std_t1), mean_t2=tuple(mean_t2),
