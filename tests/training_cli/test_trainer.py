@@ -16,6 +16,7 @@ import pytest
 import tomllib
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 from training_pairs import MEAN, STD, MemoryPairs, write_folder
 
 from core.models import registry
@@ -66,6 +67,46 @@ def test_an_interrupted_cpu_run_resumed_ends_with_bitwise_the_same_weights(tmp_p
         assert torch.equal(value, b["model"][key]), key
     assert a["progress"]["global_step"] == b["progress"]["global_step"] == 4
     assert [r["val_f1"] for r in whole.history] == [r["val_f1"] for r in resumed.history]
+
+
+class _HalfUnlabelled(Dataset):
+    """Pairs whose right half carries no label (``valid`` 0) and holds the change labels of ``garbage`` there."""
+
+    def __init__(self, pairs: Dataset, garbage: int) -> None:
+        self.pairs = pairs
+        self.garbage = garbage
+
+    def __len__(self) -> int:
+        return len(self.pairs)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict:
+        item = dict(self.pairs[index])
+        valid = torch.ones_like(item["change"])
+        valid[..., valid.shape[-1] // 2:] = 0
+        noise = torch.rand(valid.shape, generator=torch.Generator().manual_seed(100 * self.garbage + index)) > 0.5
+        item["change"] = torch.where(valid > 0, item["change"], noise.float())
+        item["valid"] = valid
+        return item
+
+
+def test_unlabelled_pixels_change_neither_the_weights_nor_the_validation_scores(tmp_path: Path) -> None:
+    """Two runs on data that differ only in the garbage their unlabelled halves hold end with bitwise the
+    same weights, losses and validation metrics: the trainer hands ``valid`` to the loss, and validation
+    leaves those pixels out of the confusion matrix."""
+    runs = []
+    for garbage in (1, 2):
+        base = _data("sscfnet", train=2, val=2)
+        data = dataclasses.replace(base, train=_HalfUnlabelled(base.train, garbage),
+                                   val=_HalfUnlabelled(base.val, garbage))
+        result = Trainer(_recipe("sscfnet"), data, tmp_path / f"run{garbage}", device="cpu", progress=False).run()
+        assert result.exit_code == 0
+        logged = {k: v for k, v in result.history[0].items() if k.startswith(("val_", "train_loss"))}
+        runs.append((read_training_state(tmp_path / f"run{garbage}" / LAST)["model"], logged))
+    (weights_1, logged_1), (weights_2, logged_2) = runs
+    assert "val_f1" in logged_1 and "train_loss" in logged_1
+    assert logged_1 == logged_2
+    for key, value in weights_1.items():
+        assert torch.equal(value, weights_2[key]), key
 
 
 def test_cldrnet_stage_two_trains_only_dmg_and_dmr_with_the_rest_frozen_in_eval_mode(tmp_path: Path) -> None:
