@@ -19,12 +19,14 @@ from torch import nn
 from torch.utils.data import Dataset
 from training_pairs import MEAN, STD, MemoryPairs, write_folder
 
+from core.errors import InputError
 from core.models import registry
 from core.models.base import plain_backward
-from core.models.card import ModelCard
+from core.models.card import LANDSAT_SCD_CLASSES, ModelCard, TrainingResize
 from core.models.checkpoint import load_checkpoint, make_card, read_card
 from core.models.gapl_scd.losses import rotated_backward
 from training_cli.cli import main
+from training_cli.commands.train import open_training_data
 from training_cli.datasets import open_dataset
 from training_cli.recipes import apply_overrides, format_recipe, load_recipe
 from training_cli.trainer import EXIT_INTERRUPTED, LAST, Trainer, TrainingData, read_training_state, validate
@@ -201,6 +203,52 @@ def test_export_writes_a_self_describing_model_file_and_half_loads_on_cpu(tmp_pa
         assert main(["export", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--out", str(beside),
                      "--format", "onnx"]) == 2
         assert (tmp_path / "model-onnx.64px.onnx").read_bytes() == before and not beside.exists()
+
+
+def _landsat_folder(root: Path, pairs: list[tuple[str, int]]) -> Path:
+    """Landsat-SCD pairs (``A B labelA_rgb labelB_rgb``), one per ``(split, size in px)``, named 0.png, 1.png ..."""
+    from PIL import Image
+
+    palette = np.asarray([(255, 255, 255), *(c.color for c in LANDSAT_SCD_CLASSES)], np.uint8)
+    rng = np.random.default_rng(0)
+    for index, (split, size) in enumerate(pairs):
+        changed = rng.random((size, size)) < 0.5
+        planes = {"A": rng.integers(0, 250, (size, size, 3)), "B": rng.integers(0, 250, (size, size, 3)),
+                  "labelA_rgb": palette[np.where(changed, rng.integers(1, 5, (size, size)), 0)],
+                  "labelB_rgb": palette[np.where(changed, rng.integers(1, 5, (size, size)), 0)]}
+        for folder, array in planes.items():
+            (root / split / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.asarray(array, np.uint8)).save(root / split / folder / f"{index}.png")
+    return root
+
+
+def test_a_resized_landsat_run_records_the_resize_in_the_exported_model_card(tmp_path: Path) -> None:
+    """``data.resize`` (Landsat-SCD's 416 px tiles to 512, here 48 to 64) ends up in best.pt's card and the
+    exported file's, so the plugin can tell an analyst the network learned from enlarged imagery."""
+    root = _landsat_folder(tmp_path / "landsat", [("train", 48), ("train", 48), ("val", 48)])
+    run = tmp_path / "run"
+    assert main(["train", "--model", "lsafnet", "--data", str(root), "--format", "landsat-scd", "--out", str(run),
+                 "--epochs", "1", "--batch-size", "2", "--crop", "64", "--workers", "0", "--pretrained", "none",
+                 "--no-progress", "--set", "data.resize=64", "--set", "options.decoder_channels=16"]) == 0
+    assert read_card(run / "best.pt").training_resize == TrainingResize(source_height=48, source_width=48, size=64)
+    assert main(["export", "--checkpoint", str(run / "best.pt"), "--out", str(tmp_path / "model.pt")]) == 0
+    card = read_card(tmp_path / "model.pt")
+    assert card.training_resize == TrainingResize(48, 48, 64) and card.tile_size == 64
+    assert card.training["recipe"]["data"]["resize"] == 64
+
+
+def test_resize_of_pairs_of_different_sizes_and_bad_resize_values_are_refused(tmp_path: Path) -> None:
+    root = _landsat_folder(tmp_path / "landsat", [("train", 48), ("train", 40), ("val", 48)])
+    recipe = _recipe("lsafnet")
+    recipe["data"]["resize"] = 64
+    with pytest.raises(InputError, match=r"different sizes \(.*0\.png is 48 x 48 px, .*1\.png is 40 x 40 px\)"):
+        open_training_data(recipe, root, "landsat-scd")
+    recipe["data"]["resize"] = 48  # the pairs' own size: nothing resized, nothing recorded
+    assert open_training_data(recipe, _landsat_folder(tmp_path / "same", [("train", 48), ("val", 48)]),
+                              "landsat-scd").card.training_resize is None
+    for bad in ("0", "-3", "51.5", '"big"'):
+        with pytest.raises(InputError, match=r"data\.resize must be a positive whole number"):
+            apply_overrides(load_recipe("lsafnet", None), {}, [f"data.resize={bad}"])
 
 
 def test_offline_imagenet_start_warns_falls_back_to_random_and_is_recorded(monkeypatch, tmp_path: Path) -> None:

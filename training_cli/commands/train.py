@@ -19,7 +19,7 @@ import torch
 
 from core.errors import InputError
 from core.models import registry
-from core.models.card import PRESETS
+from core.models.card import PRESETS, TrainingResize
 from core.models.checkpoint import make_card
 
 from ..recipes import apply_overrides, format_recipe, load_recipe
@@ -127,11 +127,41 @@ def open_training_data(recipe: dict[str, Any], root: Path, data_format: str | No
     val = open_dataset(root, data_format, "val", crop=None, **norm)
     card = make_card(spec.name, preset, options=recipe.get("options", {}), tile_size=crop,
                      dataset=f"{data_format} dataset {root.name} ({len(train)} training pairs)")
+    resized = training_resize((train, val), resize)
     card = dataclasses.replace(card, mean_t1=tuple(mean_t1), std_t1=tuple(std_t1), mean_t2=tuple(mean_t2),
-                               std_t2=tuple(std_t2))
+                               std_t2=tuple(std_t2), training_resize=resized)
     description = {"root": str(root), "format": data_format, "train_pairs": len(train), "val_pairs": len(val),
                    "normalisation": source}
     return TrainingData(train, val, card, description)
+
+
+def training_resize(datasets: tuple[Any, ...], size: int | None) -> TrainingResize | None:
+    """What ``data.resize`` does to the pairs, for the model card (``None``: used at their own size).
+
+    The card holds one factor, so pairs of different sizes, which ``resize`` would scale by different
+    factors, are refused with the first two sizes and their files.
+
+    Raises:
+        InputError: The pairs do not all have one size.
+    """
+    if not size:
+        return None
+    first: dict[tuple[int, int], Path] = {}
+    for dataset in datasets:
+        for sample, shape in zip(dataset.samples, dataset.sizes, strict=True):
+            first.setdefault(shape, sample.t1)
+    if len(first) > 1:
+        (shape_a, path_a), (shape_b, path_b) = list(first.items())[:2]
+        raise InputError(f"data.resize = {size}: the pairs have different sizes ({path_a} is {shape_a[1]} x "
+                         f"{shape_a[0]} px, {path_b} is {shape_b[1]} x {shape_b[0]} px), so resizing would scale "
+                         "each by another factor and the model card could not say which; bring the pairs to one "
+                         "size first or train without data.resize")
+    if not first:
+        return None
+    (height, width), = first
+    if (height, width) == (size, size):
+        return None
+    return TrainingResize(source_height=height, source_width=width, size=int(size))
 
 
 def dataset_statistics(dataset: Any) -> tuple[tuple[float, ...], ...]:
