@@ -156,22 +156,29 @@ def read_mapping_table(path: str | os.PathLike[str]) -> list[MappingRule]:
 # --- a raster's own legend -------------------------------------------------------------------
 
 def read_raster_legend(path: str | os.PathLike[str], band: int = 1) -> dict[int, ClassInfo]:
-    """The legend a raster carries: its ``.qml`` paletted style, else RAT, category names and colour table."""
+    """The legend of one band of a raster: its ``.qml`` paletted style, else RAT, category names and colour table."""
     legend = _read_gdal_legend(Path(path), band)
-    for code, info in read_qml_palette(qml_path_for(path)).items():
+    for code, info in read_qml_palette(qml_path_for(path), band).items():
         old = legend.get(code, ClassInfo())
         legend[code] = ClassInfo(info.name or old.name, info.color or old.color)
     return legend
 
 
-def read_qml_palette(qml: str | os.PathLike[str]) -> dict[int, ClassInfo]:
-    """The entries of a QGIS paletted (or unique-values pseudocolour) style; empty if there is none."""
+def read_qml_palette(qml: str | os.PathLike[str], band: int | None = None) -> dict[int, ClassInfo]:
+    """The entries of a QGIS paletted (or unique-values pseudocolour) style; empty if there is none.
+
+    With ``band``, a style that draws another band of the raster is no legend of this one
+    (a multi-band raster's ``.qml`` says which band its renderer draws).
+    """
     file = Path(qml)
     if not file.is_file():
         return {}
     try:
         root = ET.parse(file).getroot()
     except (ET.ParseError, OSError):
+        return {}
+    renderer = root.find(".//rasterrenderer")
+    if band is not None and renderer is not None and renderer.get("band", str(band)) != str(band):
         return {}
     legend: dict[int, ClassInfo] = {}
     for entry in [*root.iter("paletteEntry"), *root.iter("item")]:

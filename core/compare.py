@@ -5,6 +5,10 @@
 torch). It enters the products stage (:class:`~.products.ProductsStage`) with rows
 read from two categorical rasters instead of rows decoded from a network:
 
+0. one band of each raster holds the class codes: band 1 unless the caller chooses
+   another (``band_t1``, ``band_t2``); a multi-band raster read on band 1 because no
+   band was chosen is said in the log (an RGB rendering of a classification, or a
+   stack, would otherwise give a plausible but wrong map);
 1. T2 is aligned onto T1's grid by nearest neighbour (a category is never
    interpolated), over the area both cover; nodata in either date is nodata in every
    output (:class:`~.io.RasterPair` with ``categorical=True``);
@@ -41,7 +45,7 @@ from .classtable import (
     read_raster_legend,
 )
 from .errors import Cancelled, InputError
-from .io import RasterPair, open_raster, outputs_folders, terminate_cleanly, writing_outputs
+from .io import RasterPair, check_bands, open_raster, outputs_folders, terminate_cleanly, writing_outputs
 from .matrix import TransitionRow
 from .models.card import LandCoverClass
 from .product_table import COMPARE
@@ -93,6 +97,8 @@ class CompareSummary:
     outputs: dict[str, str] = field(default_factory=dict)
     width: int = 0
     height: int = 0
+    #: The band read from T1 and from T2.
+    bands: tuple[int, int] = (1, 1)
     classes: tuple[LandCoverClass, ...] = ()
     #: Harmonised class code of each class ``1..K`` (the order of ``classes``).
     codes: tuple[int, ...] = ()
@@ -126,6 +132,9 @@ def compare_classifications(
     outputs: OutputPaths,
     options: CompareOptions | None = None,
     progress: Progress | None = None,
+    *,
+    band_t1: int | None = None,
+    band_t2: int | None = None,
 ) -> CompareSummary:
     """Compare two land-cover maps of one area and write the requested products.
 
@@ -136,6 +145,9 @@ def compare_classifications(
             ``change_mask``, ``transitions_csv``, ``polygons``).
         options: Legends, mapping and minimum mapping unit.
         progress: Progress, log and cancel hooks.
+        band_t1, band_t2: The band (1-based) holding each date's class codes. None
+            reads band 1 and, when the raster has more bands, logs a warning saying
+            which band is compared and how to choose another.
 
     Returns:
         A summary with the classes compared and the paths written.
@@ -152,12 +164,11 @@ def compare_classifications(
     requested = check_outputs(outputs.requested(), COMPARE, lambda names: (
         f"comparing two land-cover maps gives no {', '.join(names)} (there is no probability without a model)"),
         inputs=_input_files(path_t1, path_t2, options), overwrite=options.overwrite)
-    for path in (path_t1, path_t2):
-        _check_categorical(path)
-    legends_in = _legends(path_t1, path_t2, options)
+    bands = (_class_band(path_t1, band_t1, "T1", progress), _class_band(path_t2, band_t2, "T2", progress))
+    legends_in = _legends(path_t1, path_t2, options, bands)
     mapping = read_mapping_table(options.mapping) if options.mapping else []
-    summary = CompareSummary()
-    with RasterPair(path_t1, path_t2, (1,), (1,), needed_bands=1, categorical=True) as pair:
+    summary = CompareSummary(bands=bands)
+    with RasterPair(path_t1, path_t2, bands[:1], bands[1:], needed_bands=1, categorical=True) as pair:
         summary.width, summary.height = pair.width, pair.height
         progress.info(f"comparison area: {pair.width} x {pair.height} px on T1's grid ({pair.crs})")
         rows = max(1, min(pair.height, CHUNK_PIXELS // max(1, pair.width)))
@@ -208,11 +219,49 @@ def compare_classifications(
 
 # --- inputs ----------------------------------------------------------------------------------
 
-def _check_categorical(path: str | os.PathLike[str]) -> None:
+def _class_band(path: str | os.PathLike[str], band: int | None, label: str, progress: Progress) -> int:
+    """The band of ``path`` that holds the class codes, checked: it exists and holds integers.
+
+    Raises:
+        InputError: the band is not one of the raster's (naming the file and how many
+            bands it has), or it holds floating-point values (a continuous image such as
+            NDVI or reflectance, not a map of class codes).
+    """
     with open_raster(path) as src:
-        if np.dtype(src.dtypes[0]).kind not in "iu":
-            raise InputError(f"{path} holds {src.dtypes[0]} values; a land-cover map must be an integer raster "
-                             "of class codes (convert it, e.g. with Raster > Conversion > Translate, type Byte)")
+        (number,) = check_bands([1 if band is None else band], src.count, f"{label} ({path})", 1)
+        dtype = src.dtypes[number - 1]
+        if np.dtype(dtype).kind not in "iu":
+            raise InputError(
+                f"{label} ({path}), band {number}, holds {dtype} values; a land-cover map must be an integer "
+                "raster of class codes (choose the band that holds the codes, or convert it, e.g. with Raster > "
+                "Conversion > Translate, type Byte)")
+        if src.count > 1:
+            _say_which_band(label, path, number, src.count, band is not None,
+                            {"red", "green", "blue"} <= {c.name for c in src.colorinterp}, progress)
+    return number
+
+
+def _say_which_band(label: str, path: str | os.PathLike[str], number: int, count: int, chosen: bool,
+                    marked_rgb: bool, progress: Progress) -> None:
+    """Log which band of a multi-band map is compared; warn when nobody chose it, or when it may be a picture.
+
+    A multi-band raster read on band 1 by default is the silent mistake this guards
+    against (an RGB rendering of a classification, a stack). A raster whose bands are
+    marked red, green and blue may be a rendered picture: a colour channel read as
+    class codes gives a plausible but wrong map, whichever band is chosen.
+    """
+    picture = ("its bands are marked red, green and blue: if it is a rendered picture of a classification (a "
+               "screenshot, or a map exported as a rendered image), compare the classification's own codes "
+               "instead, since a colour is not a class code")
+    if not chosen:
+        progress.info(f"warning: {label} ({path}) has {count} bands and no band was chosen: band 1 is compared. "
+                      + (picture[0].upper() + picture[1:] + ". " if marked_rgb else "")
+                      + f"If the class codes are in another band, choose it (BAND_{label} in QGIS and "
+                      f"qgis_process, band_{label.lower()}= in Python)")
+        return
+    progress.info(f"{label} ({path}): band {number} of {count} is compared")
+    if marked_rgb:
+        progress.info(f"warning: {label} ({path}): {picture}")
 
 
 @dataclass
@@ -224,9 +273,10 @@ class _DateLegends:
     tables: dict[int, ClassInfo]
 
 
-def _legends(path_t1: str | os.PathLike[str], path_t2: str | os.PathLike[str], options: CompareOptions) -> _DateLegends:
-    t1 = read_raster_legend(path_t1)
-    t2 = read_raster_legend(path_t2)
+def _legends(path_t1: str | os.PathLike[str], path_t2: str | os.PathLike[str], options: CompareOptions,
+             bands: tuple[int, int]) -> _DateLegends:
+    t1 = read_raster_legend(path_t1, bands[0])
+    t2 = read_raster_legend(path_t2, bands[1])
     t1.update(options.legend_t1 or {})
     t2.update(options.legend_t2 or {})
     table_t1 = read_class_table(options.class_table) if options.class_table else {}

@@ -217,15 +217,14 @@ def run_change_detection(
             network = network.to(memory_format=torch.channels_last)
         backend = select_backend(
             network, card, requested=options.backend, device=device_choice.device, model_size=grid.model_size,
-            batch_size=options.batch_size, int8=options.int8,
-            # a precision chosen by "auto" yields to a runtime; one the user asked for keeps torch
-            autocast_dtype=autocast_dtype if (options.precision or "auto").lower() != "auto" else None,
+            batch_size=options.batch_size, int8=options.int8, autocast_dtype=autocast_dtype,
+            precision_named=(options.precision or "auto").lower() != "auto",
             calibration=lambda: _calibration_tiles(pair, grid, scalings), cache_dir=options.backend_cache_dir,
             expected_batches=-(-len(grid) // options.batch_size))
         summary.backend = backend.describe()
+        autocast_dtype = backend.autocast  # the runtimes set their own arithmetic
         if backend.name != "torch":
-            autocast_dtype = None
-            summary.precision = f"{'int8' if backend.int8 else 'fp32'} ({backend.name})"
+            summary.precision = f"{backend.precision} ({backend.name}; {precision_reason})"
         progress.info(f"backend: {summary.backend}; precision: {summary.precision}")
         # Polygons take the last part of the bar; everything else in the products stage is quick.
         share = INFERENCE_SHARE_WITH_POLYGONS if outputs.polygons is not None else 1.0

@@ -17,6 +17,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterBand,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
@@ -37,12 +38,16 @@ from .destinations import check_destinations
 CSV_FILTER = "CSV files (*.csv);;All files (*.*)"
 
 
-def layer_palette(layer: QgsRasterLayer | None) -> dict[int, tuple[str, tuple[int, int, int]]]:
-    """The classes of a layer drawn with a paletted renderer (main thread): code -> (label, colour)."""
+def layer_palette(layer: QgsRasterLayer | None, band: int = 1) -> dict[int, tuple[str, tuple[int, int, int]]]:
+    """The classes of a layer drawn with a paletted renderer (main thread): code -> (label, colour).
+
+    Only a renderer that draws ``band`` names that band's codes: a palette on another band
+    of a stack describes other codes.
+    """
     if layer is None:
         return {}
     renderer = layer.renderer()
-    if not isinstance(renderer, QgsPalettedRasterRenderer):
+    if not isinstance(renderer, QgsPalettedRasterRenderer) or renderer.band() != band:
         return {}
     palette = {}
     for entry in renderer.classes():
@@ -56,6 +61,8 @@ def layer_palette(layer: QgsRasterLayer | None) -> dict[int, tuple[str, tuple[in
 class CompareClassificationsAlgorithm(ChangeAlgorithm):
     """Compares two categorical rasters and writes the from-to products."""
 
+    BAND_T1 = "BAND_T1"
+    BAND_T2 = "BAND_T2"
     CLASS_TABLE = "CLASS_TABLE"
     CLASS_TABLE_T2 = "CLASS_TABLE_T2"
     MAPPING = "MAPPING"
@@ -65,6 +72,9 @@ class CompareClassificationsAlgorithm(ChangeAlgorithm):
         "INPUT_T1": "The earlier land-cover map. Its grid (CRS, pixel size, extent) is the grid of every output.",
         "INPUT_T2": "The later map of the same area, in any CRS, resolution or extent: it is aligned onto T1's grid "
                     "by nearest neighbour.",
+        BAND_T1: "The band of T1 that holds the class codes (default: band 1). A multi-band T1 compared on band 1 "
+                 "because no band was given is reported in the log. A band T1 does not have is refused.",
+        BAND_T2: "The band of T2 that holds the class codes (default: band 1), as for T1.",
         CLASS_TABLE: "Optional CSV with one row per class: code,name,colour (colour as #rrggbb). Overrides the "
                      "maps' own legends (colour table, category names, attribute table, a .qml beside the file, or "
                      "the layer's paletted style). Codes without a name are named by their code and listed in the log.",
@@ -105,6 +115,10 @@ class CompareClassificationsAlgorithm(ChangeAlgorithm):
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_T1, "Earlier land-cover map (T1)"))
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_T2, "Later land-cover map (T2)"))
+        for name, title, layer in ((self.BAND_T1, "Band of T1 holding the class codes", self.INPUT_T1),
+                                   (self.BAND_T2, "Band of T2 holding the class codes", self.INPUT_T2)):
+            # Optional so that scripts, qgis_process and existing models may leave it out (band 1, said in the log).
+            self.addParameter(QgsProcessingParameterBand(name, title, 1, layer, optional=True))
         for name, title in ((self.CLASS_TABLE, "Class table (CSV: code, name, colour)"),
                             (self.CLASS_TABLE_T2, "Class table of T2, when its legend differs (CSV)"),
                             (self.MAPPING, "Mapping table harmonising the codes (CSV: code, target code)")):
@@ -122,9 +136,20 @@ class CompareClassificationsAlgorithm(ChangeAlgorithm):
                          feedback: QgsProcessingFeedback) -> bool:
         super().prepareAlgorithm(parameters, context, feedback)  # the inputs, or the refusal of them
         if self.refusal is None:
-            self.palettes = [layer_palette(self.parameterAsRasterLayer(parameters, key, context))
-                             for key in (self.INPUT_T1, self.INPUT_T2)]  # the renderer may be read here only
+            self.palettes = [layer_palette(self.parameterAsRasterLayer(parameters, key, context), band or 1)
+                             for key, band in zip((self.INPUT_T1, self.INPUT_T2), self.bands(parameters, context),
+                                                  strict=True)]  # the renderer may be read here only
         return True
+
+    def bands(self, parameters: dict[str, Any], context: QgsProcessingContext) -> tuple[int | None, int | None]:
+        """The band chosen for each date; None where none was given (the core reads band 1 and says so).
+
+        The dialog and the batch interface always pass a band; ``qgis_process``, scripts and
+        models may leave it out.
+        """
+        chosen = [self.parameterAsInt(parameters, key, context) if parameters.get(key) is not None else None
+                  for key in (self.BAND_T1, self.BAND_T2)]
+        return chosen[0], chosen[1]
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
@@ -149,7 +174,8 @@ class CompareClassificationsAlgorithm(ChangeAlgorithm):
         return self.run_on_inputs(
             request, context, feedback,
             lambda: compare_runner.run(request, tables[self.CLASS_TABLE], tables[self.CLASS_TABLE_T2],
-                                       tables[self.MAPPING], self.palettes, feedback),
+                                       tables[self.MAPPING], self.palettes, feedback,
+                                       bands=self.bands(parameters, context)),
             f"Land-cover change {request.t1_name} -> {request.t2_name}")
 
     def build_request(self, parameters: dict[str, Any], context: QgsProcessingContext) -> RunRequest:
@@ -181,7 +207,8 @@ class CompareClassificationsAlgorithm(ChangeAlgorithm):
             "your own classifications) and shows <b>what became what</b>: a from-to map whose legend reads "
             "<i>Tree cover -> Built-up</i>, the change matrix in pixels and hectares, polygons and a report. No model "
             "is needed.",
-            "<b>Inputs:</b> two categorical rasters with integer class codes of any kind. T2 is aligned onto T1's "
+            "<b>Inputs:</b> two categorical rasters with integer class codes of any kind, read from the band chosen "
+            "for each (band 1 by default). T2 is aligned onto T1's "
             "grid by nearest neighbour (classes are never interpolated); nodata in either map is nodata in every "
             "result. Class names and colours come from each map's own legend or from a class table.",
             "<b>Outputs:</b> the from-to map (only the transitions present in its legend); optionally both maps on "

@@ -37,8 +37,11 @@ class Outcome:
 
 
 def run(request: RunRequest, class_table: str | None, class_table_t2: str | None, mapping: str | None,
-        palettes: list[Palette], feedback: QgsProcessingFeedback) -> Outcome:
+        palettes: list[Palette], feedback: QgsProcessingFeedback,
+        bands: tuple[int | None, int | None] = (None, None)) -> Outcome:
     """Compare the two maps of ``request``, then write the report; clean up everything on failure.
+
+    ``bands`` holds the band of each date's class codes, None where the user chose none.
 
     Raises:
         QgsProcessingException: with the core's message for anything the user can fix, including a cancel.
@@ -50,7 +53,8 @@ def run(request: RunRequest, class_table: str | None, class_table_t2: str | None
         options = CompareOptions(class_table=class_table, class_table_t2=class_table_t2, mapping=mapping,
                                  legend_t1=_legend(palettes[0]), legend_t2=_legend(palettes[1]),
                                  min_patch_pixels=request.min_area, overwrite=True)  # checked by check_destinations
-        summary = compare_classifications(request.t1, request.t2, outputs, options, FeedbackProgress(feedback))
+        summary = compare_classifications(request.t1, request.t2, outputs, options, FeedbackProgress(feedback),
+                                          band_t1=bands[0], band_t2=bands[1])
         written.extend(Path(p) for p in summary.outputs.values())
         outcome = Outcome(summary, written=dict(summary.outputs))
         legends = Legends(COMPARE, summary.classes, classes_inside_change_only=False, present_only=True)
@@ -80,8 +84,8 @@ def _legend(palette: Palette) -> dict[int, ClassInfo]:
 
 def _facts(request: RunRequest, summary: CompareSummary) -> list[tuple[str, str]]:
     return [
-        ("Earlier map (T1)", f"{request.t1_name} ({request.t1})"),
-        ("Later map (T2)", f"{request.t2_name} ({request.t2})"),
+        ("Earlier map (T1)", f"{request.t1_name} ({request.t1}), band {summary.bands[0]}"),
+        ("Later map (T2)", f"{request.t2_name} ({request.t2}), band {summary.bands[1]}"),
         ("Classes compared", ", ".join(f"{code} {c.name}" for code, c in zip(summary.codes, summary.classes,
                                                                             strict=True))),
         ("Comparison area", f"{summary.width} x {summary.height} pixels"),

@@ -12,7 +12,7 @@ import importlib
 import platform
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,39 +107,72 @@ def _quoted(packages: list[str]) -> str:
     return " ".join(f'"{name}{requirements[name]}"' if requirements.get(name) else name for name in packages)
 
 
+def pip_install_command(system: str, build: str, python: str, packages: Sequence[str]) -> str:
+    """The one shell command that installs ``packages`` into QGIS's Python: what messages and the README show.
+
+    PyPI's torch is a different build on each platform: on Windows and macOS it is the CPU
+    build (on macOS it also uses the Apple GPU); on Linux it is the CUDA build of
+    :data:`~.installer.PYPI_LINUX_CUDA`, and the CPU build comes from PyTorch's CPU index. A
+    CUDA build for Windows, or one for an older Linux driver, comes from PyTorch's index for
+    that CUDA version. The versions are the pins of ``runtime-requirements.txt``.
+
+    Args:
+        system: ``platform.system()``: ``"Windows"``, ``"Darwin"`` or ``"Linux"``.
+        build: ``"cpu"`` or one of :data:`~.installer.CUDA_BUILDS`; only torch has builds, so
+            without torch in ``packages`` it changes nothing.
+        python: QGIS's interpreter. On Windows the OSGeo4W Shell's ``python`` is QGIS's own and is
+            called by that name.
+        packages: pip names of the packages.
+
+    Raises:
+        ValueError: A CUDA build on macOS, or a build PyTorch does not publish.
+    """
+    if build != "cpu" and build not in installer.CUDA_BUILDS:
+        raise ValueError(f"unknown torch build {build!r}: 'cpu' or one of {', '.join(installer.CUDA_BUILDS)}")
+    names = _quoted(list(packages))
+    torch = "torch" in packages
+    index = f" --index-url {installer.PYTORCH_INDEX}/{build}"
+    if system == "Windows":
+        return f"python -m pip install {names}" + (index if torch and build != "cpu" else "")
+    if system == "Darwin" and torch and build != "cpu":
+        raise ValueError("there is no CUDA build of torch for macOS")
+    command = f'"{python}" -m pip install --user {names}'
+    if Path(python).is_relative_to("/usr"):
+        # Debian/Ubuntu mark the system Python as externally managed (PEP 668).
+        command += " --break-system-packages"
+    if system == "Darwin" or not torch or build == installer.PYPI_LINUX_CUDA:
+        return command
+    return command + index
+
+
 def install_instructions(packages: list[str]) -> str:
     """The exact commands that install ``packages`` into QGIS's Python on this system, for a CPU and a CUDA build.
 
-    PyPI's torch is a different build on each platform: on Windows and macOS it is the CPU
-    build (on macOS it also uses the Apple GPU); on Linux it is the CUDA build, and the CPU
-    build comes from PyTorch's CPU index. A CUDA build for Windows, or one for an older
-    Linux driver, comes from PyTorch's index for that CUDA version.
+    The commands come from :func:`pip_install_command`; the CUDA build is the newest one the
+    driver found runs (an older one when no NVIDIA driver answers).
     """
-    names = _quoted(packages)
     system = platform.system()
     build = installer.detect_gpu().fitting_build or installer.CUDA_BUILDS[1]
-    cpu_index = f"--index-url {installer.PYTORCH_INDEX}/cpu"
-    cuda_index = f"--index-url {installer.PYTORCH_INDEX}/{build}"
-    torch = "torch" in packages
+    python = "python" if system == "Windows" else python_executable()
+
+    def command(build: str) -> str:
+        return pip_install_command(system, build, python, packages)
+
     if system == "Windows":
-        command = f"python -m pip install {names}"
         text = ("close QGIS, open the 'OSGeo4W Shell' from the Start menu (as administrator if QGIS is installed for "
-                f"all users) and run, for the CPU build:  {command}")
-        if torch:
-            text += f"  or, for an NVIDIA GPU (CUDA build):  {command} {cuda_index}"
+                f"all users) and run, for the CPU build:  {command('cpu')}")
+        if "torch" in packages:
+            text += f"  or, for an NVIDIA GPU (CUDA build):  {command(build)}"
         return text
-    python = python_executable()
-    base = f'"{python}" -m pip install --user {names}'
-    if Path(python).is_relative_to("/usr"):
-        # Debian/Ubuntu mark the system Python as externally managed (PEP 668).
-        base += " --break-system-packages"
     if system == "Darwin":
-        return f"close QGIS, open Terminal and run:  {base}  (this build also uses the Apple GPU; there is no CUDA)"
-    if not torch:
-        return f"close QGIS, open a terminal and run:  {base}"
-    return (f"close QGIS, open a terminal and run, for the CPU build:  {base} {cpu_index}  or, for an NVIDIA GPU "
-            f"(CUDA build; PyPI's default on Linux, for recent drivers):  {base}  or, for an older driver:  "
-            f"{base} {cuda_index}")
+        return (f"close QGIS, open Terminal and run:  {command('cpu')}  (this build also uses the Apple GPU; there is "
+                "no CUDA)")
+    if "torch" not in packages:
+        return f"close QGIS, open a terminal and run:  {command('cpu')}"
+    older = build if build != installer.PYPI_LINUX_CUDA else installer.CUDA_BUILDS[1]
+    return (f"close QGIS, open a terminal and run, for the CPU build:  {command('cpu')}  or, for an NVIDIA GPU "
+            f"(CUDA build; PyPI's default on Linux, for recent drivers):  {command(installer.PYPI_LINUX_CUDA)}  "
+            f"or, for an older driver:  {command(older)}")
 
 
 def missing_message(missing: list[MissingPackage]) -> str:

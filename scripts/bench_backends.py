@@ -30,6 +30,7 @@ from core import synthetic
 from core.backends import runtime_available, select_backend
 from core.devices import cpu_has_fast_bf16
 from core.engine import OutputPaths, RunOptions, run_change_detection
+from core.errors import InputError
 from core.models.card import SECOND_CLASSES
 from core.models.checkpoint import load_checkpoint, make_card
 from core.models.registry import build_model, get_spec, model_names
@@ -121,22 +122,23 @@ def _forwards(network: torch.nn.Module, card, size: int, batch: int, cache: Path
         return forward
 
     runs: dict[str, Callable] = {"torch fp32": torch_forward(None)}
-    if cpu_has_fast_bf16():
+    bf16 = cpu_has_fast_bf16()
+    if bf16:
         runs["torch bf16"] = torch_forward(torch.bfloat16)
-    for runtime in ("onnxruntime", "openvino"):
-        if runtime_available(runtime):
-            runs[f"{runtime} fp32"] = select_backend(network, card, requested=runtime, model_size=size,
-                                                     batch_size=batch, cache_dir=cache)
-        else:
-            print(f"    ({runtime} not installed: python -m pip install {runtime})")
-    if runtime_available("onnxruntime"):
-        runs["onnxruntime int8"] = select_backend(network, card, requested="onnxruntime", int8=True,
-                                                  calibration=lambda: tiles, model_size=size, batch_size=batch,
-                                                  cache_dir=cache)
-        if runtime_available("openvino"):
-            runs["openvino int8"] = select_backend(network, card, requested="openvino", int8=True,
-                                                   calibration=lambda: tiles, model_size=size, batch_size=batch,
-                                                   cache_dir=cache)
+    variants = [("onnxruntime fp32", "onnxruntime", None, False), ("openvino fp32", "openvino", None, False)]
+    if bf16:
+        variants.append(("openvino bf16", "openvino", torch.bfloat16, False))
+    variants += [("onnxruntime int8", "onnxruntime", None, True), ("openvino int8", "openvino", None, True)]
+    for label, runtime, autocast, int8 in variants:
+        if not runtime_available(runtime) or (int8 and not runtime_available("onnxruntime")):
+            print(f"    ({label}: {runtime} not installed: python -m pip install {runtime})")
+            continue
+        try:
+            runs[label] = select_backend(network, card, requested=runtime, model_size=size, batch_size=batch,
+                                         autocast_dtype=autocast, int8=int8, calibration=lambda: tiles,
+                                         cache_dir=cache)
+        except InputError as error:
+            print(f"    ({label}: cannot run: {error})")
     return runs
 
 
@@ -200,43 +202,80 @@ def breakdown(timings: dict[str, float], wall: float) -> str:
 SEAM_BAND = 2
 
 
-def bench_tiles(trained: Path | None, size: int = 1024) -> None:
-    print(f"\n== 9. tile size and overlap from data ({size} x {size} synthetic scene with ground truth)")
+def _landscape_scene(folder: Path, card, size: int, seed: int) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    """A scene like the training CLI's ``synthetic`` ones (what a model trained on them knows), on one grid.
+
+    Returns both dates and the truth: the change mask and the engine's from-to codes.
+    """
+    import rasterio
+
+    classes = card.classes if card.task == "semantic" and card.classes else SECOND_CLASSES
+    paths = synthetic.write_scene(folder, classes, size=size, seed=seed, t2_crs=None, nodata_border=0.0)
+    with rasterio.open(paths.truth_change) as change, rasterio.open(paths.truth_fromto) as fromto:
+        return paths.t1, paths.t2, change.read(1).astype(bool), fromto.read(1)
+
+
+def bench_tiles(trained: Path | None, size: int = 1024, tiles: str = "256,512,1024") -> None:
+    print(f"\n== 10. tile size and overlap from data ({size} x {size} synthetic scene with ground truth)")
     if trained is None:
         print("  skipped: needs a trained model. Train one with the training CLI (python -m training_cli train ...,"
-              " see docs/training.md) and pass it with --trained FILE; an untrained network's probabilities carry"
-              " no signal to judge seams or accuracy by.")
+              " see docs/training.md; `make demo` leaves one under build/demo/model/) and pass it with "
+              "--trained FILE; an untrained network's probabilities carry no signal to judge seams or accuracy by.")
         return
     import rasterio
 
+    from core.encode import fromto_pairs
+    from core.metrics import SemanticConfusion
+
     network, card = load_checkpoint(trained)
+    semantic = card.task == "semantic"
     with tempfile.TemporaryDirectory(prefix="scd-bench-tiles-") as folder:
         work = Path(folder)
-        t1, t2, scene = synthetic.write_pair(work / "scene", [c.color for c in card.classes] or PALETTE,
-                                             height=size, width=size, seed=21)
-        truth = scene.changed
+        t1, t2, truth, truth_codes = _landscape_scene(work / "scene", card, size, seed=21)
 
-        def run(tile: int, overlap: int) -> tuple[np.ndarray, float]:
-            out = work / f"prob_{tile}_{overlap}.tif"
+        def run(tile: int, overlap: int) -> tuple[np.ndarray, np.ndarray | None, float]:
+            out = work / f"{tile}_{overlap}"
+            products = OutputPaths(change_prob=out.with_suffix(".prob.tif"),
+                                   fromto=out.with_suffix(".fromto.tif") if semantic else None)
             started = time.perf_counter()
-            run_change_detection(t1, t2, (network, card), OutputPaths(change_prob=out),
+            run_change_detection(t1, t2, (network, card), products,
                                  RunOptions(tile_size=tile, overlap=overlap, device="cpu", precision="fp32",
                                             backend="auto", backend_cache_dir=work / "cache"))
             seconds = time.perf_counter() - started
-            with rasterio.open(out) as src:
-                return src.read(1), seconds
+            with rasterio.open(products.change_prob) as src:
+                prob = src.read(1)
+            codes = None
+            if semantic:
+                with rasterio.open(products.fromto) as src:
+                    codes = np.where(src.read_masks(1) > 0, src.read(1), 0)  # nodata (none expected): unchanged
+            return prob, codes, seconds
 
-        whole, _ = run(size, 0)
-        print(f"  {'tile':>5s} {'overlap':>7s} {'truth agr %':>11s} {'whole agr %':>11s} {'seam ratio':>10s} "
-              f"{'Mpx/s':>6s}")
-        for tile in (256, 512, 1024):
-            for overlap in (0, 32, 64, 128):
+        def f_scd(codes: np.ndarray) -> float:
+            confusion = SemanticConfusion(card.num_classes)
+            for ours, theirs in zip(fromto_pairs(codes, card.num_classes),
+                                    fromto_pairs(truth_codes, card.num_classes), strict=True):
+                confusion.update(ours[None], theirs[None])
+            return confusion.compute()["f_scd"]
+
+        whole, whole_codes, _ = run(size, 0)
+        print(f"  (the model card's tile size is {card.tile_size} px; the engine's default overlap is a quarter "
+              "tile; Mpx/s after a warm-up run per tile size, so without the one-off export)")
+        print(f"  {'tile':>5s} {'overlap':>7s} {'change = truth %':>16s} {'F_scd':>6s} {'= whole image %':>15s} "
+              f"{'seam ratio':>10s} {'Mpx/s':>6s}")
+        print(f"  {'whole':>5s} {0:7d} {100 * ((whole > 0.5) == truth).mean():16.2f} "
+              f"{f_scd(whole_codes) if semantic else float('nan'):6.3f} {100.0:15.2f} {'':>10s} {'':>6s}")
+        for tile in sorted({int(tile) for tile in tiles.split(",")} | {card.tile_size}):
+            if tile > size:
+                continue
+            run(tile, 0)  # warm-up: exports this tile size into the cache
+            for overlap in sorted({0, 32, 64, 128, tile // 4}):
                 if overlap >= tile // 2:
                     continue
-                prob, seconds = run(tile, overlap)
+                prob, codes, seconds = run(tile, overlap)
                 changed = prob > 0.5
-                print(f"  {tile:5d} {overlap:7d} {100 * (changed == truth).mean():11.2f} "
-                      f"{100 * (changed == (whole > 0.5)).mean():11.2f} {_seam_ratio(prob, tile, overlap):10.2f} "
+                print(f"  {tile:5d} {overlap:7d} {100 * (changed == truth).mean():16.2f} "
+                      f"{f_scd(codes) if codes is not None else float('nan'):6.3f} "
+                      f"{100 * (changed == (whole > 0.5)).mean():15.2f} {_seam_ratio(prob, tile, overlap):10.2f} "
                       f"{size * size / 1e6 / seconds:6.3f}")
 
 

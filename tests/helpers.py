@@ -146,16 +146,20 @@ def register_tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
 def write_map(path: Path, data: np.ndarray, *, crs: str = "EPSG:32633", transform: object = None,
               nodata: float | None = 0, names: dict[int, str] | None = None,
               colors: dict[int, tuple[int, int, int]] | None = None) -> Path:
-    """A categorical GeoTIFF (a land-cover map), optionally with category names and a colour table."""
+    """A categorical GeoTIFF (a land-cover map), optionally with category names and a colour table (band 1).
+
+    ``data`` of shape ``[bands, height, width]`` gives a multi-band raster (a stack, or an RGB rendering).
+    """
     import rasterio
     from rasterio.transform import from_origin
 
     from core.io import gdal_session
 
     transform = transform or from_origin(500000, 4000000, 10, 10)
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
+    bands = data if data.ndim == 3 else data[np.newaxis]
+    with rasterio.open(path, "w", driver="GTiff", width=bands.shape[2], height=bands.shape[1], count=len(bands),
                        dtype=data.dtype, crs=crs, transform=transform, nodata=nodata) as dst:
-        dst.write(data, 1)
+        dst.write(bands)
         if colors:
             dst.write_colormap(1, {k: (*v, 255) for k, v in colors.items()})
     if names:
@@ -163,6 +167,32 @@ def write_map(path: Path, data: np.ndarray, *, crs: str = "EPSG:32633", transfor
             dataset = gdal.Open(str(path))
             dataset.GetRasterBand(1).SetCategoryNames([names.get(v, "") for v in range(max(names) + 1)])
             dataset = None
+    return path
+
+
+def move_to_band_2(path: Path, filler: int = 1) -> Path:
+    """Rewrite a one-band land-cover map in place as band 2 of a 2-band stack, with its category names (a
+    GeoTIFF holds a colour table on band 1 only); band 1 holds ``filler`` (a code the map does not use), so
+    reading the wrong band shows in every result."""
+    from core.io import gdal_session
+
+    with rasterio.open(path) as src:
+        data, crs, transform, nodata = src.read(1), src.crs, src.transform, src.nodata
+    with gdal_session() as gdal:
+        dataset = gdal.Open(str(path))
+        band = dataset.GetRasterBand(1)
+        band.GetDefaultRAT()  # GDAL 3.6 reads the .aux.xml lazily
+        names = band.GetCategoryNames()
+        band = dataset = None
+    for extra in path.parent.glob(path.name + ".*"):  # the .aux.xml of the one-band map
+        extra.unlink()
+    write_map(path, np.stack([np.full_like(data, filler), data]), crs=crs, transform=transform, nodata=nodata)
+    with gdal_session() as gdal:
+        dataset = gdal.Open(str(path), gdal.GA_Update)
+        band = dataset.GetRasterBand(2)
+        if names:
+            band.SetCategoryNames(names)
+        band = dataset = None
     return path
 
 

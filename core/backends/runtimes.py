@@ -2,9 +2,9 @@
 
 Both runtimes get as many threads as PyTorch was given (``torch.get_num_threads``),
 so a caller that limits PyTorch (the tests, QGIS leaving a core for rendering)
-limits them too. OpenVINO is told to compute in fp32: on CPUs with AMX it would
-otherwise pick bf16 by itself, which changes labels; reduced precision is a choice
-the user makes (int8), not one a runtime makes silently. OpenVINO compiles for one
+limits them too. OpenVINO is told its precision: left alone it picks bf16 by itself
+on CPUs with AMX, so the run's precision (fp32, or bf16 where the engine would
+autocast PyTorch to bf16) is always the engine's choice, made once for every backend. OpenVINO compiles for one
 static batch size (dynamic shapes cost speed on CPU), so a shorter last batch is
 padded with zeros and the padding cut from the outputs.
 """
@@ -66,7 +66,7 @@ class OpenVinoForward:
     """``(x1, x2) -> dict[str, Tensor]`` over an OpenVINO CPU model compiled for one batch size."""
 
     def __init__(self, path: Path, output_names: Sequence[str], batch_size: int, bands: int, size: int,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, precision: str = "f32") -> None:
         import openvino as ov
 
         core = ov.Core()
@@ -74,7 +74,7 @@ class OpenVinoForward:
         model.reshape({name: [batch_size, bands, size, size] for name in INPUT_NAMES})
         config: dict[str, Any] = {
             "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
-            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_PRECISION_HINT": precision,
             "PERFORMANCE_HINT": "LATENCY",
             # OpenVINO keeps its compiled kernels here, keyed by model and settings: the next run
             # of the same graph skips most of the compile (several seconds for these networks)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from torch import nn
 from ..errors import InputError
 from ..models.card import ModelCard
 from ..version import __version__
+from . import measure
 from .cache import CacheEntry, OnnxCache, default_cache_dir
 from .export import OPSET, export_onnx
 from .quantize import CalibrationSample, calibration_digest, quantize_int8
@@ -24,15 +27,16 @@ log = logging.getLogger(__name__)
 
 BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino")
 
-#: CPU runtimes ``auto`` tries, fastest first (``make bench`` section 7, docs/performance.md): on a
-#: 2-core AVX-512 CPU under load OpenVINO took 0.33-0.60 x the time of today's PyTorch path and
-#: ONNX Runtime 0.45-0.62 x; OpenVINO was faster on three networks of four (level on GAPL-SCD) and
-#: also ran the int8 graph faster. ONNX Runtime is the fall-back (and always makes the int8 graph).
+#: Runtimes an int8 run tries when it is too short to measure them, fastest first: OpenVINO ran
+#: the int8 graph faster than ONNX Runtime on every network measured (docs/performance.md);
+#: it cannot compile every quantised graph, and ONNX Runtime then takes over.
 AUTO_ORDER = ("openvino", "onnxruntime")
 
-#: ``auto`` exports only for runs of at least this many batches (or when the export is cached):
-#: a first export costs about as much as a few forward passes, more than a tiny scene gains.
-AUTO_MIN_BATCHES = 8
+#: ``auto`` measures the candidates (:mod:`.measure`: PyTorch and each installed runtime, three
+#: forward passes apiece, plus one export) only on a run of at least this many batches, so that
+#: measuring costs at most about half of the run, once; shorter runs take PyTorch until a longer
+#: run has measured.
+AUTO_MEASURE_BATCHES = 24
 
 INSTALL_HINT = ("for faster CPU inference install ONNX Runtime (or OpenVINO) into the Python that runs this: "
                 "python -m pip install onnxruntime")
@@ -50,6 +54,8 @@ class InferenceBackend:
         forward: ``(x1, x2) -> dict`` of output tensors with the model contract's keys.
         int8: True when the graph is int8-quantised.
         model_path: The cached ONNX file in use (None for torch).
+        autocast: For torch, the autocast dtype the engine wraps the forward pass in (None: fp32).
+        precision: What the arithmetic is: ``fp32``, ``bf16`` or ``int8``.
     """
 
     name: str
@@ -57,6 +63,8 @@ class InferenceBackend:
     forward: Forward
     int8: bool = False
     model_path: Path | None = None
+    autocast: torch.dtype | None = None
+    precision: str = "fp32"
 
     @property
     def channels_last(self) -> bool:
@@ -67,12 +75,12 @@ class InferenceBackend:
         return self.forward(x1, x2)
 
     def describe(self) -> str:
-        return f"{self.name}{' int8' if self.int8 else ''} ({self.reason})"
+        return f"{self.name} {self.precision} ({self.reason})"
 
 
 def select_backend(network: nn.Module, card: ModelCard, *, requested: str = "auto",
                    device: torch.device | None = None, model_size: int, batch_size: int,
-                   autocast_dtype: torch.dtype | None = None, int8: bool = False,
+                   autocast_dtype: torch.dtype | None = None, precision_named: bool = False, int8: bool = False,
                    calibration: Callable[[], CalibrationSample] | None = None,
                    cache_dir: str | os.PathLike[str] | None = None,
                    expected_batches: int | None = None) -> InferenceBackend:
@@ -85,11 +93,14 @@ def select_backend(network: nn.Module, card: ModelCard, *, requested: str = "aut
         device: The run's device; runtimes other than torch are CPU only.
         model_size: Tile side after padding, as the network sees it.
         batch_size: Tiles per forward pass.
-        autocast_dtype: The run's reduced precision, if any (``auto`` then keeps torch).
+        autocast_dtype: The run's reduced precision (:func:`~core.devices.select_precision`), None for
+            fp32. OpenVINO computes in bf16 where this is bf16; ONNX Runtime always in fp32.
+        precision_named: The user named the precision; a named reduced precision keeps ``auto`` on
+            PyTorch, whose autocast is the one that honours every choice.
         int8: Quantise to int8 (ONNX Runtime's quantiser; needs ``calibration``).
         calibration: Gives the calibration tiles, called only when no int8 file is cached.
         cache_dir: Cache folder (default: :func:`~.cache.default_cache_dir`).
-        expected_batches: Batches the run will need; small runs stay on torch under ``auto``.
+        expected_batches: Batches the run will need; ``auto`` measures only on long runs.
 
     Returns:
         The backend; its ``reason`` says why it was chosen (or why the others were not).
@@ -106,40 +117,141 @@ def select_backend(network: nn.Module, card: ModelCard, *, requested: str = "aut
         if int8:
             raise InputError("int8 runs on ONNX Runtime or OpenVINO; choose backend 'auto', 'onnxruntime' "
                              "or 'openvino', or turn int8 off")
-        return InferenceBackend("torch", "requested", network)
+        return _torch(network, "requested", autocast_dtype)
+    run = _Run(network, card, device, model_size, batch_size, autocast_dtype, int8, _once(calibration), cache_dir)
     if requested != "auto":
-        return _runtime_backend(requested, network, card, device, model_size, batch_size, int8, calibration,
-                                cache_dir, reason="requested")
-    return _auto(network, card, device, model_size, batch_size, autocast_dtype, int8, calibration, cache_dir,
-                 expected_batches)
+        return run.runtime(requested, reason="requested")
+    return _auto(run, precision_named, expected_batches)
 
 
-def _auto(network: nn.Module, card: ModelCard, device: torch.device, model_size: int, batch_size: int,
-          autocast_dtype: torch.dtype | None, int8: bool, calibration: Callable[[], CalibrationSample] | None,
-          cache_dir: str | os.PathLike[str] | None, expected_batches: int | None) -> InferenceBackend:
-    if device.type != "cpu":
-        if int8:
-            raise InputError(f"int8 runs on the CPU only; choose device 'cpu' or turn int8 off (device: {device})")
-        return InferenceBackend("torch", f"auto: PyTorch on {device.type}", network)
-    if autocast_dtype is not None:
-        short = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(autocast_dtype, str(autocast_dtype))
-        return InferenceBackend("torch", f"auto: PyTorch for {short} autocast", network)
+def _torch(network: nn.Module, reason: str, autocast: torch.dtype | None) -> InferenceBackend:
+    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(autocast, str(autocast))
+    return InferenceBackend("torch", reason, network, autocast=autocast, precision=precision)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every candidate backend of one run is built for."""
+
+    network: nn.Module
+    card: ModelCard
+    device: torch.device
+    model_size: int
+    batch_size: int
+    autocast: torch.dtype | None
+    int8: bool
+    calibration: Callable[[], CalibrationSample] | None
+    cache_dir: str | os.PathLike[str] | None
+
+    def torch(self, reason: str) -> InferenceBackend:
+        return _torch(self.network, reason, self.autocast)
+
+    def runtime(self, name: str, *, reason: str) -> InferenceBackend:
+        return _runtime_backend(name, self, reason=reason)
+
+    def seconds(self, backend: InferenceBackend) -> float:
+        """One batch of this run's shape through ``backend``, as the engine runs it."""
+        from ..devices import inference_context
+
+        def forward(x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
+            if backend.channels_last:
+                x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
+            with inference_context(self.device, backend.autocast):
+                return backend(x1, x2)
+
+        return measure.seconds_per_batch(forward, self.batch_size, len(self.card.bands_t1), self.model_size)
+
+
+def _auto(run: _Run, precision_named: bool, expected_batches: int | None) -> InferenceBackend:
+    if run.device.type != "cpu":
+        if run.int8:
+            raise InputError(f"int8 runs on the CPU only; choose device 'cpu' or turn int8 off (device: {run.device})")
+        return run.torch(f"auto: PyTorch on {run.device.type}")
+    if precision_named and run.autocast is not None:
+        return run.torch(f"auto: PyTorch for the {_torch(run.network, '', run.autocast).precision} autocast asked for")
     installed = [name for name in AUTO_ORDER if runtime_available(name)]
-    if int8 and "onnxruntime" not in installed:
+    if run.int8 and "onnxruntime" not in installed:
         raise InputError("int8 needs ONNX Runtime's quantiser: python -m pip install onnxruntime")
     if not installed:
-        return InferenceBackend("torch", f"auto: no ONNX runtime installed; {INSTALL_HINT}", network)
-    name = installed[0]
-    if (not int8 and expected_batches is not None and expected_batches < AUTO_MIN_BATCHES
-            and not _cached(network, card, model_size, cache_dir)):
-        return InferenceBackend("torch", f"auto: {expected_batches} batch(es) only, exporting to {name} would cost "
-                                         "more than it saves", network)
-    try:
-        return _runtime_backend(name, network, card, device, model_size, batch_size, int8, calibration, cache_dir,
-                                reason=f"auto: fastest installed CPU runtime ({', '.join(installed)} installed)")
-    except InputError as error:
-        log.warning("%s", error)
-        return InferenceBackend("torch", f"auto: {name} could not be used ({error})", network)
+        return run.torch(f"auto: no ONNX runtime installed; {INSTALL_HINT}")
+    # int8 exists on the runtimes only; otherwise PyTorch competes too (with bf16 autocast on CPUs
+    # that have fast bf16 it often wins), so that auto is never slower than PyTorch here.
+    candidates = installed if run.int8 else ["torch", *installed]
+    record = measure.record_path(OnnxCache(run.cache_dir).folder, _key(run.network, run.card, run.model_size),
+                                 run.batch_size, _variant(run))
+    known = measure.remembered(record, candidates)
+    if known is not None:
+        name, seconds = known
+        reason = f"auto: {name}, measured fastest here earlier ({measure.describe(seconds, run.batch_size)})"
+        return _built(run, [name, *(c for c in candidates if c != name)], reason)
+    if expected_batches is None or expected_batches >= AUTO_MEASURE_BATCHES:
+        return _measured(run, candidates, record)
+    reason = (f"auto: {candidates[0]} until a run of {AUTO_MEASURE_BATCHES} batches or more has measured which of "
+              f"{', '.join(candidates)} is fastest here ({expected_batches} batches now)")
+    return _built(run, candidates, reason)
+
+
+def _variant(run: _Run) -> str:
+    """What besides the network and tile the measured ranking depends on: the arithmetic compared."""
+    if run.int8:
+        return "int8"
+    return "bf16" if run.autocast is torch.bfloat16 else "fp32"
+
+
+def _built(run: _Run, order: list[str], reason: str) -> InferenceBackend:
+    """The first of ``order`` that can be built; a runtime that fails is logged and the next one tried."""
+    failures: list[str] = []
+    for name in order:
+        if name == "torch":
+            return run.torch(reason + "".join(f"; {failure}" for failure in failures))
+        try:
+            return run.runtime(name, reason=reason + "".join(f"; {failure}" for failure in failures))
+        except InputError as error:
+            log.warning("%s", error)
+            failures.append(f"{name} could not be used ({error})")
+    if run.int8:
+        raise InputError("int8: no installed runtime could run the quantised graph (" + "; ".join(failures)
+                         + "); turn int8 off")
+    return run.torch("auto: " + "; ".join(failures))
+
+
+def _measured(run: _Run, candidates: list[str], record: Path) -> InferenceBackend:
+    """Every candidate timed on one batch of the run's shape; the fastest runs, and is remembered.
+
+    One runtime session is alive at a time (each holds hundreds of MiB for a large network), so
+    measuring does not raise the run's peak memory; the winner is loaded again from the cache.
+    """
+    seconds: dict[str, float] = {}
+    for name in candidates:
+        try:
+            candidate = run.torch("measuring") if name == "torch" else run.runtime(name, reason="measuring")
+        except InputError as error:
+            log.warning("%s", error)
+            seconds[name] = math.inf  # remembered as failed, so later runs do not try it again
+            continue
+        seconds[name] = run.seconds(candidate)
+        del candidate
+        gc.collect()
+    best = min(seconds, key=seconds.__getitem__)
+    if math.isinf(seconds[best]):
+        return _built(run, [], "")
+    measure.remember(record, best, seconds)
+    reason = f"auto: {best}, measured fastest here just now ({measure.describe(seconds, run.batch_size)})"
+    return _built(run, [best, *(c for c in candidates if c != best)], reason)
+
+
+def _once(make: Callable[[], CalibrationSample] | None) -> Callable[[], CalibrationSample] | None:
+    """``make`` called at most once: the calibration tiles are read from the scene, for every runtime alike."""
+    if make is None:
+        return None
+    made: list[CalibrationSample] = []
+
+    def sample() -> CalibrationSample:
+        if not made:
+            made.append(make())
+        return made[0]
+
+    return sample
 
 
 #: Largest difference from PyTorch an fp32 export may show on the probe batch, relative to the
@@ -179,25 +291,22 @@ def _key(network: nn.Module, card: ModelCard, model_size: int) -> str:
             f"-opset{OPSET}")
 
 
-def _cached(network: nn.Module, card: ModelCard, model_size: int, cache_dir: str | os.PathLike[str] | None) -> bool:
-    return OnnxCache(cache_dir).lookup(_key(network, card, model_size)) is not None
-
-
-def _runtime_backend(name: str, network: nn.Module, card: ModelCard, device: torch.device, model_size: int,
-                     batch_size: int, int8: bool, calibration: Callable[[], CalibrationSample] | None,
-                     cache_dir: str | os.PathLike[str] | None, *, reason: str) -> InferenceBackend:
+def _runtime_backend(name: str, run: _Run, *, reason: str) -> InferenceBackend:
     if name not in RUNTIMES:
         raise InputError(f"unknown backend '{name}'; choose one of {', '.join(BACKEND_CHOICES)}")
-    if device.type != "cpu":
+    if run.device.type != "cpu":
         raise InputError(f"backend '{name}' runs on the CPU; choose device 'cpu' or backend 'torch' or 'auto' "
-                         f"(device: {device})")
+                         f"(device: {run.device})")
     if not runtime_available(name):
         raise InputError(f"backend '{name}' is not installed: python -m pip install {name}")
-    if int8 and not runtime_available("onnxruntime"):
+    if run.int8 and not runtime_available("onnxruntime"):
         raise InputError("int8 needs ONNX Runtime's quantiser: python -m pip install onnxruntime")
+    network, card, model_size, batch_size = run.network, run.card, run.model_size, run.batch_size
     bands = len(card.bands_t1)
-    cache = OnnxCache(cache_dir)
+    cache = OnnxCache(run.cache_dir)
     key = _key(network, card, model_size)
+    # OpenVINO follows the run's bf16 autocast; ONNX Runtime has no fast bf16 CPU path
+    precision = "int8" if run.int8 else ("bf16" if name == "openvino" and run.autocast is torch.bfloat16 else "fp32")
 
     def build() -> tuple[bytes, tuple[str, ...]]:
         log.info("exporting %s to ONNX at %d px into %s", card.model, model_size, cache.folder)
@@ -207,33 +316,43 @@ def _runtime_backend(name: str, network: nn.Module, card: ModelCard, device: tor
             raise InputError(f"the network '{card.model}' could not be exported to ONNX ({error}); "
                              "choose backend 'torch'") from error
 
-    def load(path: Path, names: tuple[str, ...]) -> Forward:
-        if name == "onnxruntime":
-            return OnnxRuntimeForward(path, names)
-        return OpenVinoForward(path, names, batch_size, bands, model_size)
+    def load(path: Path, names: tuple[str, ...], arithmetic: str) -> Forward:
+        try:
+            if name == "onnxruntime":
+                return OnnxRuntimeForward(path, names)
+            return OpenVinoForward(path, names, batch_size, bands, model_size,
+                                   precision="bf16" if arithmetic == "bf16" else "f32")
+        except Exception as error:  # a runtime's compiler raises its own types
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise InputError(f"{name} could not load the {arithmetic} graph of '{card.model}' ({first_line}); "
+                             "choose another backend" + (" or turn int8 off" if arithmetic == "int8" else "")) \
+                from error
 
-    def load_fp32(entry: CacheEntry) -> Forward:
-        forward = load(entry.path, entry.output_names)
-        if entry.rebuilt:
-            _check_reproduces(network, forward, bands, model_size, batch_size, card.model, name)
-        return forward
+    def load_checked(entry: CacheEntry) -> Forward:
+        reference = load(entry.path, entry.output_names, "fp32")
+        if entry.rebuilt:  # a fresh export proves itself at fp32 before any reduced precision is used
+            _check_reproduces(network, reference, bands, model_size, batch_size, card.model, name)
+        if precision != "bf16":
+            return reference
+        del reference
+        return load(entry.path, entry.output_names, "bf16")
 
     try:
-        entry, forward = cache.get_or_build(key, build, load_fp32)
+        entry, forward = cache.get_or_build(key, build, load_checked)
     except InputError:
         cache.remove(key)
         raise
-    if int8:
-        if calibration is None:
+    if run.int8:
+        if run.calibration is None:
             raise InputError("int8 needs calibration tiles")
-        sample = calibration()
+        sample = run.calibration()
         fp32 = entry
         int8_key = f"{key}-int8-{calibration_digest(sample)[:16]}"
         entry, forward = cache.get_or_build(int8_key, lambda: (quantize_int8(fp32.path, sample), fp32.output_names),
-                                            lambda cached: load(cached.path, cached.output_names))
+                                            lambda cached: load(cached.path, cached.output_names, "int8"))
     built = " (exported now)" if entry.rebuilt else " (cached export)"
-    return InferenceBackend(name, f"{reason}; {name} {runtime_version(name)}{built}", forward, int8=int8,
-                            model_path=entry.path)
+    return InferenceBackend(name, f"{reason}; {name} {runtime_version(name)}{built}", forward, int8=run.int8,
+                            model_path=entry.path, precision=precision)
 
 
 __all__ = ["AUTO_ORDER", "BACKEND_CHOICES", "INSTALL_HINT", "InferenceBackend", "default_cache_dir",

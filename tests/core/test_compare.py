@@ -13,6 +13,20 @@ from core.compare import CompareOptions, compare_classifications
 from core.errors import InputError
 from core.io import gdal_session
 from core.products import OutputPaths
+from core.progress import Progress
+
+
+class Log(Progress):
+    """Keeps the run's log lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, message: str) -> None:
+        self.lines.append(message)
+
+    def warnings(self) -> list[str]:
+        return [line for line in self.lines if line.startswith("warning:")]
 
 
 def read(path: Path) -> tuple[np.ndarray, float]:
@@ -167,7 +181,7 @@ def test_bad_inputs_are_refused_with_the_file_named(tmp_path: Path) -> None:
     grid = np.ones((8, 8), dtype=np.uint8)
     p1 = write_map(tmp_path / "a.tif", grid)
     floats = write_map(tmp_path / "f.tif", grid.astype(np.float32), nodata=None)
-    with pytest.raises(InputError, match=r"f\.tif holds float32"):
+    with pytest.raises(InputError, match=r"T2 \(.*f\.tif\), band 1, holds float32"):
         compare_classifications(p1, floats, OutputPaths(fromto=tmp_path / "o.tif"))
     table = tmp_path / "t.csv"
     table.write_text("code,name,colour\n1,Forest,#00ff00\nforest,2,\n", encoding="utf-8")
@@ -223,3 +237,89 @@ def test_a_code_held_by_one_pixel_is_a_class_whatever_the_map_looks_like(tmp_pat
     summary = compare_classifications(p1, p2, OutputPaths(transitions_csv=out / "matrix.csv"))
     assert summary.codes == (10, 20, 30, 40, 50, 60, 70)
     assert summary.valid_pixels == a.size - 1
+
+
+# --- which band holds the class codes --------------------------------------------------------
+
+@pytest.fixture
+def stack_and_map(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    """T1 a 2-band stack whose band 2 is the land-cover map (band 1 other codes), T2 a one-band map."""
+    rng = np.random.default_rng(4)
+    classes = np.kron(rng.choice([10, 20, 30], (4, 5)), np.ones((6, 6))).astype(np.uint8)
+    later = np.where(rng.random(classes.shape) < 0.2, 40, classes).astype(np.uint8)
+    other = rng.choice([1, 2], classes.shape).astype(np.uint8)
+    t1 = write_map(tmp_path / "stack.tif", np.stack([other, classes]), nodata=None)
+    t2 = write_map(tmp_path / "later.tif", later, nodata=None)
+    return t1, t2, classes, later
+
+
+def test_the_chosen_band_of_a_multi_band_map_is_compared_without_a_warning(tmp_path: Path, stack_and_map) -> None:
+    t1, t2, classes, later = stack_and_map
+    log = Log()
+    summary = compare_classifications(t1, t2, OutputPaths(transitions_csv=tmp_path / "m.csv"), progress=log,
+                                      band_t1=2)
+    assert summary.codes == (10, 20, 30, 40) and summary.bands == (2, 1)
+    _, pixels = matrix_block(tmp_path / "m.csv")
+    everywhere = np.ones(classes.shape, dtype=bool)
+    np.testing.assert_array_equal(pixels, crosstab(classes, later, everywhere, [10, 20, 30, 40]))
+    assert not [line for line in log.warnings() if "band" in line]
+    assert any("stack.tif): band 2 of 2 is compared" in line for line in log.lines)
+
+
+def test_a_multi_band_map_read_on_band_1_by_default_says_so_and_how_to_choose(tmp_path: Path, stack_and_map) -> None:
+    t1, t2, _, _ = stack_and_map
+    log = Log()
+    summary = compare_classifications(t1, t2, OutputPaths(transitions_csv=tmp_path / "m.csv"), progress=log)
+    assert set(summary.codes) >= {1, 2} and summary.bands == (1, 1)  # band 1, as before
+    (warning,) = [line for line in log.warnings() if "band" in line]
+    assert "T1" in warning and "stack.tif" in warning and "2 bands" in warning and "band 1 is compared" in warning
+    assert "BAND_T1" in warning and "band_t1=" in warning and "rendered picture" not in warning
+
+
+def test_a_map_marked_red_green_blue_may_be_a_rendered_picture_whichever_band(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    codes = rng.choice([1, 2, 3], (24, 24))
+    palette = np.array([[0, 0, 0], [34, 139, 34], [250, 230, 160], [200, 0, 0]], dtype=np.uint8)
+    picture = write_map(tmp_path / "rendered.tif", np.moveaxis(palette[codes], -1, 0), nodata=None)
+    later = write_map(tmp_path / "later.tif", codes.astype(np.uint8), nodata=None)
+    for band, says_unchosen in ((None, True), (1, False)):
+        log = Log()
+        compare_classifications(picture, later, OutputPaths(transitions_csv=tmp_path / "m.csv"), progress=log,
+                                options=CompareOptions(overwrite=True), band_t1=band)
+        (warning,) = [line for line in log.warnings() if "rendered picture" in line]
+        assert "rendered.tif" in warning and "red, green and blue" in warning
+        assert ("no band was chosen" in warning) == says_unchosen
+
+
+def test_a_band_the_raster_does_not_have_is_refused_naming_the_file_and_its_bands(tmp_path: Path,
+                                                                                  stack_and_map) -> None:
+    t1, t2, _, _ = stack_and_map
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(InputError, match=r"band 3 was requested for T1 \(.*stack\.tif\), which has 2 bands"):
+        compare_classifications(t1, t2, OutputPaths(fromto=out / "f.tif"), band_t1=3)
+    with pytest.raises(InputError, match=r"band 2 was requested for T2 \(.*later\.tif\), which has 1 band;"):
+        compare_classifications(t1, t2, OutputPaths(fromto=out / "f.tif"), band_t1=2, band_t2=2)
+    assert list(out.iterdir()) == []
+
+
+def test_a_floating_point_band_is_refused_naming_the_band(tmp_path: Path, stack_and_map) -> None:
+    t1, _, classes, _ = stack_and_map
+    image = write_map(tmp_path / "reflectance.tif", np.stack([classes, classes]).astype(np.float32) / 7, nodata=None)
+    with pytest.raises(InputError, match=r"T2 \(.*reflectance\.tif\), band 2, holds float32 values"):
+        compare_classifications(t1, image, OutputPaths(fromto=tmp_path / "f.tif"), band_t1=2, band_t2=2)
+
+
+def test_the_legend_is_read_from_the_chosen_band(tmp_path: Path, stack_and_map) -> None:
+    # A .qml beside a stack styles one band: it names that band's codes, not another band's.
+    t1, t2, _, _ = stack_and_map
+    t1.with_suffix(".qml").write_text(
+        '<qgis><pipe><rasterrenderer type="paletted" band="1"><colorPalette>'
+        '<paletteEntry value="10" label="Styled band 1" color="#ff0000" alpha="255"/>'
+        '</colorPalette></rasterrenderer></pipe></qgis>', encoding="utf-8")
+    summary = compare_classifications(t1, t2, OutputPaths(transitions_csv=tmp_path / "m.csv"), band_t1=2)
+    assert summary.classes[0].name == "Class 10"
+    t1.with_suffix(".qml").write_text(t1.with_suffix(".qml").read_text().replace('band="1"', 'band="2"'))
+    summary = compare_classifications(t1, t2, OutputPaths(transitions_csv=tmp_path / "m.csv"), band_t1=2,
+                                      options=CompareOptions(overwrite=True))
+    assert summary.classes[0].name == "Styled band 1"

@@ -9,7 +9,7 @@ import numpy as np
 import processing
 import pytest
 import rasterio
-from helpers import WORLDCOVER, aligned_t2, crosstab, matrix_block, write_map, write_worldcover_pair
+from helpers import WORLDCOVER, aligned_t2, crosstab, matrix_block, move_to_band_2, write_map, write_worldcover_pair
 from qgis.core import QgsCategorizedSymbolRenderer, QgsPalettedRasterRenderer, QgsProcessingException, QgsRasterLayer
 
 pytestmark = pytest.mark.qgis
@@ -80,7 +80,7 @@ def test_the_layer_palette_names_the_classes_and_a_mapping_harmonises(scd_provid
 def test_a_float_raster_is_refused_and_nothing_is_written(scd_provider, feedback, tmp_path):
     t1 = write_map(tmp_path / "a.tif", np.ones((8, 8), dtype=np.uint8))
     t2 = write_map(tmp_path / "ndvi.tif", np.ones((8, 8), dtype=np.float32), nodata=None)
-    with pytest.raises(QgsProcessingException, match=r"ndvi\.tif holds float32"):
+    with pytest.raises(QgsProcessingException, match=r"ndvi\.tif\), band 1, holds float32"):
         processing.run("scd:compareclassifications", {"INPUT_T1": str(t1), "INPUT_T2": str(t2),
                                                       "OUTPUT_FROMTO": str(tmp_path / "f.tif")}, feedback=feedback)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "ndvi.tif"]
@@ -88,8 +88,11 @@ def test_a_float_raster_is_refused_and_nothing_is_written(scd_provider, feedback
 
 def test_batch_interface_compares_every_pair_and_styles_every_result(scd_provider, project, batch_dialog, tmp_path):
     pairs = [write_worldcover_pair(tmp_path / f"tile{i}") for i in range(2)]
-    rows = [{"PARAMETERS": {"INPUT_T1": repr(str(t1)), "INPUT_T2": repr(str(t2)), "MIN_AREA": "0"},
-             "OUTPUTS": {"OUTPUT_FROMTO": str(tmp_path / f"fromto{i}.tif")}} for i, (t1, t2) in enumerate(pairs)]
+    move_to_band_2(pairs[0][0])  # the first row's T1 is a stack: its map is band 2
+    rows = [{"PARAMETERS": {"INPUT_T1": repr(str(t1)), "INPUT_T2": repr(str(t2)), "BAND_T1": str(band),
+                            "BAND_T2": "1", "MIN_AREA": "0"},
+             "OUTPUTS": {"OUTPUT_FROMTO": str(tmp_path / f"fromto{i}.tif")}}
+            for i, ((t1, t2), band) in enumerate(zip(pairs, (2, 1), strict=True))]
     dialog = batch_dialog("scd:compareclassifications", rows)
     panel = dialog.mainWidget()
     assert panel.batchRowCount() == 2
@@ -127,6 +130,7 @@ def test_graphical_model_compares_and_hands_the_from_to_map_on(scd_provider, pro
     for name, source in (("INPUT_T1", "t1"), ("INPUT_T2", "t2")):
         compare.addParameterSources(name, [QgsProcessingModelChildParameterSource.fromModelParameter(source)])
     compare.addParameterSources("MIN_AREA", [QgsProcessingModelChildParameterSource.fromStaticValue(0)])
+    compare.addParameterSources("BAND_T1", [QgsProcessingModelChildParameterSource.fromStaticValue(2)])
     fromto = QgsProcessingModelOutput("fromto", "From-to change")
     fromto.setChildOutputName("OUTPUT_FROMTO")
     fromto.setChildId("compare")
@@ -146,7 +150,7 @@ def test_graphical_model_compares_and_hands_the_from_to_map_on(scd_provider, pro
     assert model.toFile(str(saved))
     loaded = QgsProcessingModelAlgorithm()
     assert loaded.fromFile(str(saved))
-    t1, t2 = write_worldcover_pair(tmp_path / "in")
+    t1, t2 = move_to_band_2(write_worldcover_pair(tmp_path / "in")[0]), tmp_path / "in" / "wc2021.tif"
     target = tmp_path / "fromto.tif"
 
     results = processing.run(loaded, {"t1": str(t1), "t2": str(t2), "compare:fromto": str(target),
@@ -160,3 +164,44 @@ def test_graphical_model_compares_and_hands_the_from_to_map_on(scd_provider, pro
 
     transitions = QgsVectorLayer(str(tmp_path / "transitions.gpkg"), "t", "ogr")
     assert {int(f["value"]) for f in transitions.getFeatures()} == present - {255}  # nodata is not a value
+    with rasterio.open(t1) as src:
+        a = src.read(2)
+    b = aligned_t2(t1, t2)
+    changed = (a != 0) & (b != 0) & (a != b)
+    assert len(present - {0, 255}) == len(np.unique(a[changed] * 256 + b[changed]))  # band 2's transitions
+
+
+def test_the_band_chosen_for_a_stack_is_compared_and_an_unchosen_one_is_reported(
+        scd_provider, project, make_feedback, tmp_path):
+    t1, t2 = write_worldcover_pair(tmp_path / "in")
+    move_to_band_2(t1)
+    layer = QgsRasterLayer(str(t1), "stack")
+    styled = [QgsPalettedRasterRenderer.Class(10, QgsPalettedRasterRenderer.Class(10).color, "Styled band 1")]
+    layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, styled))  # a palette of another band
+    project.addMapLayer(layer)
+    chosen = make_feedback()
+    results = processing.run("scd:compareclassifications", {
+        "INPUT_T1": layer.id(), "INPUT_T2": str(t2), "BAND_T1": 2, "OUTPUT_FROMTO": str(tmp_path / "f.tif"),
+        "OUTPUT_REPORT": str(tmp_path / "r.html")}, feedback=chosen)
+    with rasterio.open(t1) as src:
+        a = src.read(2)
+    b = aligned_t2(t1, t2)
+    names, pixels = matrix_block(Path(results["OUTPUT_REPORT_CSV"]))
+    assert names == [WORLDCOVER[c][0] for c in sorted(WORLDCOVER)]  # band 2's own names, not band 1's palette
+    np.testing.assert_array_equal(pixels, crosstab(a, b, (a != 0) & (b != 0), sorted(WORLDCOVER)))
+    assert "no band was chosen" not in chosen.log
+    assert "band 2" in (tmp_path / "r.html").read_text(encoding="utf-8")
+
+    unchosen = make_feedback()
+    processing.run("scd:compareclassifications", {"INPUT_T1": str(t1), "INPUT_T2": str(t2),
+                                                  "OUTPUT_FROMTO": str(tmp_path / "g.tif")}, feedback=unchosen)
+    (warning,) = [line for line in unchosen.lines if "no band was chosen" in line]
+    assert "wc2020.tif" in warning and "2 bands" in warning and "band 1 is compared" in warning
+    assert "BAND_T1" in warning
+
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(QgsProcessingException, match=r"band 3 was requested for T1 \(.*wc2020\.tif\), which has 2 "):
+        processing.run("scd:compareclassifications", {"INPUT_T1": str(t1), "INPUT_T2": str(t2), "BAND_T1": 3,
+                                                      "OUTPUT_FROMTO": str(tmp_path / "h.tif")},
+                       feedback=make_feedback())
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

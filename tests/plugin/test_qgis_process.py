@@ -227,16 +227,18 @@ def test_sigterm_to_qgis_process_leaves_no_temporary_files(enabled, profile, sem
     assert list(out.iterdir()) == [], (tmp_path / "log.txt").read_text()
 @requires_qgis_process
 def test_qgis_process_compares_two_land_cover_maps_without_torch(installed, profile, no_torch, tmp_path):
-    from helpers import write_worldcover_pair
+    from helpers import move_to_band_2, write_worldcover_pair
 
     t1, t2 = write_worldcover_pair(tmp_path / "in")
+    move_to_band_2(t1)  # T1 is a stack: its land-cover map is band 2
     qgis_process("plugins", "enable", PLUGIN, plugins=installed, profile=profile, python_path=no_torch)
     target = tmp_path / "fromto.tif"
-    run = qgis_process("--json", "run", "scd:compareclassifications", "--", f"INPUT_T1={t1}", f"INPUT_T2={t2}",
-                       f"OUTPUT_FROMTO={target}", f"OUTPUT_REPORT={tmp_path / 'report.html'}", "MIN_AREA=4",
-                       plugins=installed, profile=profile, python_path=no_torch)
+    run = qgis_process("--json", "run", "scd:compareclassifications", "--", f"INPUT_T1={t1}", "BAND_T1=2",
+                       f"INPUT_T2={t2}", f"OUTPUT_FROMTO={target}", f"OUTPUT_REPORT={tmp_path / 'report.html'}",
+                       "MIN_AREA=4", plugins=installed, profile=profile, python_path=no_torch)
     assert run.returncode == 0, run.stdout + run.stderr
     answer = json.loads(run.stdout[run.stdout.index("{"):])
+    assert not [line for line in answer["log"]["info"] if "no band was chosen" in line]
     assert answer["results"]["OUTPUT_FROMTO"] == str(target) and answer["results"]["CHANGED_PIXELS"] > 0
     assert (tmp_path / "report.csv").exists() and (tmp_path / "fromto.qml").exists()
     dataset = gdal.Open(str(target))

@@ -66,10 +66,17 @@ def test_cache_key_follows_the_recipe_and_the_code(tmp_path):
     base = demo.cache_key(demo.TRAIN_ARGS, demo.TRAINING_CODE)
     assert base == demo.cache_key(demo.TRAIN_ARGS, demo.TRAINING_CODE)
     assert base != demo.cache_key(demo.with_values(demo.TRAIN_ARGS, {"--epochs": "4"}), demo.TRAINING_CODE)
-    assert base != demo.cache_key(demo.TRAIN_ARGS, (*demo.TRAINING_CODE, "core/engine.py"))
+    assert base != demo.cache_key(demo.TRAIN_ARGS, ("core/models", "training_cli"))
 
 
-def test_scores_split_fromto_codes_into_the_two_masked_dates():
-    codes = np.array([[0, 1 + 2 * 6 + 4, 1]])  # no change; class 3 -> 5; class 1 -> 1 (code 1)
-    t1, t2 = demo.split_codes(codes, 6)
-    assert t1.tolist() == [[0, 3, 1]] and t2.tolist() == [[0, 5, 1]]
+def test_cache_key_covers_every_module_the_training_cli_imports():
+    # a module left out of the key could change the model or its card's scores without a retrain
+    probe = ("import sys, training_cli.cli, training_cli.commands.train, training_cli.commands.export; "
+             "print('\\n'.join(m.__file__ for n, m in sys.modules.items() "
+             "if n.split('.')[0] in ('core', 'training_cli') and getattr(m, '__file__', None)))")
+    files = subprocess.run([sys.executable, "-c", probe], cwd=demo.ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert files
+    keyed = [demo.ROOT / source for source in demo.TRAINING_CODE]
+    missing = [f for f in files if not any(Path(f).resolve().is_relative_to(k) for k in keyed)]
+    assert not missing, f"add these to scripts/demo.py TRAINING_CODE: {missing}"

@@ -16,6 +16,7 @@ import torch
 from helpers import LocalConvModel, PointwiseModel, make_card, random_pair
 
 from core.backends import INSTALL_HINT, InferenceBackend, select_backend
+from core.backends import measure as backend_measure
 from core.backends import select as backend_select
 from core.errors import InputError
 from core.models.card import ModelCard
@@ -121,17 +122,89 @@ def test_damaged_cache_entry_is_rebuilt_not_used(tmp_path: Path, damage: str) ->
     assert not list(tmp_path.rglob("*.partial"))
 
 
-@needs_ort
-def test_auto_on_cpu_takes_the_first_installed_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+needs_both = pytest.mark.skipif(not (_installed("onnxruntime") and _installed("openvino")),
+                                reason="needs ONNX Runtime and OpenVINO")
+
+
+def _fake_speeds(monkeypatch: pytest.MonkeyPatch, speed: dict[str, float]) -> list[str]:
+    """Make measuring report ``speed[name]`` seconds per batch; returns the names as they are timed."""
+    timed: list[str] = []
+
+    def fake_seconds(run: object, backend: InferenceBackend) -> float:
+        timed.append(backend.name)
+        return speed[backend.name]
+
+    monkeypatch.setattr(backend_select._Run, "seconds", fake_seconds)
+    return timed
+
+
+@needs_both
+def test_auto_measures_which_backend_is_fastest_here_once_and_remembers(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     model, card = _tiny()
-    backend = select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path, expected_batches=100)
-    first = next(name for name in backend_select.AUTO_ORDER if backend_select.runtime_available(name))
-    assert backend.name == first
-    assert backend.reason.startswith("auto: fastest installed CPU runtime")
-    # with only ONNX Runtime installed, auto takes it
+    speed = {"torch": 0.3, "onnxruntime": 0.2, "openvino": 0.5}
+    timed = _fake_speeds(monkeypatch, speed)
+    choose = lambda: select_backend(model, card, model_size=SIZE, batch_size=2, cache_dir=tmp_path,  # noqa: E731
+                                    expected_batches=100)
+    first = choose()
+    assert first.name == "onnxruntime" and sorted(timed) == ["onnxruntime", "openvino", "torch"]
+    assert ("measured fastest here just now (onnxruntime 200 ms, torch 300 ms, openvino 500 ms per batch of 2)"
+            in first.reason)
+    records = list((tmp_path / "onnx" / "choices").glob("*.json"))
+    assert len(records) == 1 and json.loads(records[0].read_text())["runtime"] == "onnxruntime"
+    # remembered: the next run neither measures nor changes its mind
+    speed.update(onnxruntime=0.9, openvino=0.1)
+    timed.clear()
+    again = choose()
+    assert again.name == "onnxruntime" and not timed and "measured fastest here earlier" in again.reason
+    # another CPU or thread count, or a damaged record, measures again
+    monkeypatch.setattr(backend_measure, "cpu_signature", lambda: "another CPU|8 cpus|8 threads")
+    assert choose().name == "openvino" and len(timed) == 3
+    monkeypatch.undo()
+    timed = _fake_speeds(monkeypatch, speed)
+    records[0].write_text("{not json")
+    assert choose().name == "openvino" and len(timed) == 3
+    # a run too short to afford measuring stays on PyTorch, says why, and leaves the record alone
+    records[0].unlink()
+    short = select_backend(model, card, model_size=SIZE, batch_size=2, cache_dir=tmp_path, expected_batches=10)
+    assert short.name == "torch" and "until a run of 24 batches" in short.reason
+    assert not records[0].exists()
+
+
+@needs_ort
+def test_auto_never_picks_a_runtime_slower_than_pytorch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, card = _tiny()
     monkeypatch.setattr(backend_select, "runtime_available", lambda name: name == "onnxruntime")
-    only = select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path, expected_batches=100)
-    assert only.name == "onnxruntime" and "(onnxruntime installed)" in only.reason
+    timed = _fake_speeds(monkeypatch, {"torch": 0.1, "onnxruntime": 0.4})
+    backend = select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path, expected_batches=100)
+    assert backend.name == "torch" and sorted(timed) == ["onnxruntime", "torch"]
+    assert "(torch 100 ms, onnxruntime 400 ms per batch of 1)" in backend.reason
+
+
+@needs_ort
+def test_a_runtime_that_cannot_load_the_graph_is_remembered_as_failed(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    model, card = _tiny()
+    monkeypatch.setattr(backend_select, "runtime_available", lambda name: name == "onnxruntime")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Exception from src/plugin.cpp:54:\nnode MatMul cannot be compiled")
+
+    monkeypatch.setattr(backend_select, "OnnxRuntimeForward", broken)
+    with pytest.raises(InputError, match=r"onnxruntime could not load the fp32 graph .*\(Exception from src/plugin"):
+        select_backend(model, card, requested="onnxruntime", model_size=SIZE, batch_size=1, cache_dir=tmp_path)
+    timed = _fake_speeds(monkeypatch, {"torch": 0.3})
+    backend = select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path, expected_batches=100)
+    assert backend.name == "torch" and "onnxruntime failed" in backend.reason and timed == ["torch"]
+    timed.clear()
+    again = select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path, expected_batches=100)
+    assert again.name == "torch" and not timed  # not tried again
+
+
+def test_probe_times_a_real_forward_pass() -> None:
+    model, _ = _tiny()
+    seconds = backend_measure.seconds_per_batch(model, 2, 3, SIZE)
+    assert 0 < seconds < 10
 
 
 def test_auto_without_runtimes_runs_torch_and_says_what_to_install(tmp_path: Path,
@@ -152,8 +225,9 @@ def test_auto_keeps_torch_where_a_runtime_cannot_help(tmp_path: Path) -> None:
     kwargs = {"model_size": SIZE, "batch_size": 1, "cache_dir": tmp_path}
     on_gpu = select_backend(model, card, device=torch.device("meta"), **kwargs)
     assert on_gpu.name == "torch" and "meta" in on_gpu.reason
-    bf16 = select_backend(model, card, autocast_dtype=torch.bfloat16, expected_batches=100, **kwargs)
-    assert bf16.name == "torch" and "bf16" in bf16.reason
+    bf16 = select_backend(model, card, autocast_dtype=torch.bfloat16, precision_named=True, expected_batches=100,
+                          **kwargs)
+    assert bf16.name == "torch" and bf16.autocast is torch.bfloat16 and "bf16 autocast asked for" in bf16.reason
     small = select_backend(model, card, expected_batches=2, **kwargs)
     assert small.name == "torch" and "2 batch" in small.reason
     assert not tmp_path.joinpath("onnx").exists()
@@ -181,7 +255,7 @@ def test_network_that_cannot_be_exported_falls_back_under_auto_only(tmp_path: Pa
     with pytest.raises(InputError, match="does not reproduce PyTorch"):
         select_backend(model, card, requested="onnxruntime", model_size=SIZE, batch_size=1, cache_dir=tmp_path)
     backend = select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path, expected_batches=100)
-    assert backend.name == "torch" and "could not be used" in backend.reason
+    assert backend.name == "torch" and "onnxruntime failed" in backend.reason
 
 
 @needs_ort
@@ -216,7 +290,9 @@ def test_int8_graph_is_quantised_and_close_to_fp32(tmp_path: Path, runtime: str)
 
 def test_backend_describes_itself() -> None:
     backend = InferenceBackend("torch", "requested", lambda a, b: {})
-    assert backend.channels_last and backend.describe() == "torch (requested)"
+    assert backend.channels_last and backend.describe() == "torch fp32 (requested)"
+    quantised = InferenceBackend("openvino", "auto: x", lambda a, b: {}, int8=True, precision="int8")
+    assert not quantised.channels_last and quantised.describe() == "openvino int8 (auto: x)"
 
 
 @needs_ort

@@ -38,17 +38,43 @@ def test_runtime_backend_writes_the_products_pytorch_writes(tmp_path: Path, scen
     if not backend_select.runtime_available(runtime):
         pytest.skip(f"{runtime} is not installed")
     prob_torch, mask_torch, _, _ = _run(scene_pair, tmp_path / "torch", backend="torch", precision="fp32")
-    prob, mask, summary, lines = _run(scene_pair, tmp_path / runtime, backend=runtime)
-    assert summary.backend.startswith(f"{runtime} (requested")
+    prob, mask, summary, lines = _run(scene_pair, tmp_path / runtime, backend=runtime, precision="fp32")
+    assert summary.backend.startswith(f"{runtime} fp32 (requested")
     assert any(line.startswith(f"backend: {runtime}") for line in lines)
     np.testing.assert_allclose(prob, prob_torch, atol=1e-4)
     assert (mask == mask_torch).mean() > 0.999
 
 
+def test_openvino_follows_the_runs_bf16_and_onnx_runtime_stays_fp32(tmp_path: Path, scene_pair) -> None:
+    for runtime, arithmetic in (("openvino", "bf16"), ("onnxruntime", "fp32")):
+        if not backend_select.runtime_available(runtime):
+            continue
+        _, mask_fp32, _, _ = _run(scene_pair, tmp_path / f"{runtime}-fp32", backend=runtime, precision="fp32")
+        _, mask, summary, _ = _run(scene_pair, tmp_path / f"{runtime}-bf16", backend=runtime, precision="bf16")
+        assert summary.backend.startswith(f"{runtime} {arithmetic} (requested")
+        assert summary.precision.startswith(f"{arithmetic} ({runtime}")
+        assert (mask == mask_fp32).mean() > 0.99
+
+
 def test_auto_on_a_tiny_scene_stays_on_torch_and_says_why(tmp_path: Path, scene_pair) -> None:
     _, _, summary, lines = _run(scene_pair, tmp_path / "auto")
-    assert summary.backend.startswith("torch (auto:")
-    assert any(line.startswith("backend: torch (auto:") for line in lines)
+    assert summary.backend.startswith("torch ") and "(auto: torch until a run of 24 batches" in summary.backend
+    assert any(line.startswith("backend: torch ") and "(auto:" in line for line in lines)
+
+
+@pytest.mark.skipif(not any(backend_select.runtime_available(name) for name in backend_select.AUTO_ORDER),
+                    reason="no CPU runtime installed")
+def test_short_runs_give_the_same_products_whether_or_not_an_export_is_cached(tmp_path: Path, scene_pair) -> None:
+    # Too short to measure, a run stays on PyTorch at the run's precision even once an export is
+    # cached, so an analyst rerunning the same small scene gets the same map.
+    prob_first, mask_first, first, _ = _run(scene_pair, tmp_path / "first")
+    assert first.backend.startswith("torch")
+    runtime = next(name for name in backend_select.AUTO_ORDER if backend_select.runtime_available(name))
+    _run(scene_pair, tmp_path / "export", backend=runtime)
+    prob_again, mask_again, again, _ = _run(scene_pair, tmp_path / "again")
+    assert again.backend == first.backend.replace("exported now", "cached export")
+    np.testing.assert_array_equal(prob_again, prob_first)
+    np.testing.assert_array_equal(mask_again, mask_first)
 
 
 def test_summary_breaks_the_time_down_by_step(tmp_path: Path, scene_pair) -> None:
