@@ -139,12 +139,19 @@ def describe_card(card: Any) -> list[tuple[str, str]]:
     scaling_text = (f"{scaling.method} {scaling.low:g}-{scaling.high:g} %" if scaling.method == "percentile"
                     else f"range {scaling.minimum:g}-{scaling.maximum:g}")
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted(card.metrics.items())) or "none recorded"
+    resize = card.training_resize
+    resized = [] if resize is None else [(
+        "Resized training imagery",
+        f"{resize.describe()}: objects were that much larger in pixels than in the source imagery, and the tile "
+        "size counts resized pixels; a scene at the source's resolution matches what the network learned once it "
+        "is resampled by the same factor (its pixel size divided by it)")]
     return [
         ("Network", f"{card.model} ({options})"),
         ("Task", f"{card.task} change"),
         ("Use with", USES.get(card.task, card.task)),
         ("Classes", classes),
         ("Tile size", f"{card.tile_size} px (the size it was trained with; keep Tile size at 0 to use it)"),
+        *resized,
         ("Bands of T1", _numbers(card.bands_t1)),
         ("Bands of T2", _numbers(card.bands_t2)),
         ("Normalisation T1", f"mean {_numbers(card.mean_t1)}, std {_numbers(card.std_t1)} (0-255 units)"),

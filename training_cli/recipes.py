@@ -128,6 +128,9 @@ def check_recipe(recipe: Mapping[str, Any]) -> None:
     _choice("train.augment", train["augment"], AUGMENTATIONS)
     _choice("train.select", train["select"], SELECT_METRICS)
     _choice("data.normalisation", recipe["data"]["normalisation"], NORMALISATIONS)
+    resize = recipe["data"].get("resize")
+    if resize is not None and (not isinstance(resize, int) or isinstance(resize, bool) or resize < 1):
+        raise InputError(f"recipe: data.resize must be a positive whole number of pixels (e.g. 512), got {resize!r}")
     for number, stage in enumerate(stages, 1):
         where = f"stages.{number}"
         _choice(f"{where}.optimizer", stage["optimizer"], OPTIMIZERS)

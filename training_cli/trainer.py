@@ -50,7 +50,7 @@ from core import encode
 from core.devices import select_device, select_precision
 from core.errors import InputError
 from core.models import registry
-from core.models.base import CHANGE_PROB, CHANGE_THRESHOLD, SEM_LOGITS_T1, SEM_LOGITS_T2, plain_backward
+from core.models.base import CHANGE_PROB, CHANGE_THRESHOLD, SEM_LOGITS_T1, SEM_LOGITS_T2, VALID, plain_backward
 from core.models.card import ModelCard
 from core.models.checkpoint import FORMAT_NAME, state_dict_sha256, write_payload
 
@@ -62,6 +62,8 @@ LAST = "last.pt"
 BEST = "best.pt"
 LOG_CSV = "log.csv"
 EXIT_INTERRUPTED = 130
+#: Item keys the trainer hands to a network's loss: the labels and the mask of labelled pixels.
+TARGET_KEYS = ("change", "sem_t1", "sem_t2", VALID)
 
 
 @dataclass
@@ -293,7 +295,7 @@ def score_batch(confusion: Any, outputs: Mapping[str, torch.Tensor], batch: Mapp
     threshold = threshold.float().cpu().numpy()[:, 0] if threshold is not None else None
     for i in range(prob.shape[0]):
         changed = encode.decode_change(prob[i], None if threshold is None else threshold[i])
-        invalid = batch["valid"][i, 0].numpy() < 0.5 if "valid" in batch else np.zeros(changed.shape, bool)
+        invalid = batch[VALID][i, 0].numpy() < 0.5 if VALID in batch else np.zeros(changed.shape, bool)
         if task == "semantic":
             for key, label in ((SEM_LOGITS_T1, "sem_t1"), (SEM_LOGITS_T2, "sem_t2")):
                 classes = encode.decode_classes(outputs[key][i, 1:].float().cpu().numpy())
@@ -658,7 +660,8 @@ class Trainer:
               plain: bool) -> dict[str, float]:
         t1 = _to_device(batch["t1"], self.device)
         t2 = _to_device(batch["t2"], self.device)
-        targets = {k: batch[k].to(self.device, non_blocking=True) for k in ("change", "sem_t1", "sem_t2") if k in batch}
+        # ``valid`` goes with the labels: every loss leaves the pixels without a label out of every term.
+        targets = {k: batch[k].to(self.device, non_blocking=True) for k in TARGET_KEYS if k in batch}
         sync = plain or not self.processes.distributed
         context = contextlib.nullcontext() if sync else network.no_sync()  # type: ignore[operator]
         optimizer.zero_grad(set_to_none=True)

@@ -37,6 +37,10 @@ SEM_LOGITS_T1 = "sem_logits_t1"
 SEM_LOGITS_T2 = "sem_logits_t2"
 AUX_PREFIX = "aux_"
 
+#: Target key of the mask of labelled pixels: ``[B, 1, H, W]`` float, 1 where a pixel carries a label and
+#: 0 where it carries none (Landsat-SCD's blank areas, the padding of images smaller than the crop).
+VALID = "valid"
+
 #: Spatial sizes given to a network must be multiples of this (output stride 32).
 SIZE_MULTIPLE = 32
 
@@ -55,6 +59,52 @@ def plain_backward(model: nn.Module, terms: Mapping[str, torch.Tensor], scale: S
     """One backward pass of the total loss; in distributed training DDP averages the gradients itself."""
     del model, average
     scale(terms["loss"]).backward()
+
+
+def valid_mask(targets: Mapping[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """The targets' ``valid`` mask as float32 ``[B, 1, h, w]`` at the size of ``like`` (``[B, *, h, w]``).
+
+    Every loss term weights its pixels by this mask, so a pixel without a label (``valid`` 0) adds
+    nothing to the loss or its gradient, whatever its targets hold: without it a blank area would be
+    learned as "no change". Targets without ``valid`` (all pixels labelled) give a mask of ones. At a
+    coarser size than the targets (a network's feature grid) a cell's weight is the share of its
+    pixels that are labelled.
+    """
+    size = like.shape[-2:]
+    valid = targets.get(VALID)
+    if valid is None:
+        return torch.ones(like.shape[0], 1, *size, device=like.device, dtype=torch.float32)
+    valid = valid.to(like.device, torch.float32)
+    if valid.ndim == 3:
+        valid = valid.unsqueeze(1)
+    valid = (valid > 0.5).float()
+    if valid.shape[-2:] != size:
+        valid = nn.functional.interpolate(valid, size=size, mode="area")
+    return valid
+
+
+def masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the pixels ``weights`` keeps (weights broadcast over ``values``' channels).
+
+    A batch without a labelled pixel gives 0, still connected to the graph of ``values``.
+    """
+    weights = weights.expand_as(values)
+    total = weights.sum()
+    return (values * weights).sum() / torch.where(total > 0, total, torch.ones_like(total))
+
+
+def masked_labels(labels: torch.Tensor, weights: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """``[B, H, W]`` class labels, every unlabelled pixel (``weights`` ``[B, 1, H, W]`` 0) set to ``ignore_index``."""
+    return torch.where(weights[:, 0] > 0.5, labels.long(), torch.full_like(labels.long(), ignore_index))
+
+
+def masked_change(change: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The float ``[B, 1, H, W]`` change target with unlabelled pixels set to 0 (they are weighted out anyway;
+    this keeps whatever they held, NaN included, out of the arithmetic)."""
+    change = change.float()
+    if change.ndim == 3:
+        change = change.unsqueeze(1)
+    return torch.where(weights > 0.5, change, torch.zeros_like(change))
 
 
 def all_parameters(model: nn.Module) -> list[dict[str, Any]]:
@@ -92,7 +142,10 @@ class TrainingSpec:
     Attributes:
         loss: ``(outputs, targets, stage_index) -> terms``; ``terms["loss"]`` is minimised, the
             other terms are logged. Targets follow the dataset items: ``change`` ``[B, 1, H, W]``
-            float 0/1 and, for semantic networks, ``sem_t1`` / ``sem_t2`` ``[B, H, W]`` long.
+            float 0/1, ``valid`` ``[B, 1, H, W]`` float (1 = labelled; may be absent: all labelled)
+            and, for semantic networks, ``sem_t1`` / ``sem_t2`` ``[B, H, W]`` long. Every term must
+            leave the pixels with ``valid`` 0 out (:func:`valid_mask`, :func:`masked_mean`,
+            :func:`masked_labels`): their targets are meaningless.
         stages: The training stages, run in order (most networks have one).
         backward: Fills the gradients from the terms (:func:`plain_backward` unless the network's
             paper prescribes another gradient step).

@@ -53,6 +53,39 @@ class InputScaling:
 
 
 @dataclass(frozen=True)
+class TrainingResize:
+    """The training pairs were resampled before the network saw them: ``source_height x source_width`` px
+    tiles to ``size x size`` (Landsat-SCD's 416 px tiles to 512 px, as LSAFNet trains on them).
+
+    Objects in what the network learned from were :attr:`factor` times larger, in pixels, than in the
+    source imagery, and the tile size is in resized pixels. A scene at the source's resolution looks
+    like the training imagery after resampling it by the same factor (its pixel size divided by it).
+    """
+
+    source_height: int
+    source_width: int
+    size: int
+
+    def __post_init__(self) -> None:
+        for name in ("source_height", "source_width", "size"):
+            value = getattr(self, name)
+            if not _is_whole(value) or value < 1:
+                raise ValueError(f"training resize {name} must be a positive whole number of pixels, got {value!r}")
+
+    @property
+    def factor(self) -> tuple[float, float]:
+        """How many times larger (rows, columns) the training imagery was than its source."""
+        return self.size / self.source_height, self.size / self.source_width
+
+    def describe(self) -> str:
+        """One line for an analyst, e.g. "416 x 416 px tiles resized to 512 x 512 px (x1.231)"."""
+        rows, cols = self.factor
+        scale = f"x{rows:.4g}" if rows == cols else f"x{rows:.4g} rows, x{cols:.4g} columns"
+        return (f"{self.source_width} x {self.source_height} px tiles resized to {self.size} x {self.size} px "
+                f"({scale})")
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """Metadata stored in every checkpoint.
 
@@ -68,6 +101,9 @@ class ModelCard:
         scaling: How non-8-bit input is scaled to 0..255.
         mean_t1, std_t1, mean_t2, std_t2: Per-date, per-band normalisation in 0..255 units.
         dataset: What the weights were trained on ("untrained" for ``init``).
+        training_resize: How the training pairs were resized before cropping (Landsat-SCD's 416 px
+            tiles to 512), or ``None`` when they were used at their own resolution. Cards written
+            before this field existed read as ``None``.
         metrics: Validation metrics by name.
         training: How the weights were trained (recipe, data, backbone start, best epoch), as
             written by the training CLI; empty for untrained files.
@@ -90,6 +126,7 @@ class ModelCard:
     scaling: InputScaling = field(default_factory=InputScaling)
     change_color: RGB = (255, 0, 0)
     dataset: str = "untrained"
+    training_resize: TrainingResize | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     created: str = ""
@@ -133,6 +170,15 @@ class ModelCard:
             raise ValueError(f"unknown model card fields: {', '.join(sorted(unknown))}")
         data["classes"] = tuple(LandCoverClass(c["name"], tuple(c["color"])) for c in data.get("classes", ()))
         data["scaling"] = InputScaling(**data.get("scaling", {}))
+        resize = data.get("training_resize")
+        if resize is not None:
+            if not isinstance(resize, dict):
+                raise ValueError(f"training_resize must be a table of source_height, source_width and size, "
+                                 f"got {resize!r}")
+            try:
+                data["training_resize"] = TrainingResize(**resize)
+            except TypeError as error:
+                raise ValueError(f"training_resize: {error}") from None
         for key in ("bands_t1", "bands_t2", "mean_t1", "std_t1", "mean_t2", "std_t2", "change_color"):
             if key in data:
                 data[key] = tuple(data[key])
@@ -176,6 +222,8 @@ def _check_card_numbers(card: ModelCard) -> None:
     if not all(_is_number(v) for v in (scaling.minimum, scaling.maximum, scaling.low, scaling.high)):
         raise ValueError("the input scaling holds a number that is not finite")
     _check_color("the change", card.change_color)
+    if card.training_resize is not None and not isinstance(card.training_resize, TrainingResize):
+        raise ValueError(f"training_resize must be a TrainingResize or None, got {card.training_resize!r}")
     for index, land_cover in enumerate(card.classes, start=1):
         name = land_cover.name
         if not isinstance(name, str) or not name.strip():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -269,6 +270,20 @@ def test_model_information(scd_provider, semantic_model, binary_model, feedback,
 
     binary = processing.run("scd:modelinfo", {"MODEL": str(binary_model), "OUTPUT_HTML": None})
     assert binary["TASK"] == "binary" and binary["NUM_CLASSES"] == 0 and "OUTPUT_HTML" not in binary
+
+
+def test_model_information_says_when_the_training_imagery_was_resized(scd_provider, semantic_model, feedback,
+                                                                      tmp_path):
+    from core.models.card import TrainingResize
+    from core.models.checkpoint import load_checkpoint, save_checkpoint
+
+    model, card = load_checkpoint(semantic_model)
+    resized = tmp_path / "landsat-resized.pt"
+    save_checkpoint(resized, model, dataclasses.replace(card, training_resize=TrainingResize(416, 416, 512)))
+    processing.run("scd:modelinfo", {"MODEL": str(semantic_model), "OUTPUT_HTML": None}, feedback=feedback)
+    assert "Resized training imagery" not in feedback.log
+    processing.run("scd:modelinfo", {"MODEL": str(resized), "OUTPUT_HTML": None}, feedback=feedback)
+    assert "Resized training imagery: 416 x 416 px tiles resized to 512 x 512 px (x1.231)" in feedback.log
 
 
 # --- refusals: the engine's message reaches the user, and nothing is left behind ---------------

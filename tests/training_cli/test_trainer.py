@@ -16,14 +16,17 @@ import pytest
 import tomllib
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 from training_pairs import MEAN, STD, MemoryPairs, write_folder
 
+from core.errors import InputError
 from core.models import registry
 from core.models.base import plain_backward
-from core.models.card import ModelCard
+from core.models.card import LANDSAT_SCD_CLASSES, ModelCard, TrainingResize
 from core.models.checkpoint import load_checkpoint, make_card, read_card
 from core.models.gapl_scd.losses import rotated_backward
 from training_cli.cli import main
+from training_cli.commands.train import open_training_data
 from training_cli.datasets import open_dataset
 from training_cli.recipes import apply_overrides, format_recipe, load_recipe
 from training_cli.trainer import EXIT_INTERRUPTED, LAST, Trainer, TrainingData, read_training_state, validate
@@ -66,6 +69,46 @@ def test_an_interrupted_cpu_run_resumed_ends_with_bitwise_the_same_weights(tmp_p
         assert torch.equal(value, b["model"][key]), key
     assert a["progress"]["global_step"] == b["progress"]["global_step"] == 4
     assert [r["val_f1"] for r in whole.history] == [r["val_f1"] for r in resumed.history]
+
+
+class _HalfUnlabelled(Dataset):
+    """Pairs whose right half carries no label (``valid`` 0) and holds the change labels of ``garbage`` there."""
+
+    def __init__(self, pairs: Dataset, garbage: int) -> None:
+        self.pairs = pairs
+        self.garbage = garbage
+
+    def __len__(self) -> int:
+        return len(self.pairs)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict:
+        item = dict(self.pairs[index])
+        valid = torch.ones_like(item["change"])
+        valid[..., valid.shape[-1] // 2:] = 0
+        noise = torch.rand(valid.shape, generator=torch.Generator().manual_seed(100 * self.garbage + index)) > 0.5
+        item["change"] = torch.where(valid > 0, item["change"], noise.float())
+        item["valid"] = valid
+        return item
+
+
+def test_unlabelled_pixels_change_neither_the_weights_nor_the_validation_scores(tmp_path: Path) -> None:
+    """Two runs on data that differ only in the garbage their unlabelled halves hold end with bitwise the
+    same weights, losses and validation metrics: the trainer hands ``valid`` to the loss, and validation
+    leaves those pixels out of the confusion matrix."""
+    runs = []
+    for garbage in (1, 2):
+        base = _data("sscfnet", train=2, val=2)
+        data = dataclasses.replace(base, train=_HalfUnlabelled(base.train, garbage),
+                                   val=_HalfUnlabelled(base.val, garbage))
+        result = Trainer(_recipe("sscfnet"), data, tmp_path / f"run{garbage}", device="cpu", progress=False).run()
+        assert result.exit_code == 0
+        logged = {k: v for k, v in result.history[0].items() if k.startswith(("val_", "train_loss"))}
+        runs.append((read_training_state(tmp_path / f"run{garbage}" / LAST)["model"], logged))
+    (weights_1, logged_1), (weights_2, logged_2) = runs
+    assert "val_f1" in logged_1 and "train_loss" in logged_1
+    assert logged_1 == logged_2
+    for key, value in weights_1.items():
+        assert torch.equal(value, weights_2[key]), key
 
 
 def test_cldrnet_stage_two_trains_only_dmg_and_dmr_with_the_rest_frozen_in_eval_mode(tmp_path: Path) -> None:
@@ -160,6 +203,52 @@ def test_export_writes_a_self_describing_model_file_and_half_loads_on_cpu(tmp_pa
         assert main(["export", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--out", str(beside),
                      "--format", "onnx"]) == 2
         assert (tmp_path / "model-onnx.64px.onnx").read_bytes() == before and not beside.exists()
+
+
+def _landsat_folder(root: Path, pairs: list[tuple[str, int]]) -> Path:
+    """Landsat-SCD pairs (``A B labelA_rgb labelB_rgb``), one per ``(split, size in px)``, named 0.png, 1.png ..."""
+    from PIL import Image
+
+    palette = np.asarray([(255, 255, 255), *(c.color for c in LANDSAT_SCD_CLASSES)], np.uint8)
+    rng = np.random.default_rng(0)
+    for index, (split, size) in enumerate(pairs):
+        changed = rng.random((size, size)) < 0.5
+        planes = {"A": rng.integers(0, 250, (size, size, 3)), "B": rng.integers(0, 250, (size, size, 3)),
+                  "labelA_rgb": palette[np.where(changed, rng.integers(1, 5, (size, size)), 0)],
+                  "labelB_rgb": palette[np.where(changed, rng.integers(1, 5, (size, size)), 0)]}
+        for folder, array in planes.items():
+            (root / split / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.asarray(array, np.uint8)).save(root / split / folder / f"{index}.png")
+    return root
+
+
+def test_a_resized_landsat_run_records_the_resize_in_the_exported_model_card(tmp_path: Path) -> None:
+    """``data.resize`` (Landsat-SCD's 416 px tiles to 512, here 48 to 64) ends up in best.pt's card and the
+    exported file's, so the plugin can tell an analyst the network learned from enlarged imagery."""
+    root = _landsat_folder(tmp_path / "landsat", [("train", 48), ("train", 48), ("val", 48)])
+    run = tmp_path / "run"
+    assert main(["train", "--model", "lsafnet", "--data", str(root), "--format", "landsat-scd", "--out", str(run),
+                 "--epochs", "1", "--batch-size", "2", "--crop", "64", "--workers", "0", "--pretrained", "none",
+                 "--no-progress", "--set", "data.resize=64", "--set", "options.decoder_channels=16"]) == 0
+    assert read_card(run / "best.pt").training_resize == TrainingResize(source_height=48, source_width=48, size=64)
+    assert main(["export", "--checkpoint", str(run / "best.pt"), "--out", str(tmp_path / "model.pt")]) == 0
+    card = read_card(tmp_path / "model.pt")
+    assert card.training_resize == TrainingResize(48, 48, 64) and card.tile_size == 64
+    assert card.training["recipe"]["data"]["resize"] == 64
+
+
+def test_resize_of_pairs_of_different_sizes_and_bad_resize_values_are_refused(tmp_path: Path) -> None:
+    root = _landsat_folder(tmp_path / "landsat", [("train", 48), ("train", 40), ("val", 48)])
+    recipe = _recipe("lsafnet")
+    recipe["data"]["resize"] = 64
+    with pytest.raises(InputError, match=r"different sizes \(.*0\.png is 48 x 48 px, .*1\.png is 40 x 40 px\)"):
+        open_training_data(recipe, root, "landsat-scd")
+    recipe["data"]["resize"] = 48  # the pairs' own size: nothing resized, nothing recorded
+    assert open_training_data(recipe, _landsat_folder(tmp_path / "same", [("train", 48), ("val", 48)]),
+                              "landsat-scd").card.training_resize is None
+    for bad in ("0", "-3", "51.5", '"big"'):
+        with pytest.raises(InputError, match=r"data\.resize must be a positive whole number"):
+            apply_overrides(load_recipe("lsafnet", None), {}, [f"data.resize={bad}"])
 
 
 def test_offline_imagenet_start_warns_falls_back_to_random_and_is_recorded(monkeypatch, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import torch
 
 from core.errors import InputError
 from core.models import registry
-from core.models.card import PRESETS
+from core.models.card import PRESETS, TrainingResize
 from core.models.checkpoint import make_card
 
 from ..recipes import apply_overrides, format_recipe, load_recipe
@@ -117,21 +117,51 @@ def open_training_data(recipe: dict[str, Any], root: Path, data_format: str | No
         stats = (preset.mean_t1, preset.std_t1, preset.mean_t2, preset.std_t2)
         source = f"published {preset.name} statistics"
     else:
-        raw = open_dataset(root, data_format, "train", crop=None, augment=False, mean=(0.0,) * 3, std=(1.0,) * 3,
+        raw = open_dataset(root, data_format, "train", crop=None, mean=(0.0,) * 3, std=(1.0,) * 3,
                            resize=resize)
         stats = dataset_statistics(raw)
         source = "computed on the training split"
     mean_t1, std_t1, mean_t2, std_t2 = stats
     norm = {"mean": mean_t1, "std": std_t1, "mean_t2": mean_t2, "std_t2": std_t2, "resize": resize}
-    train = open_dataset(root, data_format, "train", crop=crop, augment=False, **norm)
-    val = open_dataset(root, data_format, "val", crop=None, augment=False, **norm)
+    train = open_dataset(root, data_format, "train", crop=crop, **norm)
+    val = open_dataset(root, data_format, "val", crop=None, **norm)
     card = make_card(spec.name, preset, options=recipe.get("options", {}), tile_size=crop,
                      dataset=f"{data_format} dataset {root.name} ({len(train)} training pairs)")
+    resized = training_resize((train, val), resize)
     card = dataclasses.replace(card, mean_t1=tuple(mean_t1), std_t1=tuple(std_t1), mean_t2=tuple(mean_t2),
-                               std_t2=tuple(std_t2))
+                               std_t2=tuple(std_t2), training_resize=resized)
     description = {"root": str(root), "format": data_format, "train_pairs": len(train), "val_pairs": len(val),
                    "normalisation": source}
     return TrainingData(train, val, card, description)
+
+
+def training_resize(datasets: tuple[Any, ...], size: int | None) -> TrainingResize | None:
+    """What ``data.resize`` does to the pairs, for the model card (``None``: used at their own size).
+
+    The card holds one factor, so pairs of different sizes, which ``resize`` would scale by different
+    factors, are refused with the first two sizes and their files.
+
+    Raises:
+        InputError: The pairs do not all have one size.
+    """
+    if not size:
+        return None
+    first: dict[tuple[int, int], Path] = {}
+    for dataset in datasets:
+        for sample, shape in zip(dataset.samples, dataset.sizes, strict=True):
+            first.setdefault(shape, sample.t1)
+    if len(first) > 1:
+        (shape_a, path_a), (shape_b, path_b) = list(first.items())[:2]
+        raise InputError(f"data.resize = {size}: the pairs have different sizes ({path_a} is {shape_a[1]} x "
+                         f"{shape_a[0]} px, {path_b} is {shape_b[1]} x {shape_b[0]} px), so resizing would scale "
+                         "each by another factor and the model card could not say which; bring the pairs to one "
+                         "size first or train without data.resize")
+    if not first:
+        return None
+    (height, width), = first
+    if (height, width) == (size, size):
+        return None
+    return TrainingResize(source_height=height, source_width=width, size=int(size))
 
 
 def dataset_statistics(dataset: Any) -> tuple[tuple[float, ...], ...]:

@@ -28,7 +28,6 @@ def open_dataset(
     format: str | None = None,
     split: str | os.PathLike[str] | None = None,
     crop: int | None = None,
-    augment: bool = False,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     *,
@@ -44,7 +43,6 @@ def open_dataset(
         format: ``second``, ``landsat-scd`` or ``binary``; detected from the folders when omitted.
         split: ``train``, ``val``, ``test``, ``all``/``None`` (every pair), or a list file.
         crop: Window size (see :class:`ChangeDataset`); ``None`` gives whole images.
-        augment: Random flips and 90-degree rotations, identical for both dates and labels.
         mean, std: Per-band normalisation in 0..255 units of T1 (and of T2 unless ``mean_t2``/``std_t2`` are
             given); default: the format's preset (SECOND and Landsat-SCD statistics, ImageNet for binary).
         mean_t2, std_t2: T2's own normalisation.
@@ -63,5 +61,5 @@ def open_dataset(
         mean_t2 = mean_t1 if mean is not None else preset.mean_t2
     if std_t2 is None:
         std_t2 = std_t1 if std is not None else preset.std_t2
-    return ChangeDataset(samples, format, crop=crop, augment=augment, mean_t1=mean_t1, std_t1=std_t1,
+    return ChangeDataset(samples, format, crop=crop, mean_t1=mean_t1, std_t1=std_t1,
                          mean_t2=mean_t2, std_t2=std_t2, resize=resize)

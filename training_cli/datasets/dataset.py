@@ -1,4 +1,4 @@
-"""The training/evaluation dataset: pairs of images and labels as tensors, cropped and augmented.
+"""The training/evaluation dataset: pairs of images and labels as tensors, cropped.
 
 Every item is a dict of tensors, the same for every format, so the trainer never
 branches on the dataset:
@@ -16,10 +16,11 @@ With ``crop`` each image is cut into a grid of ``crop x crop`` windows that
 covers it completely (the last row and column of windows shifted back inside
 the image when its size is not a multiple of the crop; images smaller than the
 crop are padded), and every window is an item: an epoch sees every pixel, as
-the papers' pre-cut patches do. ``augment`` applies one of the eight flips and
-90-degree rotations of the square, drawn from torch's random generator (so
-seeded DataLoader workers are reproducible), identically to both dates and all
-labels.
+the papers' pre-cut patches do.
+
+Items are not augmented here: the trainer's flips and rotations
+(:mod:`training_cli.augment`) are seeded per run, epoch and item, which its exact
+resume relies on, and move both dates, every label and ``valid`` together.
 """
 
 from __future__ import annotations
@@ -84,14 +85,13 @@ class ChangeDataset(Dataset):
         samples: The pairs (from :func:`training_cli.datasets.layouts.list_samples`).
         format: ``second``, ``landsat-scd`` or ``binary``.
         crop: Window size, or ``None`` for whole images.
-        augment: Random flips and 90-degree rotations.
         mean_t1, std_t1, mean_t2, std_t2: Per-band normalisation of each date, in 0..255 units.
         resize: Resize every pair to ``resize x resize`` first (Landsat-SCD: 416 -> 512 as LSAFNet does);
             bilinear for images, nearest for labels.
         mask_invalid: Landsat-SCD: pixels white (255) in every band of both dates carry no label.
     """
 
-    def __init__(self, samples: Sequence[Sample], format: str, *, crop: int | None = None, augment: bool = False,
+    def __init__(self, samples: Sequence[Sample], format: str, *, crop: int | None = None,
                  mean_t1: Sequence[float], std_t1: Sequence[float], mean_t2: Sequence[float],
                  std_t2: Sequence[float], resize: int | None = None, mask_invalid: bool = True) -> None:
         self.samples = list(samples)
@@ -99,7 +99,6 @@ class ChangeDataset(Dataset):
         self.classes = CLASSES[format]
         self.task = "semantic" if self.classes else "binary"
         self.crop = crop
-        self.augment = augment
         self.resize = resize
         self.mask_invalid = mask_invalid and format == "landsat-scd"
         self.mean = [np.asarray(m, np.float32)[:, None, None] for m in (mean_t1, mean_t2)]
@@ -181,8 +180,6 @@ class ChangeDataset(Dataset):
         if self.crop is not None:
             images, labels = self._crop(images, labels, row, col)
             name = f"{name}@{row}_{col}"
-        if self.augment:
-            images, labels = _random_symmetry(images, labels)
         bands = image1.shape[0]
         t1 = (images[:bands] - self.mean[0]) / self.std[0]
         t2 = (images[bands:] - self.mean[1]) / self.std[1]
@@ -226,15 +223,3 @@ def _resize(images: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarr
                                      mode="nearest")[0]
     return image_t.numpy(), label_t.numpy().astype(np.int64)
 
-
-def _random_symmetry(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One of the eight symmetries of the square, the same for every array."""
-    turns = int(torch.randint(4, ()).item())
-    flip = bool(torch.randint(2, ()).item())
-    out = []
-    for array in (images, labels):
-        array = np.rot90(array, turns, axes=(-2, -1))
-        if flip:
-            array = array[..., ::-1]
-        out.append(np.ascontiguousarray(array))
-    return out[0], out[1]

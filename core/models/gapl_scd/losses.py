@@ -18,6 +18,10 @@ Choices where the paper is silent:
       (``ln(1 + sigma^2) = softplus(s)``). Without the model's ``aux_log_var_*`` (eval outputs)
       ``s = 0`` is used.
     * ``L_cpa`` is 0 when the outputs hold no affinity matrices (eval-mode outputs).
+    * Pixels without a label (``valid`` 0: Landsat-SCD's blank areas, padding) are left out of
+      ``L_ss`` (as "no change", its ignore index) and of ``L_cd`` (averaged over the labelled
+      pixels). ``L_cpa`` uses no label: its prototypes are pooled inside the network from its own
+      class confidences over the whole crop, as the paper describes.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import Average, Scale, TrainingSpec, TrainingStage
+from ..base import Average, Scale, TrainingSpec, TrainingStage, masked_labels, masked_mean, valid_mask
 
 #: Keeps ``log`` finite when the change loss has to be rebuilt from probabilities.
 _PROB_EPS = 1e-7
@@ -41,16 +45,18 @@ def compute_loss(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tens
     Args:
         outputs: The model's outputs (training mode for ``L_cpa`` and the learnable weights).
         targets: ``change`` ``[B, 1, H, W]`` float 0/1; ``sem_t1``, ``sem_t2`` ``[B, H, W]`` long,
-            0 = no change (ignored).
+            0 = no change (ignored); optionally ``valid`` ``[B, 1, H, W]`` (1 = labelled): pixels with
+            0 are left out of ``L_ss`` and ``L_cd``.
 
     Returns:
         ``loss`` (total), ``loss_merge``, ``loss_cpa``, ``loss_ss``, ``loss_cd`` and the current
         weights' variances ``sigma1_sq``, ``sigma2_sq`` (detached, for logging).
     """
-    sem1 = _semantic_ce(outputs["sem_logits_t1"], targets["sem_t1"])
-    sem2 = _semantic_ce(outputs["sem_logits_t2"], targets["sem_t2"])
+    weights = valid_mask(targets, outputs["change_prob"])
+    sem1 = _semantic_ce(outputs["sem_logits_t1"], masked_labels(targets["sem_t1"], weights, 0))
+    sem2 = _semantic_ce(outputs["sem_logits_t2"], masked_labels(targets["sem_t2"], weights, 0))
     loss_ss = (sem1 + sem2) / 2  # eq. 16
-    loss_cd = _change_ce(outputs, targets["change"])  # eq. 17
+    loss_cd = _change_ce(outputs, targets["change"], weights)  # eq. 17
     zero = loss_ss.new_zeros(())
     log_var_ss = outputs.get("aux_log_var_ss", zero).float()
     log_var_cd = outputs.get("aux_log_var_cd", zero).float()
@@ -115,14 +121,17 @@ def _semantic_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return per_pixel / (labels != 0).sum().clamp_min(1)
 
 
-def _change_ce(outputs: dict[str, torch.Tensor], change: torch.Tensor) -> torch.Tensor:
-    """2-class cross-entropy (eq. 17) from the change logits, or from ``change_prob`` without them."""
-    target = change.squeeze(1).round().long()
+def _change_ce(outputs: dict[str, torch.Tensor], change: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """2-class cross-entropy (eq. 17) over the labelled pixels, from the change logits or from ``change_prob``."""
+    labelled = weights[:, 0]
+    target = torch.where(labelled > 0.5, change.reshape(labelled.shape).round().long(), 0)
     if "aux_change_logits" in outputs:
-        return F.cross_entropy(outputs["aux_change_logits"].float(), target)
-    prob = outputs["change_prob"].float().squeeze(1).clamp(_PROB_EPS, 1 - _PROB_EPS)
-    log_probs = torch.stack([torch.log1p(-prob), torch.log(prob)], dim=1)
-    return F.nll_loss(log_probs, target)
+        per_pixel = F.cross_entropy(outputs["aux_change_logits"].float(), target, reduction="none")
+    else:
+        prob = outputs["change_prob"].float().squeeze(1).clamp(_PROB_EPS, 1 - _PROB_EPS)
+        log_probs = torch.stack([torch.log1p(-prob), torch.log(prob)], dim=1)
+        per_pixel = F.nll_loss(log_probs, target, reduction="none")
+    return masked_mean(per_pixel, labelled)
 
 
 # --- The training contract ---------------------------------------------------------------------

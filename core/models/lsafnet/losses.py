@@ -11,6 +11,10 @@
   land-cover logits 1..N (channel 0 dropped, as in the code), unchanged pixels cost
   ``1 - cos(x1, x2)`` and changed pixels ``max(0, cos(x1, x2))``, averaged over all pixels
   (``CosineEmbeddingLoss(margin=0)`` in the code).
+
+Pixels without a label (``valid`` 0: Landsat-SCD's blank areas, padding) are left out of
+every term: ``L_BCD`` and ``L_SC`` average over the labelled pixels only, and ``L_SS`` sees
+them as "no change" (its ignore index).
 """
 
 from __future__ import annotations
@@ -18,7 +22,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..base import CHANGE_PROB, SEM_LOGITS_T1, SEM_LOGITS_T2, TrainingSpec
+from ..base import (
+    CHANGE_PROB,
+    SEM_LOGITS_T1,
+    SEM_LOGITS_T2,
+    TrainingSpec,
+    masked_change,
+    masked_labels,
+    masked_mean,
+    valid_mask,
+)
 from .model import AUX_CHANGE_LOGITS
 
 #: Weight of each semantic segmentation term in eq. 18.
@@ -32,33 +45,42 @@ def compute_loss(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tens
 
     Args:
         outputs: The model's outputs (``change_prob``, ``sem_logits_t1/t2``, optionally ``aux_change_logits``).
-        targets: ``change`` [B, 1, H, W] float 0/1 and ``sem_t1``, ``sem_t2`` [B, H, W] long (0 = no change).
+        targets: ``change`` [B, 1, H, W] float 0/1 and ``sem_t1``, ``sem_t2`` [B, H, W] long (0 = no change);
+            optionally ``valid`` [B, 1, H, W] (1 = labelled), whose 0 pixels no term sees.
 
     Returns:
         ``{"loss", "bcd", "ss_t1", "ss_t2", "sc"}``, all scalar tensors.
     """
-    change = targets["change"].float()
+    weights = valid_mask(targets, outputs[CHANGE_PROB])
+    change = masked_change(targets["change"], weights)
     if AUX_CHANGE_LOGITS in outputs:
-        bcd = F.binary_cross_entropy_with_logits(outputs[AUX_CHANGE_LOGITS].float(), change)
+        logits = outputs[AUX_CHANGE_LOGITS].float()
     else:
-        prob = outputs[CHANGE_PROB].float().clamp(1e-7, 1.0 - 1e-7)
-        bcd = F.binary_cross_entropy_with_logits(torch.logit(prob), change)
+        logits = torch.logit(outputs[CHANGE_PROB].float().clamp(1e-7, 1.0 - 1e-7))
+    bcd = masked_mean(F.binary_cross_entropy_with_logits(logits, change, reduction="none"), weights)
     logits1 = outputs[SEM_LOGITS_T1].float()
     logits2 = outputs[SEM_LOGITS_T2].float()
-    ss1 = _masked_cross_entropy(logits1, targets["sem_t1"])
-    ss2 = _masked_cross_entropy(logits2, targets["sem_t2"])
-    sc = semantic_consistency_loss(logits1, logits2, change)
+    ss1 = _masked_cross_entropy(logits1, masked_labels(targets["sem_t1"], weights, IGNORE_INDEX))
+    ss2 = _masked_cross_entropy(logits2, masked_labels(targets["sem_t2"], weights, IGNORE_INDEX))
+    sc = semantic_consistency_loss(logits1, logits2, change, weights)
     total = bcd + SS_WEIGHT * (ss1 + ss2) + sc
     return {"loss": total, "bcd": bcd, "ss_t1": ss1, "ss_t2": ss2, "sc": sc}
 
 
-def semantic_consistency_loss(logits1: torch.Tensor, logits2: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
-    """Pull the two dates' class distributions together where unchanged, apart where changed."""
+def semantic_consistency_loss(logits1: torch.Tensor, logits2: torch.Tensor, change: torch.Tensor,
+                              weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Pull the two dates' class distributions together where unchanged, apart where changed.
+
+    ``weights`` (``[B, 1, H, W]``, 1 = labelled) leaves unlabelled pixels out of the mean.
+    """
     prob1 = torch.softmax(logits1[:, 1:], dim=1)
     prob2 = torch.softmax(logits2[:, 1:], dim=1)
     cos = F.cosine_similarity(prob1, prob2, dim=1, eps=1e-8)
     changed = change.reshape(cos.shape) > 0.5
-    return torch.where(changed, cos.clamp(min=0.0), 1.0 - cos).mean()
+    per_pixel = torch.where(changed, cos.clamp(min=0.0), 1.0 - cos)
+    if weights is None:
+        return per_pixel.mean()
+    return masked_mean(per_pixel, weights.reshape(cos.shape))
 
 
 def _masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

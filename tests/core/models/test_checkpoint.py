@@ -20,7 +20,7 @@ from helpers import random_pair, register_tiny_models
 from core.errors import CheckpointError, InputError
 from core.models import registry
 from core.models.base import ChangeModel
-from core.models.card import FORMAT_VERSION, PRESETS, ModelCard
+from core.models.card import FORMAT_VERSION, PRESETS, ModelCard, TrainingResize
 from core.models.checkpoint import (
     FORMAT_NAME,
     load_checkpoint,
@@ -87,6 +87,31 @@ def test_round_trip_gives_identical_outputs_and_card(tmp_path: Path, name: str, 
     assert expected.keys() == got.keys()
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
+
+
+def test_a_resize_of_the_training_imagery_is_recorded_and_older_cards_still_load(tmp_path: Path) -> None:
+    """Landsat-SCD's 416 px tiles trained at 512 px: the card says so after a round trip; a card written
+    before the field existed loads as "not resized"; a damaged record is refused when the file is read."""
+    model, card = _save_tiny(tmp_path / "plain.pt")
+    resized = dataclasses.replace(card, training_resize=TrainingResize(source_height=416, source_width=416, size=512))
+    save_checkpoint(tmp_path / "resized.pt", model, resized)
+
+    loaded = read_card(tmp_path / "resized.pt")
+    assert loaded.training_resize == TrainingResize(416, 416, 512)
+    assert loaded.training_resize.factor == pytest.approx((512 / 416, 512 / 416))
+    assert loaded.training_resize.describe() == "416 x 416 px tiles resized to 512 x 512 px (x1.231)"
+    assert read_card(tmp_path / "plain.pt").training_resize is None
+
+    older = {k: v for k, v in card.to_dict().items() if k != "training_resize"}
+    assert ModelCard.from_dict(older).training_resize is None
+    assert load_checkpoint(_forge(tmp_path / "older.pt", older, model.state_dict()))[1] == card
+
+    for bad in ({"source_height": 416, "source_width": 416, "size": 0}, {"source": 416, "size": 512},
+                {"source_height": 416.5, "source_width": 416, "size": 512}, 512):
+        path = _forge(tmp_path / "bad.pt", {**card.to_dict(), "training_resize": bad}, model.state_dict())
+        assert "training resize" in _refusal(path).replace("_", " ")
+    with pytest.raises(ValueError, match="training_resize must be a TrainingResize"):
+        dataclasses.replace(card, training_resize={"size": 512})
 
 
 def test_pretrained_is_never_stored(tmp_path: Path) -> None:

@@ -191,3 +191,58 @@ def test_the_names_table_matches_every_registered_network() -> None:
     assert set(NETWORKS) == set(model_names())
     for name, (_, task) in NETWORKS.items():
         assert get_spec(name).task == task, name
+
+
+def _left_half(value: torch.Tensor) -> torch.Tensor:
+    """The left half of a map (``[..., H, W]``, at any resolution); tensors without a map stay whole."""
+    return value[..., : value.shape[-1] // 2] if value.ndim >= 3 else value
+
+
+def test_pixels_without_a_label_are_left_out_of_every_loss_term(built: Built) -> None:
+    """A batch whose right half is unlabelled (``valid`` 0) and holds garbage targets there gives, in every
+    stage, the same loss terms and the same gradient step as the labelled left half alone: blank areas and
+    padding are never learned as "no change"."""
+    training = get_spec(built.name).training
+    assert training is not None
+    size = 64
+    x1, x2 = random_pair(2, size, size, seed=7)
+    generator = torch.Generator().manual_seed(3)
+    change = (torch.rand(2, 1, size, size, generator=generator) > 0.5).float()
+    labelled = {"change": change}
+    garbage = {"change": (torch.rand(2, 1, size, size, generator=generator) > 0.3).float()}
+    classes = built.model.num_classes
+    if built.model.task == "semantic":
+        for key in ("sem_t1", "sem_t2"):
+            labelled[key] = torch.randint(1, classes + 1, (2, size, size), generator=generator) * change[:, 0].long()
+            garbage[key] = torch.randint(0, classes + 1, (2, size, size), generator=generator)
+    valid = torch.ones(2, 1, size, size)
+    valid[..., size // 2:] = 0
+    right = valid == 0
+    dirty = {key: torch.where(right if value.ndim == 4 else right[:, 0], garbage[key], value)
+             for key, value in labelled.items()}
+    dirty["valid"] = valid
+    alone = {key: _left_half(value) for key, value in labelled.items()}
+    for index, stage in enumerate(training.stages):
+        steps = []
+        for targets, crop in ((dirty, False), (alone, True)):
+            model = copy.deepcopy(built.model).train()
+            trained = {id(p) for group in stage.parameter_groups(model) for p in group["params"]}
+            for p in model.parameters():
+                p.requires_grad_(id(p) in trained)
+            torch.manual_seed(11)  # the same dropout masks in both passes
+            outputs = model(x1, x2)
+            if crop:
+                outputs = {key: _left_half(value) for key, value in outputs.items()}
+            terms = training.loss(outputs, targets, index)
+            training.backward(model, terms, lambda loss: loss, lambda tensors: None)
+            steps.append((terms, {name: p.grad for name, p in model.named_parameters() if p.grad is not None}))
+        (terms_dirty, grads_dirty), (terms_alone, grads_alone) = steps
+        assert set(terms_dirty) == set(terms_alone)
+        for key in terms_alone:
+            torch.testing.assert_close(terms_dirty[key], terms_alone[key], rtol=1e-5, atol=1e-6,
+                                       msg=f"{stage.name}: term {key}")
+        assert grads_dirty.keys() == grads_alone.keys()
+        for name, grad in grads_alone.items():
+            scale = float(grad.abs().max()) or 1.0
+            torch.testing.assert_close(grads_dirty[name], grad, rtol=1e-4, atol=1e-5 * scale,
+                                       msg=f"{stage.name}: gradient of {name}")
