@@ -28,8 +28,13 @@ from ..files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-#: Timed forward passes per runtime, after one untimed warm-up (first calls allocate and tune).
+#: Timed forward passes per candidate, after one untimed warm-up (first calls allocate and tune).
 PROBE_REPEATS = 2
+
+#: A runtime replaces PyTorch only when it takes less than this share of PyTorch's time: the two
+#: often differ by less than the probe's noise, and a runtime adds a second or so per run
+#: (hashing, verifying and loading its graph), so near-ties stay with PyTorch.
+RUNTIME_MARGIN = 0.9
 
 
 def cpu_signature() -> str:
@@ -74,15 +79,27 @@ def remember(path: Path, runtime: str, seconds: dict[str, float]) -> None:
 
 def seconds_per_batch(forward: Callable[[Any, Any], Any], batch_size: int, bands: int, size: int) -> float:
     """The shortest of :data:`PROBE_REPEATS` timed forward passes over a random batch, after a warm-up."""
+    return interleaved_seconds({"forward": forward}, batch_size, bands, size)["forward"]
+
+
+def interleaved_seconds(forwards: dict[str, Callable[[Any, Any], Any]], batch_size: int, bands: int,
+                        size: int) -> dict[str, float]:
+    """Seconds per batch of each forward pass, timed in turns (A B A B ...) so that all see the same machine.
+
+    Each is warmed up once first (first calls allocate and tune kernels); the shortest of
+    :data:`PROBE_REPEATS` timed calls counts, the least disturbed by other work.
+    """
     generator = torch.Generator().manual_seed(7)
     x1 = torch.randn(batch_size, bands, size, size, generator=generator)
     x2 = torch.randn(batch_size, bands, size, size, generator=generator)
-    forward(x1, x2)
-    best = float("inf")
-    for _ in range(PROBE_REPEATS):
-        started = time.perf_counter()
+    for forward in forwards.values():
         forward(x1, x2)
-        best = min(best, time.perf_counter() - started)
+    best = dict.fromkeys(forwards, float("inf"))
+    for _ in range(PROBE_REPEATS):
+        for name, forward in forwards.items():
+            started = time.perf_counter()
+            forward(x1, x2)
+            best[name] = min(best[name], time.perf_counter() - started)
     return best
 
 

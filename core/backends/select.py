@@ -149,17 +149,20 @@ class _Run:
     def runtime(self, name: str, *, reason: str) -> InferenceBackend:
         return _runtime_backend(name, self, reason=reason)
 
-    def seconds(self, backend: InferenceBackend) -> float:
-        """One batch of this run's shape through ``backend``, as the engine runs it."""
+    def seconds(self, backends: dict[str, InferenceBackend]) -> dict[str, float]:
+        """Seconds per batch of this run's shape through each backend, timed in turns, as the engine runs them."""
         from ..devices import inference_context
 
-        def forward(x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
-            if backend.channels_last:
-                x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
-            with inference_context(self.device, backend.autocast):
-                return backend(x1, x2)
+        def as_run(backend: InferenceBackend) -> Forward:
+            def forward(x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
+                if backend.channels_last:
+                    x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
+                with inference_context(self.device, backend.autocast):
+                    return backend(x1, x2)
+            return forward
 
-        return measure.seconds_per_batch(forward, self.batch_size, len(self.card.bands_t1), self.model_size)
+        return measure.interleaved_seconds({name: as_run(backend) for name, backend in backends.items()},
+                                           self.batch_size, len(self.card.bands_t1), self.model_size)
 
 
 def _auto(run: _Run, precision_named: bool, expected_batches: int | None) -> InferenceBackend:
@@ -218,21 +221,32 @@ def _built(run: _Run, order: list[str], reason: str) -> InferenceBackend:
 def _measured(run: _Run, candidates: list[str], record: Path) -> InferenceBackend:
     """Every candidate timed on one batch of the run's shape; the fastest runs, and is remembered.
 
-    One runtime session is alive at a time (each holds hundreds of MiB for a large network), so
-    measuring does not raise the run's peak memory; the winner is loaded again from the cache.
+    PyTorch (when it competes) is timed in turns with each runtime, so that both see the machine
+    in the same state, and a runtime must beat it by :data:`~.measure.RUNTIME_MARGIN`. One runtime
+    session is alive at a time (each holds hundreds of MiB for a large network), so measuring does
+    not raise the run's peak memory; the winner is loaded again from the cache.
     """
     seconds: dict[str, float] = {}
-    for name in candidates:
+    reference = run.torch("measuring") if "torch" in candidates else None
+    for name in (c for c in candidates if c != "torch"):
         try:
-            candidate = run.torch("measuring") if name == "torch" else run.runtime(name, reason="measuring")
+            candidate = run.runtime(name, reason="measuring")
         except InputError as error:
             log.warning("%s", error)
             seconds[name] = math.inf  # remembered as failed, so later runs do not try it again
             continue
-        seconds[name] = run.seconds(candidate)
+        timed = run.seconds({name: candidate} | ({"torch": reference} if reference is not None else {}))
+        seconds[name] = timed[name]
+        if reference is not None:
+            seconds["torch"] = min(seconds.get("torch", math.inf), timed["torch"])
         del candidate
         gc.collect()
-    best = min(seconds, key=seconds.__getitem__)
+    if reference is not None and "torch" not in seconds:  # every runtime failed
+        seconds["torch"] = run.seconds({"torch": reference})["torch"]
+    runtimes = {name: value for name, value in seconds.items() if name != "torch"}
+    best = min(runtimes, key=runtimes.__getitem__) if runtimes else "torch"
+    if "torch" in seconds and not runtimes.get(best, math.inf) < measure.RUNTIME_MARGIN * seconds["torch"]:
+        best = "torch"
     if math.isinf(seconds[best]):
         return _built(run, [], "")
     measure.remember(record, best, seconds)
