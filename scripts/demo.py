@@ -59,7 +59,7 @@ DATA_ARGS: tuple[str, ...] = (
 )
 #: The demo recipe: the paper's network with a ResNet-18 and narrow heads, trained from scratch on
 #: 64 px crops for one epoch (56 pairs of 192 px: 504 crops, 126 steps of 4). On an idle 2-core
-#: machine training takes about 65 s (8 crops/s) and the scene scores F_scd 0.597. With another
+#: machine training takes 65-80 s (6-8 crops/s) and the scene scores F_scd 0.60. With another
 #: job on the same cores the same epoch took 401 s: PyTorch's CPU threads wait for each other at
 #: every layer, so a competing process slows training several times over, not twice. Batch 8
 #: trains faster but reached only F_scd 0.435 on the scene, under the 0.5 the demo requires.
