@@ -45,7 +45,7 @@ from .models.card import ModelCard
 from .preprocess import BandScaling, plan_scaling
 from .products import Grid, Legends, OutputPaths, ProductsStage, StageResult, check_outputs
 from .progress import Progress, ProgressSpan
-from .tiling import RowBandAccumulator, TileGrid, TileWindow, pad_to
+from .tiling import RowBandAccumulator, TileGrid, TileWindow, default_tile_size, pad_to
 
 __all__ = ["OutputPaths", "Progress", "RunOptions", "RunSummary", "describe_memory", "estimate_memory",
            "run_change_detection"]
@@ -64,7 +64,7 @@ class RunOptions:
 
     Attributes:
         bands_t1, bands_t2: 1-based bands per date, in the model's band order.
-        tile_size: Tile side in pixels.
+        tile_size: Tile side in pixels (default: the card's, at least 256; :func:`~.tiling.default_tile_size`).
         overlap: Overlap between neighbouring tiles in pixels (default: a quarter tile).
         batch_size: Tiles per forward pass.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
@@ -178,7 +178,7 @@ def run_change_detection(
     network, card = _load_model(model)
     requested = _check_outputs(outputs, card, {"T1": path_t1, "T2": path_t2},
                                None if isinstance(model, tuple) else model, options.overwrite)
-    tile_size = int(options.tile_size or card.tile_size)
+    tile_size = int(options.tile_size or default_tile_size(card.tile_size))
     overlap = int(options.overlap if options.overlap is not None else tile_size // 4)
     if options.batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {options.batch_size}")

@@ -130,7 +130,9 @@ PARAMETER_HELP = {
     "BANDS_T1": "Bands of T1 in the order the model expects (red, green, blue for every model this software "
                 "makes). Empty: the bands the model file names, usually 1, 2, 3.",
     "BANDS_T2": "Bands of T2 in the order the model expects. Empty: the bands the model file names.",
-    "TILE_SIZE": "Side of the squares the scene is cut into. 0 (best): the size the model was trained with.",
+    "TILE_SIZE": "Side of the squares the scene is cut into. 0 (recommended): the size the model was trained with, "
+                 "or 256 px if it was trained on smaller crops (more context per tile, fewer tiles: better and "
+                 "faster, as measured).",
     "OVERLAP": "How much neighbouring tiles overlap, in % of the tile; overlaps are blended so no seams show.",
     "BATCH_SIZE": "Tiles per step: larger is faster on a GPU but needs more memory. Cancel stops within a batch.",
     "DEVICE": "auto: an NVIDIA GPU when one is usable, else the CPU. The log says which was used and why.",
@@ -254,7 +256,7 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
                                        "file)", None, self.INPUT_T1, optional=True, allowMultiple=True),
             QgsProcessingParameterBand(self.BANDS_T2, "Bands of T2, in the model's order (empty: from the model "
                                        "file)", None, self.INPUT_T2, optional=True, allowMultiple=True),
-            QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size in pixels (0: the model's)",
+            QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size in pixels (0: the model's, at least 256)",
                                          QgsProcessingParameterNumber.Integer, 0, minValue=0, maxValue=4096),
             QgsProcessingParameterNumber(self.OVERLAP, "Tile overlap (% of the tile)",
                                          QgsProcessingParameterNumber.Integer, 25, minValue=0, maxValue=75),

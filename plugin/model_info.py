@@ -19,6 +19,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
+from ..core.tiling import default_tile_size
 from .change_algorithm import MODEL_FILTER, REPORT_WRITTEN, help_text, hide_html_from_batch, report_written
 from .dependencies import diagnostics, require_engine
 from .report import write_report
@@ -150,7 +151,8 @@ def describe_card(card: Any) -> list[tuple[str, str]]:
         ("Task", f"{card.task} change"),
         ("Use with", USES.get(card.task, card.task)),
         ("Classes", classes),
-        ("Tile size", f"{card.tile_size} px (the size it was trained with; keep Tile size at 0 to use it)"),
+        ("Tile size", f"{card.tile_size} px, the size it was trained with; runs use "
+                      f"{default_tile_size(card.tile_size)} px when Tile size is left at 0"),
         *resized,
         ("Bands of T1", _numbers(card.bands_t1)),
         ("Bands of T2", _numbers(card.bands_t2)),

@@ -19,6 +19,7 @@ from ..core import engine
 from ..core.models.card import ModelCard
 from ..core.models.checkpoint import read_card
 from ..core.products import Legends
+from ..core.tiling import default_tile_size
 from .bands import contradictions, expected_bands, read_bands
 from .change_algorithm import RunRequest
 from .cleanup import removed_on_failure
@@ -66,7 +67,7 @@ def _checked_card(request: RunRequest) -> ModelCard:
 
 
 def _run(request: RunRequest, card: ModelCard, feedback: QgsProcessingFeedback, written: list[Path]) -> Outcome:
-    tile = request.tile_size or card.tile_size
+    tile = request.tile_size or default_tile_size(card.tile_size)
     overlap = round(tile * request.overlap_percent / 100.0)
     options = engine.RunOptions(bands_t1=request.bands_t1, bands_t2=request.bands_t2, tile_size=tile,
                                 overlap=overlap, batch_size=request.batch_size, device=request.device,

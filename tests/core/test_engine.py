@@ -127,6 +127,16 @@ def test_geographic_t1_gives_areas_in_square_metres(tmp_path: Path) -> None:
     assert 55 < pixel_area < 70  # 11.1 m x 5.57 m = 62 m²
 
 
+def test_default_tile_is_the_cards_but_at_least_256_px(tmp_path: Path, scene_pair) -> None:
+    t1, t2, _ = scene_pair  # 200 x 150 px
+    model, card = PointwiseModel().eval(), make_card(tile_size=64)
+    default = run_change_detection(t1, t2, (model, card), _outputs(tmp_path / "default", "change_mask"))
+    assert (default.tile_size, default.overlap, default.tiles_total) == (256, 64, 1)
+    chosen = run_change_detection(t1, t2, (model, card), _outputs(tmp_path / "chosen", "change_mask"),
+                                  RunOptions(tile_size=64))
+    assert (chosen.tile_size, chosen.overlap) == (64, 16) and chosen.tiles_total > 1
+
+
 def test_raster_smaller_than_a_tile_and_16_bit_input(tmp_path: Path) -> None:
     scene = synthetic.make_scene(40, 50, 6, seed=9)
     image1 = synthetic.render(scene.labels_t1, PALETTE).astype(np.uint16) * 40

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.errors import InputError
-from core.tiling import RowBandAccumulator, TileGrid, pad_to, round_up
+from core.tiling import MIN_DEFAULT_TILE_SIZE, RowBandAccumulator, TileGrid, default_tile_size, pad_to, round_up
 
 
 @pytest.mark.parametrize(("height", "width", "tile", "overlap"), [
@@ -30,6 +30,13 @@ def test_windows_are_row_major_and_last_window_is_snapped_to_the_edge() -> None:
     assert rows == sorted(rows)
     windows = list(grid.windows())
     assert [w.row for w in windows] == sorted(w.row for w in windows)
+
+
+def test_default_tile_is_the_cards_but_never_below_the_measured_minimum() -> None:
+    assert MIN_DEFAULT_TILE_SIZE == 256
+    assert default_tile_size(64) == 256  # trained on small crops: larger tiles measured better and faster
+    assert default_tile_size(512) == 512
+    assert default_tile_size(416) == 416
 
 
 def test_model_size_is_a_multiple_of_32() -> None:
