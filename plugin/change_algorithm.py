@@ -136,8 +136,9 @@ PARAMETER_HELP = {
     "OVERLAP": "How much neighbouring tiles overlap, in % of the tile; overlaps are blended so no seams show.",
     "BATCH_SIZE": "Tiles per step: larger is faster on a GPU but needs more memory. Cancel stops within a batch.",
     "DEVICE": "auto: an NVIDIA GPU when one is usable, else the CPU. The log says which was used and why.",
-    "BACKEND": "auto: on a CPU, ONNX Runtime or OpenVINO when installed (faster; the model is converted once and "
-               "kept in your cache folder), else PyTorch. The log says which was used and what to install.",
+    "BACKEND": "auto: on a CPU, the fastest of PyTorch and the installed ONNX Runtime or OpenVINO, measured once "
+               "on this computer for each model (the model is converted once and kept in your cache folder). The "
+               "log says which was used, why, and what to install for speed.",
     "MIN_AREA": f"Change patches smaller than this many pixels become 'no change' in every output (default "
                 f"{DEFAULT_MIN_PATCH}, a 3 x 3 block, removes speckle); 0 keeps every changed pixel.",
     "EXTENT": "Run on this part of the scene only (in any CRS; it is transformed to T1's). Empty: all of the area "

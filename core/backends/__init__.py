@@ -7,11 +7,12 @@ the user's choice (``auto``, ``torch``, ``onnxruntime``, ``openvino``) into an
 :class:`InferenceBackend`: a callable ``(x1, x2) -> dict`` with the model contract's
 keys, plus the name of the runtime in use and why it was chosen, for the run's log.
 
-``auto`` keeps PyTorch on a GPU (the runtimes here are CPU builds) and with reduced
-precision (bf16 autocast has no ONNX counterpart here). On a CPU it takes the first
-installed runtime of :data:`AUTO_ORDER`, measured fastest on CPUs without a GPU
-(``make bench``, docs/performance.md). The runtimes are optional: without them
-everything runs on PyTorch and the reason says what to install.
+``auto`` keeps PyTorch on a GPU (the runtimes here are CPU builds) and where the user
+named a reduced precision. On a CPU it measures PyTorch against each installed runtime
+once per network, tile, batch size, arithmetic and CPU (:mod:`.measure`), runs the
+fastest and remembers it; OpenVINO follows the run's bf16, ONNX Runtime computes in
+fp32 (docs/performance.md). The runtimes are optional: without them everything runs
+on PyTorch and the reason says what to install.
 """
 
 from __future__ import annotations

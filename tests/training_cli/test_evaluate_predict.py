@@ -118,7 +118,7 @@ def test_semantic_model_on_binary_data_predicts_and_scores_change(tmp_path: Path
     checkpoint = tmp_path / "scd.pt"
     assert main(["init", "--model", "tiny_scd", "--preset", "second", "--out", str(checkpoint)]) == 0
     assert main(["predict", "--checkpoint", str(checkpoint), "--data", str(data["binary"]), "--split", "test",
-                 "--device", "cpu", "--out", str(tmp_path / "pred")]) == 0
+                 "--device", "cpu", "--precision", "fp32", "--out", str(tmp_path / "pred")]) == 0
     assert [p.name for p in (tmp_path / "pred").iterdir()] == ["label"]
     with Image.open(tmp_path / "pred" / "label" / "00003.png") as image:
         assert image.mode == "L" and set(np.unique(np.array(image))) <= {0, 255}
