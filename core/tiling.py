@@ -120,7 +120,7 @@ def validate_tiling(tile_size: int, overlap: int) -> None:
     if not MIN_TILE_SIZE <= tile_size <= MAX_TILE_SIZE:
         raise InputError(
             f"tile size {tile_size} is out of range: use {MIN_TILE_SIZE} to {MAX_TILE_SIZE} pixels "
-            "(ideally the model's training tile size)"
+            "(left unset, or 0 in QGIS, it is the model's training tile size, at least 256)"
         )
     if overlap < 0 or overlap >= tile_size:
         raise InputError(

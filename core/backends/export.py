@@ -79,8 +79,7 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike
     Args:
         checkpoint: The model file.
         out: Where to write (default: beside the checkpoint).
-        tile_size: Tile side (default: what a run uses, :func:`~core.tiling.default_tile_size`), rounded up to a
-            multiple of 32.
+        tile_size: Tile side (default: the card's), rounded up to a multiple of 32.
 
     Returns:
         The path written.
@@ -92,10 +91,9 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike
     from ..files import atomic_write_with
     from ..models.base import SIZE_MULTIPLE
     from ..models.checkpoint import load_checkpoint
-    from ..tiling import default_tile_size
 
     network, card = load_checkpoint(checkpoint)
-    size = int(tile_size or default_tile_size(card.tile_size))
+    size = int(tile_size or card.tile_size)
     size = -(-size // SIZE_MULTIPLE) * SIZE_MULTIPLE
     target = Path(out) if out is not None else onnx_beside(checkpoint, size)
     if target.exists():

@@ -341,7 +341,7 @@ def test_every_network_runs_through_the_engine_from_an_init_checkpoint(tmp_path:
     t2 = synthetic.reproject_geotiff(t2_utm, tmp_path / "in" / "t2_3857.tif", "EPSG:3857")
     names = ("fromto", "change_prob") if semantic else ("change_mask", "change_prob")
     out = _outputs(tmp_path / "out", *names)
-    summary = run_change_detection(t1, t2, checkpoint, out, RunOptions(batch_size=2, overlap=16))
+    summary = run_change_detection(t1, t2, checkpoint, out, RunOptions(tile_size=64, batch_size=2, overlap=16))
     assert summary.tiles_run == summary.tiles_total == 4
     with rasterio.open(t1) as src, rasterio.open(summary.outputs[names[0]]) as dst:
         assert dst.crs == src.crs and dst.res == src.res

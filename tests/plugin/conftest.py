@@ -82,7 +82,7 @@ def binary_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def image_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A 96 x 96 px RGB pair on one UTM grid: 4 tiles of 64 px at 25 % overlap, one batch."""
+    """A 96 x 96 px RGB pair on one UTM grid: with TILE_SIZE=64, 4 tiles at 25 % overlap, one batch."""
     palette = [c.color for c in SECOND_CLASSES]
     t1, t2, _ = synthetic.write_pair(tmp_path_factory.mktemp("pair"), palette, height=96, width=96, seed=5)
     return t1, t2

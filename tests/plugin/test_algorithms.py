@@ -66,8 +66,9 @@ def test_semantic_change_puts_styled_layers_on_the_map(scd_provider, semantic_mo
         ("OUTPUT_FROMTO", "fromto.tif"), ("OUTPUT_T1_CLASSES", "t1.tif"), ("OUTPUT_T2_CLASSES", "t2.tif"),
         ("OUTPUT_CHANGE_PROB", "prob.tif"), ("OUTPUT_POLYGONS", "changes.gpkg"), ("OUTPUT_REPORT", "report.html"))}
 
-    results = processing.runAndLoadResults("scd:semanticchange", inputs(image_pair, semantic_model, **out),
-                                           feedback=feedback)
+    # 64 px tiles (the model's own size, below the 256 px default) so that the 96 px pair is cut into 4 tiles
+    results = processing.runAndLoadResults("scd:semanticchange", inputs(image_pair, semantic_model, TILE_SIZE=64,
+                                                                        **out), feedback=feedback)
 
     for name, path in out.items():
         assert results[name] == path and Path(path).exists()
@@ -414,7 +415,7 @@ def test_html_output_is_announced_only_after_a_run_that_wrote_the_report(scd_pro
 
 def test_progress_moves_within_a_single_batch(scd_provider, semantic_model, image_pair, feedback, tmp_path):
     """The pair is 4 tiles, one batch of 4: the bar still moves while it is read, run and written."""
-    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, BATCH_SIZE=4, MIN_AREA=0,
+    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, TILE_SIZE=64, BATCH_SIZE=4, MIN_AREA=0,
                                                 OUTPUT_FROMTO=str(tmp_path / "fromto.tif")), feedback=feedback)
     assert "1 tiles" not in feedback.log and "batch 4" in feedback.log
     steps = sorted(set(feedback.progress))

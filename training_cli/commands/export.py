@@ -23,7 +23,6 @@ from core.errors import InputError
 from core.models import registry
 from core.models.card import ModelCard
 from core.models.checkpoint import save_checkpoint
-from core.tiling import default_tile_size
 from core.version import __version__
 
 from ..trainer import read_training_state
@@ -65,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         card = ModelCard.from_dict(json.loads(state["card"]))
     except (ValueError, TypeError, KeyError) as error:
         raise InputError(f"the model card in {args.checkpoint} cannot be read: {error}") from None
-    onnx_file = onnx_beside(out, default_tile_size(card.tile_size)) if args.format == "onnx" else None
+    onnx_file = onnx_beside(out, card.tile_size) if args.format == "onnx" else None
     if onnx_file is not None and onnx_file.exists() and not args.force:
         raise InputError(f"{onnx_file} already exists; choose another --out or add --force to replace it")
     card = dataclasses.replace(card, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -78,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}{' (float16 weights)' if args.half else ''}")
     if onnx_file is not None:
         onnx_file.unlink(missing_ok=True)  # --force was given, or it did not exist
-        print(f"wrote {export_checkpoint(out)} (ONNX, {default_tile_size(card.tile_size)} px tiles, as runs use)")
+        print(f"wrote {export_checkpoint(out)} (ONNX, {card.tile_size} px tiles)")
     print(f"  model {card.model}; {card.task}; tile {card.tile_size} px; trained on {card.dataset}")
     print(f"  validation metrics (epoch {card.training.get('metrics_epoch')}): {shown}")
     return 0
