@@ -231,9 +231,10 @@ def bench_memory(work: Path, checkpoint: Path, tile: int, batch: int) -> None:
     """Peak memory against raster height, and speed against the in-memory baseline on the same tiles.
 
     The engine runs twice per height: on PyTorch fp32, the baseline's own runtime (so the ratio is
-    the engine's own cost or gain), and with its defaults (``backend="auto"``: a CPU runtime when one
-    is installed), which is what an analyst gets. Each run is a fresh process; the runtime's export
-    is made once beforehand, as a first run leaves it cached for every later one.
+    the engine's own cost or gain), and with its defaults (``backend="auto"``, ``precision="auto"``:
+    the fastest of PyTorch and the installed runtimes at the run's precision, measured once on a
+    long enough run), which is what an analyst gets. Each run is a fresh process; an untimed run
+    first leaves whatever ``auto`` exports or measures in the bench's cache, as a first run would.
     """
     print("\n== 2./3. peak memory against raster height, engine and in-memory baseline (fresh processes)")
     results: dict[int, dict[str, dict[str, float]]] = {}
