@@ -73,8 +73,13 @@ def remembered(path: Path, candidates: list[str]) -> tuple[str, dict[str, float]
 
 
 def remember(path: Path, runtime: str, seconds: dict[str, float]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps({"runtime": runtime, "seconds": seconds, "cpu": cpu_signature()}, indent=1))
+    """Store the ranking; a cache folder that cannot be written only means measuring again next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"runtime": runtime, "seconds": seconds, "cpu": cpu_signature()},
+                                           indent=1))
+    except OSError as error:
+        log.warning("could not store the backend choice in %s (%s); the next run measures again", path, error)
 
 
 def seconds_per_batch(forward: Callable[[Any, Any], Any], batch_size: int, bands: int, size: int) -> float:

@@ -215,6 +215,14 @@ def test_a_runtime_that_cannot_load_the_graph_is_remembered_as_failed(tmp_path: 
     assert again.name == "torch" and not timed  # not tried again
 
 
+def test_a_cache_folder_that_cannot_be_written_only_means_measuring_again(tmp_path: Path) -> None:
+    blocked = tmp_path / "choices"
+    blocked.write_text("a file where the folder should be")
+    record = blocked / "ranking.json"
+    backend_measure.remember(record, "torch", {"torch": 0.1})  # no error: logged
+    assert backend_measure.remembered(record, ["torch"]) is None
+
+
 def test_probe_times_a_real_forward_pass() -> None:
     model, _ = _tiny()
     seconds = backend_measure.seconds_per_batch(model, 2, 3, SIZE)
