@@ -369,18 +369,8 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
 
     def build_request(self, parameters: dict[str, Any], context: QgsProcessingContext) -> RunRequest:
         """The parameters as plain data; output files are checked here so mistakes show before the run."""
-        rasters: dict[str, str] = {}
-        for product, output in self.products.items():
-            if product in ("polygons", "report", "transitions_csv"):
-                continue
-            path = self.output_layer(parameters, output, context)
-            if not path:
-                continue
-            if Path(path).suffix.lower() not in RASTER_SUFFIXES:
-                raise QgsProcessingException(
-                    f"{self.parameterDefinition(output).description()}: the outputs are GeoTIFF files; "
-                    f"give a file name ending in .tif instead of '{Path(path).name}'")
-            rasters[product] = path
+        not_rasters = ("polygons", "report", "transitions_csv")
+        rasters = self.raster_outputs(parameters, context, [p for p in self.products if p not in not_rasters])
         report = self.parameterAsFileOutput(parameters, self.products["report"], context) \
             if "report" in self.products else ""
         return RunRequest(
@@ -443,6 +433,22 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
             if path and path in loads:
                 del loads[path]
         context.setLayersToLoadOnCompletion(loads)
+
+    def raster_outputs(self, parameters: dict[str, Any], context: QgsProcessingContext,
+                       products: list[str]) -> dict[str, str]:
+        """The raster outputs the user asked for, by product; a file that is not a GeoTIFF is refused here."""
+        rasters: dict[str, str] = {}
+        for product in products:
+            output = self.products[product]
+            path = self.output_layer(parameters, output, context)
+            if not path:
+                continue
+            if Path(path).suffix.lower() not in RASTER_SUFFIXES:
+                raise QgsProcessingException(
+                    f"{self.parameterDefinition(output).description()}: the outputs are GeoTIFF files; "
+                    f"give a file name ending in .tif instead of '{Path(path).name}'")
+            rasters[product] = path
+        return rasters
 
     def output_layer(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> str:
         """The file of an output layer, or "" when the user left the optional output empty.

@@ -9,7 +9,6 @@ rasterio but not PyTorch.
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 from typing import Any, ClassVar
 
 from qgis.core import (
@@ -26,7 +25,6 @@ from qgis.core import (
 
 from ..core.product_table import BY_NAME, COMPARE
 from .change_algorithm import (
-    RASTER_SUFFIXES,
     REPORT_WRITTEN,
     ChangeAlgorithm,
     RunRequest,
@@ -179,17 +177,7 @@ class CompareClassificationsAlgorithm(ChangeAlgorithm):
             f"Land-cover change {request.t1_name} -> {request.t2_name}")
 
     def build_request(self, parameters: dict[str, Any], context: QgsProcessingContext) -> RunRequest:
-        rasters: dict[str, str] = {}
-        for product in ("fromto", "t1_classes", "t2_classes", "change_mask"):
-            output = self.products[product]
-            path = self.parameterAsOutputLayer(parameters, output, context)
-            if not path:
-                continue
-            if Path(path).suffix.lower() not in RASTER_SUFFIXES:
-                raise QgsProcessingException(
-                    f"{self.parameterDefinition(output).description()}: the outputs are GeoTIFF files; "
-                    f"give a file name ending in .tif instead of '{Path(path).name}'")
-            rasters[product] = path
+        rasters = self.raster_outputs(parameters, context, ["fromto", "t1_classes", "t2_classes", "change_mask"])
         report = self.parameterAsFileOutput(parameters, self.products["report"], context)
         return RunRequest(
             task=self.task, t1="", t2="",
@@ -197,7 +185,7 @@ class CompareClassificationsAlgorithm(ChangeAlgorithm):
             model="", bands_t1=None, bands_t2=None, tile_size=0, overlap_percent=0.0, batch_size=1, device="cpu",
             min_area=self.parameterAsInt(parameters, self.MIN_AREA, context),
             rasters=rasters,
-            polygons=self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context) or None,
+            polygons=self.output_layer(parameters, self.OUTPUT_POLYGONS, context) or None,
             report=report or None,
         )
 

@@ -1,4 +1,6 @@
-"""Output folders that appear only when complete.
+"""Outputs of the training CLI that never replace a user's files unasked.
+
+Single files (a model file) are refused when they exist unless ``--force`` is given.
 
 Commands that write a whole folder (a dataset, predictions) write it beside its
 final place under a hidden name and rename it at the end, so an interrupted run
@@ -16,6 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from core.errors import InputError
+
+
+def refuse_existing_file(path: Path, force: bool) -> None:
+    """A file command refuses to replace an existing file unless ``--force`` was given."""
+    if path.exists() and not force:
+        raise InputError(f"{path} already exists; choose another --out or add --force to replace it")
 
 
 def check_new_folder(out: str | os.PathLike[str]) -> Path:

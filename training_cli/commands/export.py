@@ -25,6 +25,7 @@ from core.models.card import ModelCard
 from core.models.checkpoint import save_checkpoint
 from core.version import __version__
 
+from ..outputs import refuse_existing_file
 from ..trainer import read_training_state
 
 NAME = "export"
@@ -54,8 +55,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
-    if out.exists() and not args.force:
-        raise InputError(f"{out} already exists; choose another --out or add --force to replace it")
+    refuse_existing_file(out, args.force)
     if out.resolve() == args.checkpoint.resolve():
         raise InputError("--out must not be the training checkpoint itself")
 
@@ -65,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, KeyError) as error:
         raise InputError(f"the model card in {args.checkpoint} cannot be read: {error}") from None
     onnx_file = onnx_beside(out, card.tile_size) if args.format == "onnx" else None
-    if onnx_file is not None and onnx_file.exists() and not args.force:
-        raise InputError(f"{onnx_file} already exists; choose another --out or add --force to replace it")
+    if onnx_file is not None:
+        refuse_existing_file(onnx_file, args.force)
     card = dataclasses.replace(card, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                software_version=__version__)
     model = registry.build_model(card.model, **{**card.options, "pretrained": None})

@@ -23,6 +23,8 @@ from core.models.card import PRESETS
 from core.models.checkpoint import make_card, save_checkpoint
 from core.models.complexity import count_parameters
 
+from ..outputs import refuse_existing_file
+
 NAME = "init"
 
 _EXAMPLES = """\
@@ -78,8 +80,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Build the network for the preset and write it with its card."""
     out: Path = args.out
-    if out.exists() and not args.force:
-        raise InputError(f"{out} already exists; choose another --out or add --force to replace it")
+    refuse_existing_file(out, args.force)
     options = parse_options(args.option)
     if args.backbone is not None:
         options["backbone"] = args.backbone
