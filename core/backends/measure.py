@@ -82,11 +82,6 @@ def remember(path: Path, runtime: str, seconds: dict[str, float]) -> None:
         log.warning("could not store the backend choice in %s (%s); the next run measures again", path, error)
 
 
-def seconds_per_batch(forward: Callable[[Any, Any], Any], batch_size: int, bands: int, size: int) -> float:
-    """The shortest of :data:`PROBE_REPEATS` timed forward passes over a random batch, after a warm-up."""
-    return interleaved_seconds({"forward": forward}, batch_size, bands, size)["forward"]
-
-
 def interleaved_seconds(forwards: dict[str, Callable[[Any, Any], Any]], batch_size: int, bands: int,
                         size: int) -> dict[str, float]:
     """Seconds per batch of each forward pass, timed in turns (A B A B ...) so that all see the same machine.

@@ -223,10 +223,10 @@ def test_a_cache_folder_that_cannot_be_written_only_means_measuring_again(tmp_pa
     assert backend_measure.remembered(record, ["torch"]) is None
 
 
-def test_probe_times_a_real_forward_pass() -> None:
+def test_probe_times_each_real_forward_pass() -> None:
     model, _ = _tiny()
-    seconds = backend_measure.seconds_per_batch(model, 2, 3, SIZE)
-    assert 0 < seconds < 10
+    seconds = backend_measure.interleaved_seconds({"a": model, "b": model}, 2, 3, SIZE)
+    assert set(seconds) == {"a", "b"} and all(0 < value < 10 for value in seconds.values())
 
 
 def test_auto_without_runtimes_runs_torch_and_says_what_to_install(tmp_path: Path,
