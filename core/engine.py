@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from . import encode, memory
-from .backends import InferenceBackend, select_backend
+from .backends import BackendRace, InferenceBackend, select_backend
 from .devices import inference_context, select_device, select_precision
 from .errors import Cancelled, ChangeDetectionError, InputError
 from .io import RasterPair, outputs_folders, terminate_cleanly, writing_outputs
@@ -221,10 +221,8 @@ def run_change_detection(
             precision_named=(options.precision or "auto").lower() != "auto",
             calibration=lambda: _calibration_tiles(pair, grid, scalings), cache_dir=options.backend_cache_dir,
             expected_batches=-(-len(grid) // options.batch_size))
-        summary.backend = backend.describe()
+        _describe_backend(summary, backend, precision_reason)
         autocast_dtype = backend.autocast  # the runtimes set their own arithmetic
-        if backend.name != "torch":
-            summary.precision = f"{backend.precision} ({backend.name}; {precision_reason})"
         progress.info(f"backend: {summary.backend}; precision: {summary.precision}")
         # Polygons take the last part of the bar; everything else in the products stage is quick.
         share = INFERENCE_SHARE_WITH_POLYGONS if outputs.polygons is not None else 1.0
@@ -237,6 +235,9 @@ def run_change_detection(
         try:
             with writing_outputs(outputs_folders(requested)), terminate_cleanly(stage.discard):
                 run.execute()
+                if isinstance(backend, BackendRace):  # it decided during the run
+                    _describe_backend(summary, backend, precision_reason)
+                    progress.info(f"backend: {summary.backend}; precision: {summary.precision}")
                 finishing = time.perf_counter()
                 _record(summary, stage.finish())
                 summary.timings["finish"] = time.perf_counter() - finishing
@@ -272,6 +273,12 @@ def _check_outputs(outputs: OutputPaths, card: ModelCard, inputs: dict[str, Any]
                 f"use {describe_task('semantic')} or ask for the change mask/probability")
 
     return check_outputs(outputs.requested(), card.task, refusal, inputs=inputs, model=model, overwrite=overwrite)
+
+
+def _describe_backend(summary: RunSummary, backend: InferenceBackend | BackendRace, precision_reason: str) -> None:
+    summary.backend = backend.describe()
+    summary.precision = (precision_reason if backend.name == "torch"
+                         else f"{backend.precision} ({backend.name}; {precision_reason})")
 
 
 def _record(summary: RunSummary, result: StageResult) -> None:
@@ -394,7 +401,8 @@ class _Inference:
     """Stage 1: tiles through the network, blended, decoded into rows for the products stage."""
 
     def __init__(self, pair: RasterPair, grid: TileGrid, card: ModelCard, heads: _Heads,
-                 scalings: tuple[BandScaling, BandScaling], network: InferenceBackend, device: torch.device,
+                 scalings: tuple[BandScaling, BandScaling], network: InferenceBackend | BackendRace,
+                 device: torch.device,
                  autocast_dtype: torch.dtype | None, options: RunOptions, progress: Progress, summary: RunSummary,
                  stage: ProductsStage) -> None:
         self.pair, self.grid, self.card, self.heads = pair, grid, card, heads

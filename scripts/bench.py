@@ -393,7 +393,8 @@ def bench_compare(work: Path, size: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="gapl_scd", choices=model_names())
-    parser.add_argument("--tile", type=int, default=256)
+    parser.add_argument("--tile", type=int, default=256,
+                        help="tile size; 0 in section 9: the network's default (its card's tile, at least 256 px)")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH)
     parser.add_argument("--skip-models", action="store_true", help="leave out section 5")
     parser.add_argument("--prefetch", type=int, help="batches read ahead in section 1 (0: no reader thread; "
@@ -427,7 +428,8 @@ def main() -> int:
         return 0
     if args.only == "e2e":
         with tempfile.TemporaryDirectory(prefix="scd-bench-") as folder:
-            checkpoint = args.trained or make_checkpoint(Path(folder), args.model, args.tile)
+            tile = args.tile or get_spec(args.model).default_tile_size
+            checkpoint = args.trained or make_checkpoint(Path(folder), args.model, tile)
             bench_backends.bench_e2e(checkpoint, args.e2e_size, args.tile, args.batch, args.rounds)
         return 0
     if args.only == "tiles":

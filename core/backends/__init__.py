@@ -9,10 +9,11 @@ keys, plus the name of the runtime in use and why it was chosen, for the run's l
 
 ``auto`` keeps PyTorch on a GPU (the runtimes here are CPU builds) and where the user
 named a reduced precision. On a CPU it measures PyTorch against each installed runtime
-once per network, tile, batch size, arithmetic and CPU (:mod:`.measure`), runs the
-fastest and remembers it; OpenVINO follows the run's bf16, ONNX Runtime computes in
-fp32 (docs/performance.md). The runtimes are optional: without them everything runs
-on PyTorch and the reason says what to install.
+once per network, tile, batch size, arithmetic and CPU, in turns on the first batches
+of a long run (:mod:`.race`), runs the fastest and remembers it (:mod:`.measure`).
+OpenVINO follows the run's bf16, ONNX Runtime computes in fp32 (docs/performance.md).
+The runtimes are optional: without them everything runs on PyTorch and the reason
+says what to install.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .select import (
     AUTO_ORDER,
     BACKEND_CHOICES,
     INSTALL_HINT,
+    BackendRace,
     InferenceBackend,
     default_cache_dir,
     runtime_available,
@@ -31,6 +33,7 @@ __all__ = [
     "AUTO_ORDER",
     "BACKEND_CHOICES",
     "INSTALL_HINT",
+    "BackendRace",
     "InferenceBackend",
     "default_cache_dir",
     "runtime_available",

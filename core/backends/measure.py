@@ -3,9 +3,9 @@
 The ranking of ONNX Runtime and OpenVINO is not fixed: on one 2-core AVX-512 CPU, ONNX Runtime ran
 GAPL-SCD faster and OpenVINO ran SSCFNet faster, and the order changed again when other work shared
 the cores (docs/performance.md). Another CPU (AMX, fewer cores, another vendor) can rank them
-differently still. So ``auto`` times one batch of the run's own shape on each installed runtime the
-first time a network is run at a tile and batch size, keeps the fastest, and writes the result
-beside the exported graphs; later runs read it. The record's key holds the network's export key,
+differently still. So ``auto`` times the candidates on the first batches of the first long run of a
+network at a tile and batch size (:mod:`.race`), keeps the fastest, and writes the result beside
+the exported graphs; later runs read it. The record's key holds the network's export key,
 the batch size, int8 and a signature of this CPU and thread count, so a cache folder shared between
 machines, or QGIS given fewer threads, measures again.
 """
@@ -17,10 +17,7 @@ import json
 import logging
 import os
 import platform
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -28,11 +25,8 @@ from ..files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-#: Timed forward passes per candidate, after one untimed warm-up (first calls allocate and tune).
-PROBE_REPEATS = 2
-
 #: A runtime replaces PyTorch only when it takes less than this share of PyTorch's time: the two
-#: often differ by less than the probe's noise, and a runtime adds a second or so per run
+#: often differ by less than the timing's noise, and a runtime adds a second or so per run
 #: (hashing, verifying and loading its graph), so near-ties stay with PyTorch.
 RUNTIME_MARGIN = 0.9
 
@@ -80,27 +74,6 @@ def remember(path: Path, runtime: str, seconds: dict[str, float]) -> None:
                                            indent=1))
     except OSError as error:
         log.warning("could not store the backend choice in %s (%s); the next run measures again", path, error)
-
-
-def interleaved_seconds(forwards: dict[str, Callable[[Any, Any], Any]], batch_size: int, bands: int,
-                        size: int) -> dict[str, float]:
-    """Seconds per batch of each forward pass, timed in turns (A B A B ...) so that all see the same machine.
-
-    Each is warmed up once first (first calls allocate and tune kernels); the shortest of
-    :data:`PROBE_REPEATS` timed calls counts, the least disturbed by other work.
-    """
-    generator = torch.Generator().manual_seed(7)
-    x1 = torch.randn(batch_size, bands, size, size, generator=generator)
-    x2 = torch.randn(batch_size, bands, size, size, generator=generator)
-    for forward in forwards.values():
-        forward(x1, x2)
-    best = dict.fromkeys(forwards, float("inf"))
-    for _ in range(PROBE_REPEATS):
-        for name, forward in forwards.items():
-            started = time.perf_counter()
-            forward(x1, x2)
-            best[name] = min(best[name], time.perf_counter() - started)
-    return best
 
 
 def describe(seconds: dict[str, float], batch_size: int) -> str:

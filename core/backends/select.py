@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import gc
 import logging
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -18,9 +15,11 @@ from ..errors import InputError
 from ..models.card import ModelCard
 from ..version import __version__
 from . import measure
+from .backend import Forward, InferenceBackend
 from .cache import CacheEntry, OnnxCache, default_cache_dir
 from .export import OPSET, export_onnx
 from .quantize import CalibrationSample, calibration_digest, quantize_int8
+from .race import BackendRace
 from .runtimes import RUNTIMES, OnnxRuntimeForward, OpenVinoForward, runtime_available, runtime_version
 
 log = logging.getLogger(__name__)
@@ -32,58 +31,21 @@ BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino")
 #: it cannot compile every quantised graph, and ONNX Runtime then takes over.
 AUTO_ORDER = ("openvino", "onnxruntime")
 
-#: ``auto`` measures the candidates (:mod:`.measure`: PyTorch and each installed runtime, three
-#: forward passes apiece, plus one export) only on a run of at least this many batches, so that
-#: measuring costs at most about half of the run, once; shorter runs take PyTorch until a longer
-#: run has measured.
+#: ``auto`` measures the candidates (:mod:`.race`: in turns on the run's first batches, about 11 of them
+#: with both runtimes installed, plus each runtime's export) only on a run of at least this many
+#: batches, so that the winner runs most of it; shorter runs take PyTorch until a longer run has
+#: measured, and so never depend on what the cache holds.
 AUTO_MEASURE_BATCHES = 24
 
 INSTALL_HINT = ("for faster CPU inference install ONNX Runtime (or OpenVINO) into the Python that runs this: "
                 "python -m pip install onnxruntime")
-
-Forward = Callable[[Any, Any], dict[str, torch.Tensor]]
-
-
-@dataclass(frozen=True)
-class InferenceBackend:
-    """The forward pass a run uses.
-
-    Attributes:
-        name: ``torch``, ``onnxruntime`` or ``openvino``.
-        reason: Why this one, for the run's log.
-        forward: ``(x1, x2) -> dict`` of output tensors with the model contract's keys.
-        int8: True when the graph is int8-quantised.
-        model_path: The cached ONNX file in use (None for torch).
-        autocast: For torch, the autocast dtype the engine wraps the forward pass in (None: fp32).
-        precision: What the arithmetic is: ``fp32``, ``bf16`` or ``int8``.
-    """
-
-    name: str
-    reason: str
-    forward: Forward
-    int8: bool = False
-    model_path: Path | None = None
-    autocast: torch.dtype | None = None
-    precision: str = "fp32"
-
-    @property
-    def channels_last(self) -> bool:
-        """PyTorch's CPU kernels prefer NHWC tensors; the runtimes take plain NCHW arrays."""
-        return self.name == "torch"
-
-    def __call__(self, x1: Any, x2: Any) -> dict[str, torch.Tensor]:
-        return self.forward(x1, x2)
-
-    def describe(self) -> str:
-        return f"{self.name} {self.precision} ({self.reason})"
-
 
 def select_backend(network: nn.Module, card: ModelCard, *, requested: str = "auto",
                    device: torch.device | None = None, model_size: int, batch_size: int,
                    autocast_dtype: torch.dtype | None = None, precision_named: bool = False, int8: bool = False,
                    calibration: Callable[[], CalibrationSample] | None = None,
                    cache_dir: str | os.PathLike[str] | None = None,
-                   expected_batches: int | None = None) -> InferenceBackend:
+                   expected_batches: int | None = None) -> InferenceBackend | BackendRace:
     """Resolve ``requested`` to a backend for ``network`` at ``model_size`` px tiles.
 
     Args:
@@ -100,10 +62,12 @@ def select_backend(network: nn.Module, card: ModelCard, *, requested: str = "aut
         int8: Quantise to int8 (ONNX Runtime's quantiser; needs ``calibration``).
         calibration: Gives the calibration tiles, called only when no int8 file is cached.
         cache_dir: Cache folder (default: :func:`~.cache.default_cache_dir`).
-        expected_batches: Batches the run will need; ``auto`` measures only on long runs.
+        expected_batches: Batches the run will need; ``auto`` measures only on long runs (None: measure).
 
     Returns:
-        The backend; its ``reason`` says why it was chosen (or why the others were not).
+        The backend; its ``reason`` says why it was chosen (or why the others were not). Where ``auto``
+        has yet to measure on a long enough run, a :class:`~.race.BackendRace`: the candidates take
+        turns on the run's first batches, and the fastest runs the rest.
 
     Raises:
         InputError: for an unknown choice, a runtime that is not installed or cannot run
@@ -149,23 +113,8 @@ class _Run:
     def runtime(self, name: str, *, reason: str) -> InferenceBackend:
         return _runtime_backend(name, self, reason=reason)
 
-    def seconds(self, backends: dict[str, InferenceBackend]) -> dict[str, float]:
-        """Seconds per batch of this run's shape through each backend, timed in turns, as the engine runs them."""
-        from ..devices import inference_context
 
-        def as_run(backend: InferenceBackend) -> Forward:
-            def forward(x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
-                if backend.channels_last:
-                    x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
-                with inference_context(self.device, backend.autocast):
-                    return backend(x1, x2)
-            return forward
-
-        return measure.interleaved_seconds({name: as_run(backend) for name, backend in backends.items()},
-                                           self.batch_size, len(self.card.bands_t1), self.model_size)
-
-
-def _auto(run: _Run, precision_named: bool, expected_batches: int | None) -> InferenceBackend:
+def _auto(run: _Run, precision_named: bool, expected_batches: int | None) -> InferenceBackend | BackendRace:
     if run.device.type != "cpu":
         if run.int8:
             raise InputError(f"int8 runs on the CPU only; choose device 'cpu' or turn int8 off (device: {run.device})")
@@ -188,10 +137,16 @@ def _auto(run: _Run, precision_named: bool, expected_batches: int | None) -> Inf
         reason = f"auto: {name}, measured fastest here earlier ({measure.describe(seconds, run.batch_size)})"
         return _built(run, [name, *(c for c in candidates if c != name)], reason)
     if expected_batches is None or expected_batches >= AUTO_MEASURE_BATCHES:
-        return _measured(run, candidates, record)
+        return BackendRace(candidates, build=lambda name: _candidate(run, name),
+                           fallback=lambda order, reason: _built(run, order, reason), device=run.device,
+                           batch_size=run.batch_size, record=record, int8=run.int8)
     reason = (f"auto: {candidates[0]} until a run of {AUTO_MEASURE_BATCHES} batches or more has measured which of "
               f"{', '.join(candidates)} is fastest here ({expected_batches} batches now)")
     return _built(run, candidates, reason)
+
+
+def _candidate(run: _Run, name: str) -> InferenceBackend:
+    return run.torch("measuring") if name == "torch" else run.runtime(name, reason="measuring")
 
 
 def _variant(run: _Run) -> str:
@@ -216,42 +171,6 @@ def _built(run: _Run, order: list[str], reason: str) -> InferenceBackend:
         raise InputError("int8: no installed runtime could run the quantised graph (" + "; ".join(failures)
                          + "); turn int8 off")
     return run.torch("auto: " + "; ".join(failures))
-
-
-def _measured(run: _Run, candidates: list[str], record: Path) -> InferenceBackend:
-    """Every candidate timed on one batch of the run's shape; the fastest runs, and is remembered.
-
-    PyTorch (when it competes) is timed in turns with each runtime, so that both see the machine
-    in the same state, and a runtime must beat it by :data:`~.measure.RUNTIME_MARGIN`. One runtime
-    session is alive at a time (each holds hundreds of MiB for a large network), so measuring does
-    not raise the run's peak memory; the winner is loaded again from the cache.
-    """
-    seconds: dict[str, float] = {}
-    reference = run.torch("measuring") if "torch" in candidates else None
-    for name in (c for c in candidates if c != "torch"):
-        try:
-            candidate = run.runtime(name, reason="measuring")
-        except InputError as error:
-            log.warning("%s", error)
-            seconds[name] = math.inf  # remembered as failed, so later runs do not try it again
-            continue
-        timed = run.seconds({name: candidate} | ({"torch": reference} if reference is not None else {}))
-        seconds[name] = timed[name]
-        if reference is not None:
-            seconds["torch"] = min(seconds.get("torch", math.inf), timed["torch"])
-        del candidate
-        gc.collect()
-    if reference is not None and "torch" not in seconds:  # every runtime failed
-        seconds["torch"] = run.seconds({"torch": reference})["torch"]
-    runtimes = {name: value for name, value in seconds.items() if name != "torch"}
-    best = min(runtimes, key=runtimes.__getitem__) if runtimes else "torch"
-    if "torch" in seconds and not runtimes.get(best, math.inf) < measure.RUNTIME_MARGIN * seconds["torch"]:
-        best = "torch"
-    if math.isinf(seconds[best]):
-        return _built(run, [], "")
-    measure.remember(record, best, seconds)
-    reason = f"auto: {best}, measured fastest here just now ({measure.describe(seconds, run.batch_size)})"
-    return _built(run, [best, *(c for c in candidates if c != best)], reason)
 
 
 def _once(make: Callable[[], CalibrationSample] | None) -> Callable[[], CalibrationSample] | None:
@@ -372,5 +291,5 @@ def _runtime_backend(name: str, run: _Run, *, reason: str) -> InferenceBackend:
                             model_path=entry.path, precision=precision)
 
 
-__all__ = ["AUTO_ORDER", "BACKEND_CHOICES", "INSTALL_HINT", "InferenceBackend", "default_cache_dir",
+__all__ = ["AUTO_ORDER", "BACKEND_CHOICES", "INSTALL_HINT", "BackendRace", "InferenceBackend", "default_cache_dir",
            "runtime_available", "select_backend"]

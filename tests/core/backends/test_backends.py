@@ -15,7 +15,7 @@ import pytest
 import torch
 from helpers import LocalConvModel, PointwiseModel, make_card, random_pair
 
-from core.backends import INSTALL_HINT, InferenceBackend, select_backend
+from core.backends import INSTALL_HINT, BackendRace, InferenceBackend, select_backend
 from core.backends import measure as backend_measure
 from core.backends import select as backend_select
 from core.errors import InputError
@@ -127,50 +127,80 @@ needs_both = pytest.mark.skipif(not (_installed("onnxruntime") and _installed("o
 
 
 def _fake_speeds(monkeypatch: pytest.MonkeyPatch, speed: dict[str, float]) -> list[str]:
-    """Make measuring report ``speed[name]`` seconds per batch; returns the names as they are timed."""
-    timed: list[str] = []
+    """Make the race time ``speed[name]`` seconds per batch (the forward pass still runs); returns who ran, in turn."""
+    ran: list[str] = []
 
-    def fake_seconds(run: object, backends: dict[str, InferenceBackend]) -> dict[str, float]:
-        timed.extend(backend.name for backend in backends.values())
-        return {name: speed[backend.name] for name, backend in backends.items()}
+    def fake_time(race: BackendRace, name: str, x1: Any, x2: Any) -> tuple[dict[str, torch.Tensor], float]:
+        ran.append(name)
+        return race._live[name][1](x1, x2), speed[name]
 
-    monkeypatch.setattr(backend_select._Run, "seconds", fake_seconds)
-    return timed
+    monkeypatch.setattr(BackendRace, "_time", fake_time)
+    return ran
+
+
+def _race(backend: InferenceBackend | BackendRace, batch: int, *, limit: int = 50) -> InferenceBackend | BackendRace:
+    """Run full batches through ``backend`` as the engine would, until a race has decided."""
+    x1, x2 = random_pair(batch, SIZE, SIZE)
+    for _ in range(limit):
+        if not (isinstance(backend, BackendRace) and backend.measuring):
+            return backend
+        got = backend(x1, x2)
+        assert got["change_prob"].shape == (batch, 1, SIZE, SIZE)
+    raise AssertionError("the race did not decide")
+
+
+def _timed(ran: list[str]) -> list[str]:
+    return sorted(set(ran))
 
 
 @needs_both
-def test_auto_measures_which_backend_is_fastest_here_once_and_remembers(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_measures_which_backend_is_fastest_on_the_runs_batches_once_and_remembers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model, card = _tiny()
     speed = {"torch": 0.3, "onnxruntime": 0.2, "openvino": 0.5}
-    timed = _fake_speeds(monkeypatch, speed)
+    ran = _fake_speeds(monkeypatch, speed)
     choose = lambda: select_backend(model, card, model_size=SIZE, batch_size=2, cache_dir=tmp_path,  # noqa: E731
                                     expected_batches=100)
     first = choose()
-    # PyTorch is timed in turns with each runtime
-    assert first.name == "onnxruntime" and sorted(timed) == ["onnxruntime", "openvino", "torch", "torch"]
-    assert ("measured fastest here just now (onnxruntime 200 ms, torch 300 ms, openvino 500 ms per batch of 2)"
-            in first.reason)
+    assert isinstance(first, BackendRace) and first.measuring and first.name == "auto"
+    assert "measuring torch, openvino, onnxruntime on this run's batches in turns" in first.describe()
+    _race(first, 2)
+    # each runtime warms up once, then alternates with PyTorch; every batch's result was used
+    assert ran == ["torch", "openvino", "openvino", "torch", "openvino", "torch",
+                   "onnxruntime", "onnxruntime", "torch", "onnxruntime", "torch"]
+    assert first.name == "onnxruntime" and not first.measuring
+    assert ("measured fastest on this run's batches (onnxruntime 200 ms, torch 300 ms, openvino 500 ms per batch "
+            "of 2)" in first.describe())
     records = list((tmp_path / "onnx" / "choices").glob("*.json"))
     assert len(records) == 1 and json.loads(records[0].read_text())["runtime"] == "onnxruntime"
+    # the winner runs the rest untimed, a short last batch too
+    ran.clear()
+    x1, x2 = random_pair(1, SIZE, SIZE)
+    with torch.inference_mode():
+        torch.testing.assert_close(first(x1, x2)["change_prob"], model(x1, x2)["change_prob"], atol=1e-4, rtol=1e-4)
+    assert not ran
     # an int8 run ranks only the runtimes, in a record of its own that leaves this one alone
     calibration = lambda: [(np.zeros((3, SIZE, SIZE), np.float32),) * 2]  # noqa: E731
-    quantised = select_backend(model, card, model_size=SIZE, batch_size=2, cache_dir=tmp_path, expected_batches=100,
-                               int8=True, calibration=calibration)
-    assert quantised.int8 and len(list((tmp_path / "onnx" / "choices").glob("*.json"))) == 2
+    quantised = _race(select_backend(model, card, model_size=SIZE, batch_size=2, cache_dir=tmp_path,
+                                     expected_batches=100, int8=True, calibration=calibration), 2)
+    assert quantised.int8 and quantised.name == "onnxruntime"
+    assert "torch" not in ran and len(list((tmp_path / "onnx" / "choices").glob("*.json"))) == 2
     assert json.loads(records[0].read_text())["runtime"] == "onnxruntime"
     # remembered: the next run neither measures nor changes its mind
     speed.update(onnxruntime=0.9, openvino=0.1)
-    timed.clear()
+    ran.clear()
     again = choose()
-    assert again.name == "onnxruntime" and not timed and "measured fastest here earlier" in again.reason
+    assert again.name == "onnxruntime" and isinstance(again, InferenceBackend)
+    assert "measured fastest here earlier" in again.reason
+    _race(again, 2)
+    assert not ran
     # another CPU or thread count, or a damaged record, measures again
     monkeypatch.setattr(backend_measure, "cpu_signature", lambda: "another CPU|8 cpus|8 threads")
-    assert choose().name == "openvino" and len(timed) == 4
+    assert _race(choose(), 2).name == "openvino" and _timed(ran) == ["onnxruntime", "openvino", "torch"]
     monkeypatch.undo()
-    timed = _fake_speeds(monkeypatch, speed)
+    ran = _fake_speeds(monkeypatch, speed)
     records[0].write_text("{not json")
-    assert choose().name == "openvino" and len(timed) == 4
+    assert _race(choose(), 2).name == "openvino" and len(ran) == 11
     # a run too short to afford measuring stays on PyTorch, says why, and leaves the record alone
     records[0].unlink()
     short = select_backend(model, card, model_size=SIZE, batch_size=2, cache_dir=tmp_path, expected_batches=10)
@@ -179,19 +209,37 @@ def test_auto_measures_which_backend_is_fastest_here_once_and_remembers(tmp_path
 
 
 @needs_ort
+def test_a_race_times_full_batches_only_and_a_run_that_ends_first_decides_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, card = _tiny()
+    monkeypatch.setattr(backend_select, "runtime_available", lambda name: name == "onnxruntime")
+    ran = _fake_speeds(monkeypatch, {"torch": 0.3, "onnxruntime": 0.1})
+    race = select_backend(model, card, model_size=SIZE, batch_size=2, cache_dir=tmp_path, expected_batches=100)
+    assert isinstance(race, BackendRace)
+    short = random_pair(1, SIZE, SIZE)
+    for _ in range(3):
+        race(*short)  # a short batch (skipped tiles, the scene's end) goes to PyTorch, untimed
+    assert not ran and race.measuring
+    race(*random_pair(2, SIZE, SIZE))
+    assert ran == ["torch"] and "(0 of 4 timed batches so far)" in race.describe()
+    assert not list(tmp_path.rglob("choices/*.json"))  # the run ended here: nothing is remembered
+
+
+@needs_ort
 def test_auto_never_picks_a_runtime_slower_than_pytorch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model, card = _tiny()
     monkeypatch.setattr(backend_select, "runtime_available", lambda name: name == "onnxruntime")
-    timed = _fake_speeds(monkeypatch, {"torch": 0.1, "onnxruntime": 0.4})
-    backend = select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path, expected_batches=100)
-    assert backend.name == "torch" and sorted(timed) == ["onnxruntime", "torch"]
-    assert "(torch 100 ms, onnxruntime 400 ms per batch of 1)" in backend.reason
+    ran = _fake_speeds(monkeypatch, {"torch": 0.1, "onnxruntime": 0.4})
+    backend = _race(select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path,
+                                   expected_batches=100), 1)
+    assert backend.name == "torch" and _timed(ran) == ["onnxruntime", "torch"]
+    assert "(torch 100 ms, onnxruntime 400 ms per batch of 1)" in backend.describe()
     # a near-tie stays with PyTorch: a runtime must take under RUNTIME_MARGIN of its time
     for ratio, winner in ((0.95, "torch"), (0.8, "onnxruntime")):
         _fake_speeds(monkeypatch, {"torch": 0.1, "onnxruntime": 0.1 * ratio})
         cache = tmp_path / f"margin-{ratio}"
-        assert select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=cache,
-                              expected_batches=100).name == winner
+        assert _race(select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=cache,
+                                    expected_batches=100), 1).name == winner
 
 
 @needs_ort
@@ -207,12 +255,13 @@ def test_a_runtime_that_cannot_load_the_graph_is_remembered_as_failed(tmp_path: 
     monkeypatch.setattr(backend_select, "OnnxRuntimeForward", broken)
     with pytest.raises(InputError, match=r"onnxruntime could not load the fp32 graph .*\(node MatMul cannot be "):
         select_backend(model, card, requested="onnxruntime", model_size=SIZE, batch_size=1, cache_dir=tmp_path)
-    timed = _fake_speeds(monkeypatch, {"torch": 0.3})
-    backend = select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path, expected_batches=100)
-    assert backend.name == "torch" and "onnxruntime failed" in backend.reason and timed == ["torch"]
-    timed.clear()
+    ran = _fake_speeds(monkeypatch, {"torch": 0.3})
+    backend = _race(select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path,
+                                   expected_batches=100), 1)
+    assert backend.name == "torch" and "onnxruntime failed" in backend.describe() and set(ran) == {"torch"}
+    ran.clear()
     again = select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path, expected_batches=100)
-    assert again.name == "torch" and not timed  # not tried again
+    assert again.name == "torch" and isinstance(again, InferenceBackend)  # not tried again
 
 
 def test_a_cache_folder_that_cannot_be_written_only_means_measuring_again(tmp_path: Path) -> None:
@@ -223,10 +272,15 @@ def test_a_cache_folder_that_cannot_be_written_only_means_measuring_again(tmp_pa
     assert backend_measure.remembered(record, ["torch"]) is None
 
 
-def test_probe_times_each_real_forward_pass() -> None:
-    model, _ = _tiny()
-    seconds = backend_measure.interleaved_seconds({"a": model, "b": model}, 2, 3, SIZE)
-    assert set(seconds) == {"a", "b"} and all(0 < value < 10 for value in seconds.values())
+@needs_ort
+def test_a_race_times_the_real_forward_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, card = _tiny()
+    monkeypatch.setattr(backend_select, "runtime_available", lambda name: name == "onnxruntime")
+    backend = _race(select_backend(model, card, model_size=SIZE, batch_size=2, cache_dir=tmp_path,
+                                   expected_batches=100), 2)
+    record = json.loads(next(tmp_path.rglob("choices/*.json")).read_text())
+    assert set(record["seconds"]) == {"torch", "onnxruntime"}
+    assert all(0 < value < 10 for value in record["seconds"].values()) and backend.name == record["runtime"]
 
 
 def test_auto_without_runtimes_runs_torch_and_says_what_to_install(tmp_path: Path,
@@ -276,8 +330,9 @@ def test_network_that_cannot_be_exported_falls_back_under_auto_only(tmp_path: Pa
     model, card = Unexportable().eval(), make_card()
     with pytest.raises(InputError, match="does not reproduce PyTorch"):
         select_backend(model, card, requested="onnxruntime", model_size=SIZE, batch_size=1, cache_dir=tmp_path)
-    backend = select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path, expected_batches=100)
-    assert backend.name == "torch" and "onnxruntime failed" in backend.reason
+    backend = _race(select_backend(model, card, model_size=SIZE, batch_size=1, cache_dir=tmp_path,
+                                   expected_batches=100), 1)
+    assert backend.name == "torch" and "onnxruntime failed" in backend.describe()
 
 
 @needs_ort
