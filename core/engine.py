@@ -202,15 +202,14 @@ def run_change_detection(
         scalings = _plan_scalings(pair, card)
         summary.scaling_t1, summary.scaling_t2 = scalings[0].description, scalings[1].description
         heads = _Heads(card, learns_threshold=bool(getattr(network, "learns_threshold", False)))
-        run_bytes = estimate_memory(grid, card, options.batch_size, network, heads.channels,
-                                    options.prefetch_batches)
-        memory.refuse_if_short(run_bytes, device_choice.device.type, tile_size, options.batch_size)
-        summary.memory_estimate_bytes = memory.process_rss_bytes() + run_bytes
         progress.info(f"device: {summary.device} ({summary.device_reason}); precision: {precision_reason}")
         progress.info(f"processing area: {pair.width} x {pair.height} px on T1's grid ({pair.crs}); "
                       f"{len(grid)} tiles of {tile_size} px, overlap {overlap} px, batch {options.batch_size}")
-        progress.info(f"estimated memory: {summary.memory_estimate_bytes / 2**20:.0f} MiB")
         progress.info(f"input scaling: T1 {scalings[0].description}; T2 {scalings[1].description}")
+        memory.refuse_if_short(estimate_memory(grid, card, options.batch_size, network, heads.channels,
+                                               options.prefetch_batches), device_choice.device.type, tile_size,
+                               options.batch_size)
+        held_bytes = memory.process_rss_bytes()
 
         network = network.to(device_choice.device).eval()
         if device_choice.device.type != "mps":
@@ -224,6 +223,11 @@ def run_change_detection(
         _describe_backend(summary, backend, precision_reason)
         autocast_dtype = backend.autocast  # the runtimes set their own arithmetic
         progress.info(f"backend: {summary.backend}; precision: {summary.precision}")
+        # a runtime session (or a race of them) holds weights and activations of its own
+        summary.memory_estimate_bytes = held_bytes + estimate_memory(
+            grid, card, options.batch_size, network, heads.channels, options.prefetch_batches,
+            runtime_session=backend.name != "torch")
+        progress.info(f"estimated memory: {summary.memory_estimate_bytes / 2**20:.0f} MiB")
         # Polygons take the last part of the bar; everything else in the products stage is quick.
         share = INFERENCE_SHARE_WITH_POLYGONS if outputs.polygons is not None else 1.0
         stage = ProductsStage(
@@ -364,9 +368,12 @@ class _Heads:
 
 
 def estimate_memory(grid: TileGrid, card: ModelCard, batch_size: int, network: nn.Module, channels: int,
-                    prefetch: int) -> int:
+                    prefetch: int, *, runtime_session: bool = False) -> int:
     """Bytes the run adds at its peak: accumulators, tile batches, outputs and the network.
 
+    With ``runtime_session`` (ONNX Runtime or OpenVINO runs the network, or ``auto`` is racing them
+    against PyTorch) the runtime's own copies of the weights (as loaded and as repacked for its
+    kernels) and its own activations come on top of PyTorch's network, which stays loaded.
     What the process already holds comes on top (:mod:`.memory`).
     """
     size = grid.model_size
@@ -376,7 +383,8 @@ def estimate_memory(grid: TileGrid, card: ModelCard, batch_size: int, network: n
     params = sum(p.numel() * p.element_size() for p in network.parameters())
     # activations: a ResNet-50-sized siamese network holds roughly 2 x 60 floats per input pixel at peak
     activations = batch_size * size * size * 4 * 120
-    return int(accumulators + batches + outputs + params + activations)
+    runtime = 2 * (params + activations) if runtime_session else 0
+    return int(accumulators + batches + outputs + params + activations + runtime)
 
 
 # --- the run itself ----------------------------------------------------------------------------

@@ -52,6 +52,9 @@ class OnnxRuntimeForward:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # the memory pattern pre-plans one block per input shape for every intermediate tensor: for
+        # GAPL-SCD (ResNet-50, 256 px, batch 4) it held 290 MiB more at its peak, at the same speed
+        options.enable_mem_pattern = False
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.output_names = list(output_names)
