@@ -138,10 +138,10 @@ class BackendRace:
         if timed:
             self._seconds[name].append(seconds)
         self._position += 1
-        if name != self._reference and all(step != name for step, _ in self._steps[self._position:]):
-            self._release(name)
         if self._position == len(self._steps):
-            self._decide()
+            self._decide()  # frees every session but the winner's, so a winning last challenger is kept
+        elif name != self._reference and all(step != name for step, _ in self._steps[self._position:]):
+            self._release(name)
         return outputs
 
     # --- the race ----------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ def _run(scene_pair, folder: Path, **options: object) -> tuple[np.ndarray, np.nd
     summary = run_change_detection(
         t1, t2, (LocalConvModel().eval(), make_card("binary")),
         OutputPaths(change_prob=folder / "prob.tif", change_mask=folder / "mask.tif"),
-        RunOptions(tile_size=64, overlap=16, batch_size=3, backend_cache_dir=folder.parent / "cache", **options),
+        RunOptions(**{"tile_size": 64, "overlap": 16, "batch_size": 3, **options},
+                   backend_cache_dir=folder.parent / "cache"),
         log)
     return read_band(folder / "prob.tif"), read_band(folder / "mask.tif"), summary, log.lines
 
@@ -75,6 +76,27 @@ def test_short_runs_give_the_same_products_whether_or_not_an_export_is_cached(tm
     assert again.backend == first.backend.replace("exported now", "cached export")
     np.testing.assert_array_equal(prob_again, prob_first)
     np.testing.assert_array_equal(mask_again, mask_first)
+
+
+@pytest.mark.skipif(not any(backend_select.runtime_available(name) for name in backend_select.AUTO_ORDER),
+                    reason="no CPU runtime installed")
+def test_a_long_auto_run_races_the_backends_on_its_own_batches_and_the_next_run_reads_the_result(
+        tmp_path: Path, scene_pair) -> None:
+    long_run = {"precision": "fp32", "batch_size": 1, "overlap": 32}  # 24 tiles of 64 px: 24 batches
+    prob_torch, mask_torch, _, _ = _run(scene_pair, tmp_path / "torch", backend="torch", **long_run)
+    prob, mask, first, lines = _run(scene_pair, tmp_path / "first", **long_run)
+    assert first.tiles_run == 24
+    assert "measured fastest on this run's batches (" in first.backend and "per batch of 1)" in first.backend
+    # the log says a race starts, and later which backend won it
+    assert any(line.startswith("backend: torch, ") and "in turns" in line for line in lines)
+    assert lines.count(next(line for line in lines if "measured fastest" in line)) == 1
+    # every candidate computed fp32: the map is PyTorch's, whichever took which batch
+    np.testing.assert_allclose(prob, prob_torch, atol=1e-4)
+    assert (mask == mask_torch).mean() > 0.999
+    prob_again, _, again, _ = _run(scene_pair, tmp_path / "again", **long_run)
+    winner = first.backend.split(" ")[0]
+    assert again.backend.startswith(f"{winner} fp32 (auto: {winner}, measured fastest here earlier (")
+    np.testing.assert_allclose(prob_again, prob_torch, atol=1e-4)
 
 
 def test_summary_breaks_the_time_down_by_step(tmp_path: Path, scene_pair) -> None:
