@@ -137,8 +137,8 @@ PARAMETER_HELP = {
     "BATCH_SIZE": "Tiles per step: larger is faster on a GPU but needs more memory. Cancel stops within a batch.",
     "DEVICE": "auto: an NVIDIA GPU when one is usable, else the CPU. The log says which was used and why.",
     "BACKEND": "auto: on a CPU, the fastest of PyTorch and the installed ONNX Runtime or OpenVINO, measured once "
-               "on this computer for each model (the model is converted once and kept in your cache folder). The "
-               "log says which was used, why, and what to install for speed.",
+               "on this computer for each model, on the first tiles of a large run (the model is converted once "
+               "and kept in your cache folder). The log says which was used, why, and what to install for speed.",
     "MIN_AREA": f"Change patches smaller than this many pixels become 'no change' in every output (default "
                 f"{DEFAULT_MIN_PATCH}, a 3 x 3 block, removes speckle); 0 keeps every changed pixel.",
     "EXTENT": "Run on this part of the scene only (in any CRS; it is transformed to T1's). Empty: all of the area "

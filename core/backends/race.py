@@ -33,7 +33,8 @@ from .backend import Forward, InferenceBackend
 
 log = logging.getLogger(__name__)
 
-#: Timed batches per candidate and challenger; the shortest counts, the least disturbed by other work.
+#: Timed batches of each challenger, each followed by a timed one of the reference; the shortest of
+#: each candidate counts, the least disturbed by other work.
 TIMED_TURNS = 2
 
 #: Builds a candidate by name (raises InputError when it cannot run here).
@@ -58,7 +59,7 @@ def engine_forward(backend: InferenceBackend, device: torch.device) -> Forward:
 class BackendRace:
     """A backend for the engine that is ``auto`` deciding: candidates take turns until one is fastest.
 
-    It has what the engine reads from an :class:`~.select.InferenceBackend` (``name``, ``precision``,
+    It has what the engine reads from an :class:`~.backend.InferenceBackend` (``name``, ``precision``,
     ``autocast``, ``channels_last``, ``describe()`` and the call); each candidate brings its own
     layout and autocast, so the engine adds none. ``describe()`` names the winner once the race is
     over, and says how far it got when the run ended first.
