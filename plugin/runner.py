@@ -72,7 +72,7 @@ def _run(request: RunRequest, card: ModelCard, feedback: QgsProcessingFeedback, 
     options = engine.RunOptions(bands_t1=request.bands_t1, bands_t2=request.bands_t2, tile_size=tile,
                                 overlap=overlap, batch_size=request.batch_size, device=request.device,
                                 min_patch_pixels=request.min_area, extent=request.extent, mask=request.mask,
-                                backend=request.backend,
+                                backend=request.backend, int8=request.int8,
                                 overwrite=True)  # checked by check_destinations
     csv_path = csv_beside_report(request.report) if request.report else None
     outputs = engine.OutputPaths(**request.rasters, transitions_csv=csv_path, polygons=request.polygons)

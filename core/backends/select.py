@@ -18,7 +18,7 @@ from . import measure
 from .backend import Forward, InferenceBackend
 from .cache import CacheEntry, OnnxCache, default_cache_dir
 from .export import OPSET, export_onnx
-from .quantize import CalibrationSample, calibration_digest, quantize_int8
+from .quantize import INT8_RECIPE, CalibrationSample, calibration_digest, quantize_int8
 from .race import BackendRace
 from .runtimes import RUNTIMES, OnnxRuntimeForward, OpenVinoForward, runtime_available, runtime_version
 
@@ -283,7 +283,7 @@ def _runtime_backend(name: str, run: _Run, *, reason: str) -> InferenceBackend:
             raise InputError("int8 needs calibration tiles")
         sample = run.calibration()
         fp32 = entry
-        int8_key = f"{key}-int8-{calibration_digest(sample)[:16]}"
+        int8_key = f"{key}-int8-{INT8_RECIPE}-{calibration_digest(sample)[:16]}"
         entry, forward = cache.get_or_build(int8_key, lambda: (quantize_int8(fp32.path, sample), fp32.output_names),
                                             lambda cached: load(cached.path, cached.output_names, "int8"))
     built = " (exported now)" if entry.rebuilt else " (cached export)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -313,6 +314,7 @@ def test_semantic_change_refuses_a_binary_model(scd_provider, binary_model, imag
     ({"TILE_SIZE": 16}, "tile size 16 is out of range"),
     ({"OUTPUT_FROMTO": "__png__"}, "give a file name ending in .tif"),
     ({"OUTPUT_POLYGONS": "__xyz__"}, "no vector format"),
+    ({"INT8": True, "BACKEND": 1}, "int8 runs on ONNX Runtime or OpenVINO; choose backend 'auto'"),
 ])
 def test_engine_refusals_reach_the_user(scd_provider, semantic_model, image_pair, project, tmp_path, change,
                                         expected):
@@ -394,6 +396,17 @@ def test_minimum_change_patch(scd_provider, semantic_model, image_pair, feedback
     dataset = ogr.Open(str(tmp_path / "patches.gpkg"))
     areas = [f.GetField("area_m2") for f in dataset.GetLayer(0)]
     assert areas and min(areas) >= 20
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="int8 needs ONNX Runtime's quantiser")
+def test_int8_runs_a_quantised_model_and_says_so(scd_provider, semantic_model, image_pair, feedback, tmp_path):
+    full, quantised = tmp_path / "full.tif", tmp_path / "int8.tif"
+    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(full), BACKEND=1))
+    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(quantised), INT8=True,
+                                                OUTPUT_REPORT=str(tmp_path / "report.html")), feedback=feedback)
+    assert re.search(r"backend: (onnxruntime|openvino) int8 ", feedback.log)
+    assert " int8 (" in (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert (read(quantised) == read(full)).mean() > 0.9  # an untrained model: many pixels sit near a boundary
 
 
 def test_html_output_is_announced_only_after_a_run_that_wrote_the_report(scd_provider, semantic_model, image_pair,

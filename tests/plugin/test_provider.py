@@ -46,12 +46,13 @@ def test_parameters_of_the_semantic_algorithm(scd_provider):
     definitions = {p.name(): p for p in algorithm.parameterDefinitions()}
     assert list(definitions) == [
         "INPUT_T1", "INPUT_T2", "MODEL", "BANDS_T1", "BANDS_T2", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE",
-        "BACKEND", "MIN_AREA", "EXTENT", "MASK", "OUTPUT_FROMTO", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES",
+        "BACKEND", "INT8", "MIN_AREA", "EXTENT", "MASK", "OUTPUT_FROMTO", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES",
         "OUTPUT_CHANGE_PROB", "OUTPUT_POLYGONS", "OUTPUT_REPORT"]
     assert definitions["OVERLAP"].defaultValue() == 25 and definitions["TILE_SIZE"].defaultValue() == 0
     assert definitions["DEVICE"].options() == ["auto", "cpu", "cuda"]
     assert definitions["BACKEND"].options() == ["auto", "torch", "onnxruntime", "openvino"]
     assert definitions["BACKEND"].defaultValue() == 0 and "ONNX Runtime" in definitions["BACKEND"].help()
+    assert definitions["INT8"].defaultValue() is False and "VNNI" in definitions["INT8"].help()
     optional = {name for name, p in definitions.items() if p.flags() & p.FlagOptional}
     assert optional == {"BANDS_T1", "BANDS_T2", "MIN_AREA", "EXTENT", "MASK", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES",
                         "OUTPUT_CHANGE_PROB", "OUTPUT_POLYGONS", "OUTPUT_REPORT"}
