@@ -273,8 +273,8 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterEnum(self.DEVICE, "Device", options=list(DEVICES), defaultValue=0),
             QgsProcessingParameterEnum(self.BACKEND, "Inference backend (CPU runtimes are optional installs)",
                                        options=list(BACKENDS), defaultValue=0),
-            QgsProcessingParameterBoolean(self.INT8, "int8 quantisation (CPU; faster, labels differ from full "
-                                          "precision on a small share of pixels)", defaultValue=False),
+            QgsProcessingParameterBoolean(self.INT8, "int8 quantisation (CPU only; faster, a few labels differ)",
+                                          defaultValue=False),
         ]
         # Not flagged advanced: QGIS 3.22's batch interface hides advanced parameters' columns
         # behind a button, and batch runs are where analysts set them per row.
