@@ -226,6 +226,28 @@ def test_a_race_times_full_batches_only_and_a_run_that_ends_first_decides_nothin
 
 
 @needs_ort
+def test_a_runtime_that_fails_on_a_batch_is_left_out_and_the_run_goes_on(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    model, card = _tiny()
+    monkeypatch.setattr(backend_select, "runtime_available", lambda name: name == "onnxruntime")
+    ran = _fake_speeds(monkeypatch, {"torch": 0.3, "onnxruntime": 0.1})
+    timed = BackendRace._time
+
+    def failing(race: BackendRace, name: str, x1: Any, x2: Any) -> tuple[dict[str, torch.Tensor], float]:
+        if name == "onnxruntime" and len(ran) >= 2:
+            raise RuntimeError("bad allocation")
+        return timed(race, name, x1, x2)
+
+    monkeypatch.setattr(BackendRace, "_time", failing)
+    backend = _race(select_backend(model, card, model_size=SIZE, batch_size=2, cache_dir=tmp_path,
+                                   expected_batches=100), 2)
+    assert backend.name == "torch" and "onnxruntime failed on a batch (RuntimeError)" in backend.describe()
+    assert "onnxruntime failed" in backend.describe()  # remembered as failed: the next run does not try it
+    again = select_backend(model, card, model_size=SIZE, batch_size=2, cache_dir=tmp_path, expected_batches=100)
+    assert again.name == "torch" and isinstance(again, InferenceBackend)
+
+
+@needs_ort
 def test_auto_never_picks_a_runtime_slower_than_pytorch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model, card = _tiny()
     monkeypatch.setattr(backend_select, "runtime_available", lambda name: name == "onnxruntime")
