@@ -89,8 +89,11 @@ class BackendRace:
         for name in challengers:
             self._steps += [(name, False)] + [(who, True) for _ in range(TIMED_TURNS) for who in (name, reference)]
         self._position = 0
-        if not challengers:
-            self._decide()
+        if not challengers:  # the candidates before the reference failed to load: nothing left to compare
+            backend = self._live[reference][0]
+            self._winner = dataclasses.replace(backend, reason=f"auto: {reference}" + "".join(
+                f"; {failure}" for failure in self._failures) + self._built_note(backend))
+            self._winner_forward = engine_forward(self._winner, self._device)
 
     # --- what the engine reads --------------------------------------------------------------------
 
@@ -176,7 +179,7 @@ class BackendRace:
         return True
 
     def _skip(self, name: str) -> None:
-        """Drop the turns of a challenger that could not be built."""
+        """Drop the remaining turns of a challenger that could not be built or failed on a batch."""
         self._steps = self._steps[: self._position] + [step for step in self._steps[self._position:]
                                                        if step[0] != name]
         if self._position == len(self._steps):

@@ -136,6 +136,8 @@ def _auto(run: _Run, precision_named: bool, expected_batches: int | None) -> Inf
         name, seconds = known
         reason = f"auto: {name}, measured fastest here earlier ({measure.describe(seconds, run.batch_size)})"
         return _built(run, [name, *(c for c in candidates if c != name)], reason)
+    if len(candidates) == 1:  # int8 with one runtime installed: nothing to compare
+        return _built(run, candidates, f"auto: {candidates[0]}, the only installed runtime for int8")
     if expected_batches is None or expected_batches >= AUTO_MEASURE_BATCHES:
         return BackendRace(candidates, build=lambda name: _candidate(run, name),
                            fallback=lambda order, reason: _built(run, order, reason), device=run.device,
