@@ -36,7 +36,8 @@ from torch import nn
 
 from . import encode, memory
 from .backends import BackendRace, InferenceBackend, select_backend
-from .devices import inference_context, select_device, select_precision
+from .backends.backend import engine_forward
+from .devices import select_device, select_precision
 from .errors import Cancelled, ChangeDetectionError, InputError
 from .io import RasterPair, outputs_folders, terminate_cleanly, writing_outputs
 from .matrix import TransitionRow
@@ -221,7 +222,6 @@ def run_change_detection(
             calibration=lambda: _calibration_tiles(pair, grid, scalings), cache_dir=options.backend_cache_dir,
             expected_batches=-(-len(grid) // options.batch_size))
         _describe_backend(summary, backend, precision_reason)
-        autocast_dtype = backend.autocast  # the runtimes set their own arithmetic
         progress.info(f"backend: {summary.backend}; precision: {summary.precision}")
         # a runtime session (or a race of them) holds weights and activations of its own
         summary.memory_estimate_bytes = held_bytes + estimate_memory(
@@ -234,8 +234,8 @@ def run_change_detection(
             Grid(pair.width, pair.height, pair.crs, pair.transform, pair.pixel_area_m2),
             Legends(card.task, tuple(card.classes), card.change_color), requested,
             min_patch_pixels=options.min_patch_pixels, progress=ProgressSpan(progress, share, 1.0 - share))
-        run = _Inference(pair, grid, card, heads, scalings, backend, device_choice.device, autocast_dtype,
-                         options, ProgressSpan(progress, 0.0, share), summary, stage)
+        run = _Inference(pair, grid, card, heads, scalings, backend, device_choice.device, options,
+                         ProgressSpan(progress, 0.0, share), summary, stage)
         try:
             with writing_outputs(outputs_folders(requested)), terminate_cleanly(stage.discard):
                 run.execute()
@@ -410,12 +410,11 @@ class _Inference:
 
     def __init__(self, pair: RasterPair, grid: TileGrid, card: ModelCard, heads: _Heads,
                  scalings: tuple[BandScaling, BandScaling], network: InferenceBackend | BackendRace,
-                 device: torch.device,
-                 autocast_dtype: torch.dtype | None, options: RunOptions, progress: Progress, summary: RunSummary,
+                 device: torch.device, options: RunOptions, progress: Progress, summary: RunSummary,
                  stage: ProductsStage) -> None:
         self.pair, self.grid, self.card, self.heads = pair, grid, card, heads
         self.scalings = scalings
-        self.network, self.device, self.autocast_dtype = network, device, autocast_dtype
+        self.forward, self.device = engine_forward(network, device), device
         self.options, self.progress, self.summary = options, progress, summary
         self.stage = stage
         self.accumulator: RowBandAccumulator | None = None
@@ -540,13 +539,12 @@ class _Inference:
     def _infer(self, batch: _Batch) -> np.ndarray:
         assert batch.x1 is not None and batch.x2 is not None and batch.valid is not None
         to_device = {"device": self.device, "non_blocking": True}
-        layout = torch.channels_last if self.network.channels_last else torch.contiguous_format
-        x1 = torch.from_numpy(batch.x1).to(**to_device).contiguous(memory_format=layout)
-        x2 = torch.from_numpy(batch.x2).to(**to_device).contiguous(memory_format=layout)
+        x1 = torch.from_numpy(batch.x1).to(**to_device)
+        x2 = torch.from_numpy(batch.x2).to(**to_device)
         valid = torch.from_numpy(batch.valid).to(**to_device)
         started = time.perf_counter()
-        with inference_context(self.device, self.autocast_dtype):
-            outputs = self.network(x1, x2)
+        with torch.inference_mode():
+            outputs = self.forward(x1, x2)  # in the backend's own layout and autocast
             stacked = self.heads.stack(outputs, valid)
         result = stacked.float().cpu().numpy()
         elapsed = time.perf_counter() - started

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from .race import BackendRace
 
 Forward = Callable[[Any, Any], dict[str, torch.Tensor]]
 
@@ -44,3 +47,20 @@ class InferenceBackend:
 
     def describe(self) -> str:
         return f"{self.name} {self.precision} ({self.reason})"
+
+
+def engine_forward(backend: InferenceBackend | BackendRace, device: torch.device) -> Forward:
+    """``backend`` called as the engine calls it: in its tensor layout and under its autocast.
+
+    The one place that applies a backend's layout and autocast, for the engine's batches and for
+    each candidate of a race (which, being already wrapped, asks for neither itself).
+    """
+    from ..devices import inference_context
+
+    def forward(x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
+        if backend.channels_last:
+            x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
+        with inference_context(device, backend.autocast):
+            return backend(x1, x2)
+
+    return forward

@@ -29,7 +29,7 @@ import torch
 
 from ..errors import InputError
 from . import measure
-from .backend import Forward, InferenceBackend
+from .backend import Forward, InferenceBackend, engine_forward
 
 log = logging.getLogger(__name__)
 
@@ -43,26 +43,14 @@ Build = Callable[[str], InferenceBackend]
 Fallback = Callable[[list[str], str], InferenceBackend]
 
 
-def engine_forward(backend: InferenceBackend, device: torch.device) -> Forward:
-    """``backend`` called as the engine calls it: its own tensor layout and autocast around the forward pass."""
-    from ..devices import inference_context
-
-    def forward(x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
-        if backend.channels_last:
-            x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
-        with inference_context(device, backend.autocast):
-            return backend(x1, x2)
-
-    return forward
-
-
 class BackendRace:
     """A backend for the engine that is ``auto`` deciding: candidates take turns until one is fastest.
 
     It has what the engine reads from an :class:`~.backend.InferenceBackend` (``name``, ``precision``,
-    ``autocast``, ``channels_last``, ``describe()`` and the call); each candidate brings its own
-    layout and autocast, so the engine adds none. ``describe()`` names the winner once the race is
-    over, and says how far it got when the run ended first.
+    ``autocast``, ``channels_last``, ``describe()`` and the call). Each candidate is called in its own
+    layout and autocast (:func:`~.backend.engine_forward`), so the race itself asks for neither.
+    ``describe()`` names the winner once the race is over, and says how far it got when the run ended
+    first.
     """
 
     autocast: torch.dtype | None = None
