@@ -266,27 +266,41 @@ def _runtime_backend(name: str, run: _Run, *, reason: str) -> InferenceBackend:
                              "choose another backend" + (" or turn int8 off" if arithmetic == "int8" else "")) \
                 from error
 
-    def load_checked(entry: CacheEntry) -> Forward:
-        reference = load(entry.path, entry.output_names, "fp32")
-        if entry.rebuilt:  # a fresh export proves itself at fp32 before any reduced precision is used
-            _check_reproduces(network, reference, bands, model_size, batch_size, card.model, name)
-        if precision != "bf16":
-            return reference
-        del reference
-        return load(entry.path, entry.output_names, "bf16")
+    def load_checked(entry: CacheEntry, arithmetic: str | None) -> Forward | None:
+        """``entry`` loaded at ``arithmetic`` (None: the hash-checked file is enough, e.g. to quantise it).
 
-    try:
-        entry, forward = cache.get_or_build(key, build, load_checked)
-    except InputError:
-        cache.remove(key)
-        raise
-    if run.int8:
+        A fresh export first proves itself at fp32; a cached one was proven when it was written,
+        so it is loaded once, at the run's arithmetic.
+        """
+        if entry.rebuilt:
+            reference = load(entry.path, entry.output_names, "fp32")
+            _check_reproduces(network, reference, bands, model_size, batch_size, card.model, name)
+            if arithmetic == "fp32":
+                return reference
+            del reference
+        return None if arithmetic is None else load(entry.path, entry.output_names, arithmetic)
+
+    def fp32_entry(arithmetic: str | None) -> tuple[CacheEntry, Forward | None]:
+        try:
+            return cache.get_or_build(key, build, lambda entry: load_checked(entry, arithmetic))
+        except InputError:
+            cache.remove(key)
+            raise
+
+    if not run.int8:
+        entry, forward = fp32_entry(precision)
+    else:
         if run.calibration is None:
             raise InputError("int8 needs calibration tiles")
         sample = run.calibration()
-        fp32 = entry
+
+        def quantised() -> tuple[bytes, tuple[str, ...]]:
+            # the fp32 graph is only the quantiser's input here: it is not loaded in a runtime when cached
+            fp32, _ = fp32_entry(None)
+            return quantize_int8(fp32.path, sample), fp32.output_names
+
         int8_key = f"{key}-int8-{INT8_RECIPE}-{calibration_digest(sample)[:16]}"
-        entry, forward = cache.get_or_build(int8_key, lambda: (quantize_int8(fp32.path, sample), fp32.output_names),
+        entry, forward = cache.get_or_build(int8_key, quantised,
                                             lambda cached: load(cached.path, cached.output_names, "int8"))
     built = " (exported now)" if entry.rebuilt else " (cached export)"
     return InferenceBackend(name, f"{reason}; {name} {runtime_version(name)}{built}", forward, int8=run.int8,

@@ -392,6 +392,57 @@ def test_int8_graph_is_quantised_and_close_to_fp32(tmp_path: Path, runtime: str)
     assert again.model_path == backend.model_path and "cached export" in again.reason
 
 
+@needs_ort
+def test_a_cached_graph_is_loaded_once_at_the_runs_arithmetic(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading is most of a runtime's per-run set-up: a fresh export loads once more to prove itself at
+    fp32; a cached one loads once, and an int8 run whose int8 file is cached never loads the fp32 graph."""
+    model, card = _tiny()
+    loaded: list[str] = []
+    real = backend_select.OnnxRuntimeForward
+
+    def counting(path: Path, *args: Any, **kwargs: Any) -> Any:
+        loaded.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(backend_select, "OnnxRuntimeForward", counting)
+    sample = [tuple(t[0].numpy() for t in random_pair(1, SIZE, SIZE, seed=s)) for s in range(2)]
+
+    def select(int8: bool) -> InferenceBackend:
+        return select_backend(model, card, requested="onnxruntime", int8=int8, calibration=lambda: sample,
+                              model_size=SIZE, batch_size=1, cache_dir=tmp_path)
+
+    fresh = select(False)
+    assert loaded == [fresh.model_path.name]  # fp32 is the run's arithmetic: the proving load is the one used
+    loaded.clear()
+    select(False)
+    assert loaded == [fresh.model_path.name]
+    loaded.clear()
+    quantised = select(True)
+    assert loaded == [quantised.model_path.name] and quantised.model_path != fresh.model_path
+    loaded.clear()
+    fresh.model_path.unlink()  # the int8 file stands on its own once written
+    assert select(True).model_path == quantised.model_path and loaded == [quantised.model_path.name]
+
+
+@pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+def test_a_cached_graph_is_compiled_once_for_bf16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, card = _tiny()
+    compiled: list[str] = []
+    real = backend_select.OpenVinoForward
+
+    def counting(*args: Any, precision: str, **kwargs: Any) -> Any:
+        compiled.append(precision)
+        return real(*args, precision=precision, **kwargs)
+
+    monkeypatch.setattr(backend_select, "OpenVinoForward", counting)
+    for expected in (["f32", "bf16"], ["bf16"]):  # a fresh export proves itself at fp32 first
+        compiled.clear()
+        select_backend(model, card, requested="openvino", model_size=SIZE, batch_size=1,
+                       autocast_dtype=torch.bfloat16, cache_dir=tmp_path)
+        assert compiled == expected
+
+
 def test_backend_describes_itself() -> None:
     backend = InferenceBackend("torch", "requested", lambda a, b: {})
     assert backend.channels_last and backend.describe() == "torch fp32 (requested)"
