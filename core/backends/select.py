@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -113,6 +114,11 @@ class _Run:
     def runtime(self, name: str, *, reason: str) -> InferenceBackend:
         return _runtime_backend(name, self, reason=reason)
 
+    @functools.cached_property
+    def key(self) -> str:
+        """The export key, hashed once per run (the ranking and every candidate runtime use it)."""
+        return _key(self.network, self.card, self.model_size)
+
 
 def _auto(run: _Run, precision_named: bool, expected_batches: int | None) -> InferenceBackend | BackendRace:
     if run.device.type != "cpu":
@@ -129,7 +135,7 @@ def _auto(run: _Run, precision_named: bool, expected_batches: int | None) -> Inf
     # int8 exists on the runtimes only; otherwise PyTorch competes too (with bf16 autocast on CPUs
     # that have fast bf16 it often wins), so that auto is never slower than PyTorch here.
     candidates = installed if run.int8 else ["torch", *installed]
-    record = measure.record_path(OnnxCache(run.cache_dir).folder, _key(run.network, run.card, run.model_size),
+    record = measure.record_path(OnnxCache(run.cache_dir).folder, run.key,
                                  run.batch_size, _variant(run))
     known = measure.remembered(record, candidates)
     if known is not None:
@@ -239,7 +245,7 @@ def _runtime_backend(name: str, run: _Run, *, reason: str) -> InferenceBackend:
     network, card, model_size, batch_size = run.network, run.card, run.model_size, run.batch_size
     bands = len(card.bands_t1)
     cache = OnnxCache(run.cache_dir)
-    key = _key(network, card, model_size)
+    key = run.key
     # OpenVINO follows the run's bf16 autocast; ONNX Runtime has no fast bf16 CPU path
     precision = "int8" if run.int8 else ("bf16" if name == "openvino" and run.autocast is torch.bfloat16 else "fp32")
 
