@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,11 @@ from torch import nn
 
 from . import encode, memory
 from .backends import BackendRace, InferenceBackend, select_backend
-from .backends.backend import engine_forward
+from .backends.backend import Forward, engine_forward
+from .backends.check import CHECK_TILES, Labeller, check_int8
+from .backends.check import record_path as check_record
+from .backends.runtimes import runtime_available
+from .backends.select import int8_model_path
 from .devices import select_device, select_precision
 from .errors import Cancelled, ChangeDetectionError, InputError
 from .io import RasterPair, outputs_folders, terminate_cleanly, writing_outputs
@@ -86,7 +91,9 @@ class RunOptions:
             output that is an input, the model or another output is refused either way.
         backend: Where the forward pass runs: ``auto``, ``torch``, ``onnxruntime`` or
             ``openvino`` (see :mod:`.backends`; ``auto`` uses an installed CPU runtime on a CPU).
-        int8: Run an int8-quantised graph calibrated on tiles of this scene (CPU runtimes only).
+        int8: Run an int8-quantised graph calibrated on tiles of this scene (CPU runtimes only),
+            where it keeps at least 99.5 % of fp32's labels on other tiles of the scene
+            (:mod:`.backends.check`); elsewhere the run goes on without int8 and says so.
         backend_cache_dir: Where exported networks are kept (default: the user's cache folder).
     """
 
@@ -116,6 +123,8 @@ class RunSummary:
     device_reason: str = ""
     precision: str = ""
     backend: str = ""
+    #: How far int8 kept fp32's labels on the scene's check tiles (empty: no int8 asked for).
+    int8_check: str = ""
     model: str = ""
     task: str = ""
     width: int = 0
@@ -215,11 +224,15 @@ def run_change_detection(
         network = network.to(device_choice.device).eval()
         if device_choice.device.type != "mps":
             network = network.to(memory_format=torch.channels_last)
+        # read once: the int8 check and the run's backend use the same calibration tiles
+        calibration = functools.cache(lambda: _calibration_tiles(pair, grid, scalings))
+        int8 = options.int8 and _int8_keeps_labels(network, card, heads, pair, grid, scalings, options,
+                                                  device_choice.device, calibration, summary, progress)
         backend = select_backend(
             network, card, requested=options.backend, device=device_choice.device, model_size=grid.model_size,
-            batch_size=options.batch_size, int8=options.int8, autocast_dtype=autocast_dtype,
+            batch_size=options.batch_size, int8=int8, autocast_dtype=autocast_dtype,
             precision_named=(options.precision or "auto").lower() != "auto",
-            calibration=lambda: _calibration_tiles(pair, grid, scalings), cache_dir=options.backend_cache_dir,
+            calibration=calibration, cache_dir=options.backend_cache_dir,
             expected_batches=-(-len(grid) // options.batch_size))
         _describe_backend(summary, backend, precision_reason)
         progress.info(f"backend: {summary.backend}; precision: {summary.precision}")
@@ -586,21 +599,87 @@ class _Inference:
 CALIBRATION_TILES = 16
 
 
-def _calibration_tiles(pair: RasterPair, grid: TileGrid, scalings: tuple[BandScaling, BandScaling],
-                       count: int = CALIBRATION_TILES) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Up to ``count`` prepared tile pairs with valid pixels, spread over the scene, for int8 calibration."""
+def _sample_tiles(pair: RasterPair, grid: TileGrid, scalings: tuple[BandScaling, BandScaling], count: int, *,
+                  between: bool = False) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Up to ``count`` prepared tile pairs, mostly valid, spread over the scene, with their valid masks.
+
+    ``between`` takes the tiles halfway between those of ``between=False`` (the calibration tiles),
+    so that int8 is checked on tiles it was not calibrated on wherever the scene has enough.
+    """
     windows = list(grid.windows())
     step = max(1, len(windows) // (count * 2))
-    sample: list[tuple[np.ndarray, np.ndarray]] = []
-    for window in windows[::step]:
+    first = min(max(1, step // 2), len(windows) - 1) if between else 0
+    sample: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for window in windows[first::step]:
         img1, img2, valid = pair.read(window.row, window.col, window.height, window.width)
         if valid.mean() < 0.5:
             continue
+        padding = ((0, grid.model_size - valid.shape[0]), (0, grid.model_size - valid.shape[1]))
         sample.append((pad_to(scalings[0].apply(img1), grid.model_size),
-                       pad_to(scalings[1].apply(img2), grid.model_size)))
+                       pad_to(scalings[1].apply(img2), grid.model_size), np.pad(valid, padding)))
         if len(sample) == count:
             break
     return sample
+
+
+def _calibration_tiles(pair: RasterPair, grid: TileGrid,
+                       scalings: tuple[BandScaling, BandScaling]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The tiles an int8 graph is calibrated on."""
+    return [(x1, x2) for x1, x2, _ in _sample_tiles(pair, grid, scalings, CALIBRATION_TILES)]
+
+
+def _int8_keeps_labels(network: nn.Module, card: ModelCard, heads: _Heads, pair: RasterPair, grid: TileGrid,
+                       scalings: tuple[BandScaling, BandScaling], options: RunOptions, device: torch.device,
+                       calibration: Callable[[], Any], summary: RunSummary, progress: Progress) -> bool:
+    """Whether the int8 graph keeps fp32's labels on this scene (:mod:`.backends.check`).
+
+    Where int8 cannot run at all (backend torch, a GPU, no ONNX Runtime) this says yes, and
+    :func:`~.backends.select_backend` refuses the run with the reason and what to do.
+    """
+    if ((options.backend or "auto").strip().lower() == "torch" or device.type != "cpu"
+            or not runtime_available("onnxruntime")):
+        return True
+
+    def quantised() -> Forward:
+        backend = select_backend(network, card, requested="onnxruntime", int8=True, model_size=grid.model_size,
+                                 batch_size=options.batch_size, calibration=calibration,
+                                 cache_dir=options.backend_cache_dir)
+        assert isinstance(backend, InferenceBackend)
+        return backend.forward
+
+    fp32 = engine_forward(select_backend(network, card, requested="torch", model_size=grid.model_size,
+                                         batch_size=options.batch_size), device)
+    tiles = _sample_tiles(pair, grid, scalings, CHECK_TILES, between=True)
+    record = check_record(int8_model_path(network, card, model_size=grid.model_size, calibration=calibration(),
+                                          cache_dir=options.backend_cache_dir))
+    result = check_int8(quantised, fp32, _labeller(heads), tiles, batch_size=options.batch_size, record=record)
+    summary.int8_check = result.describe()
+    if result.passed:
+        progress.info(summary.int8_check)
+        return True
+    summary.int8_check += "; ran without int8"
+    progress.info(f"{result.describe()}: running without int8")
+    log.warning("%s", summary.int8_check)
+    return False
+
+
+def _labeller(heads: _Heads) -> Labeller:
+    """The label per pixel of a batch's outputs, as the engine decodes them (0: no change)."""
+
+    def labels(outputs: dict[str, torch.Tensor]) -> np.ndarray:
+        covered = torch.ones_like(outputs[CHANGE_PROB][:, :1], dtype=torch.float32)
+        values = heads.stack(outputs, covered).numpy()
+        codes = []
+        for tile in values:
+            rows = heads.decode(tile, tile.shape[1], tile.shape[2])
+            code = rows["changed"].astype(np.int64)
+            if heads.semantic:
+                pair_code = 1 + rows["c1"].astype(np.int64) * (heads.num_classes + 1) + rows["c2"]
+                code = np.where(rows["changed"], pair_code, 0)
+            codes.append(code)
+        return np.stack(codes)
+
+    return labels
 
 
 def _lower_thread_priority() -> None:

@@ -168,6 +168,7 @@ def _facts(request: RunRequest, card: ModelCard, summary: engine.RunSummary,
         ("Tiles", f"{summary.tiles_total} of {summary.tile_size} px, overlap {summary.overlap} px"),
         ("Device", f"{summary.device} ({summary.device_reason})"),
         ("Inference backend", summary.backend),
+        *([("int8 check", summary.int8_check)] if summary.int8_check else []),
         ("Time", f"{summary.elapsed_seconds:.1f} s"),
         ("Date", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),
     ]

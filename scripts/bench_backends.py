@@ -186,7 +186,7 @@ def bench_e2e(checkpoint: Path, size: int, tile: int, batch: int, rounds: int) -
                     parts[label].append((summary.model_seconds, wall - summary.model_seconds))
                     steps[label] = (summary.timings, wall)
                 else:
-                    chosen[label] = summary.backend
+                    chosen[label] = summary.backend + (f"; {summary.int8_check}" if summary.int8_check else "")
                     with rasterio.open(out) as src:
                         codes[label] = src.read(1)
         base = statistics.median(walls["torch (today)"])

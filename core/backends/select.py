@@ -232,6 +232,16 @@ def _key(network: nn.Module, card: ModelCard, model_size: int) -> str:
             f"-opset{OPSET}")
 
 
+def _int8_key(key: str, sample: CalibrationSample) -> str:
+    return f"{key}-int8-{INT8_RECIPE}-{calibration_digest(sample)[:16]}"
+
+
+def int8_model_path(network: nn.Module, card: ModelCard, *, model_size: int, calibration: CalibrationSample,
+                    cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where the int8 graph of ``network`` calibrated on ``calibration`` is cached (it may not exist yet)."""
+    return OnnxCache(cache_dir).paths(_int8_key(_key(network, card, model_size), calibration))[0]
+
+
 def _runtime_backend(name: str, run: _Run, *, reason: str) -> InferenceBackend:
     if name not in RUNTIMES:
         raise InputError(f"unknown backend '{name}'; choose one of {', '.join(BACKEND_CHOICES)}")
@@ -305,7 +315,7 @@ def _runtime_backend(name: str, run: _Run, *, reason: str) -> InferenceBackend:
             fp32, _ = fp32_entry(None)
             return quantize_int8(fp32.path, sample), fp32.output_names
 
-        int8_key = f"{key}-int8-{INT8_RECIPE}-{calibration_digest(sample)[:16]}"
+        int8_key = _int8_key(key, sample)
         entry, forward = cache.get_or_build(int8_key, quantised,
                                             lambda cached: load(cached.path, cached.output_names, "int8"))
     built = " (exported now)" if entry.rebuilt else " (cached export)"

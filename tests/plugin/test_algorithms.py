@@ -399,13 +399,24 @@ def test_minimum_change_patch(scd_provider, semantic_model, image_pair, feedback
 
 
 @pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="int8 needs ONNX Runtime's quantiser")
-def test_int8_runs_a_quantised_model_and_says_so(scd_provider, semantic_model, image_pair, feedback, tmp_path):
-    full, quantised = tmp_path / "full.tif", tmp_path / "int8.tif"
+def test_int8_runs_a_quantised_model_where_it_keeps_the_labels_and_says_so(scd_provider, plugin_package,
+                                                                          semantic_model, image_pair, feedback,
+                                                                          tmp_path, monkeypatch):
+    check = importlib.import_module(f"{plugin_package.__name__}.core.backends.check")  # the engine QGIS runs
+
+    full, refused, quantised = tmp_path / "full.tif", tmp_path / "refused.tif", tmp_path / "int8.tif"
     processing.run("scd:semanticchange", inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(full), BACKEND=1))
+    # the test model is untrained: int8 moves more of its labels than the check allows, and the run says so
+    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(refused), INT8=True,
+                                                OUTPUT_REPORT=str(tmp_path / "refused.html")), feedback=feedback)
+    assert re.search(r"int8 kept [0-9.]+ % of fp32's labels .*: running without int8", feedback.log)
+    assert "ran without int8" in (tmp_path / "refused.html").read_text(encoding="utf-8")
+    monkeypatch.setattr(check, "INT8_MIN_AGREEMENT", 0.0)
     processing.run("scd:semanticchange", inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(quantised), INT8=True,
                                                 OUTPUT_REPORT=str(tmp_path / "report.html")), feedback=feedback)
     assert re.search(r"backend: (onnxruntime|openvino) int8 ", feedback.log)
-    assert " int8 (" in (tmp_path / "report.html").read_text(encoding="utf-8")
+    report = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert " int8 (" in report and "int8 kept " in report
     assert (read(quantised) == read(full)).mean() > 0.9  # an untrained model: many pixels sit near a boundary
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import LocalConvModel, make_card, read_band
 
+from core.backends import check as backend_check
 from core.backends import select as backend_select
 from core.engine import OutputPaths, Progress, RunOptions, run_change_detection
 from core.errors import InputError
@@ -114,7 +117,14 @@ def test_unknown_backend_is_refused_before_anything_is_written(tmp_path: Path, s
     assert not list((tmp_path / "bad").iterdir())
 
 
-def test_int8_run_is_calibrated_on_the_scene(tmp_path: Path, scene_pair) -> None:
+@pytest.fixture
+def any_int8(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test network is untrained, and int8 moves about 1 % of its labels: the check rightly
+    refuses it. Tests of what an int8 run does let every int8 graph through."""
+    monkeypatch.setattr(backend_check, "INT8_MIN_AGREEMENT", 0.0)
+
+
+def test_int8_run_is_calibrated_on_the_scene(tmp_path: Path, scene_pair, any_int8: None) -> None:
     if not backend_select.runtime_available("onnxruntime"):
         pytest.skip("onnxruntime is not installed")
     _, mask_torch, _, _ = _run(scene_pair, tmp_path / "torch", backend="torch", precision="fp32")
@@ -122,3 +132,58 @@ def test_int8_run_is_calibrated_on_the_scene(tmp_path: Path, scene_pair) -> None
     assert "int8" in summary.backend
     assert list((tmp_path / "cache" / "onnx").glob("*-int8-*.onnx"))
     assert (mask == mask_torch).mean() > 0.9
+
+
+needs_ort = pytest.mark.skipif(not backend_select.runtime_available("onnxruntime"),
+                               reason="onnxruntime is not installed")
+
+
+@needs_ort
+def test_int8_is_checked_against_fp32_on_the_scene_and_the_check_is_kept(tmp_path: Path, scene_pair,
+                                                                         any_int8: None) -> None:
+    _, _, summary, lines = _run(scene_pair, tmp_path / "first", backend="onnxruntime", int8=True)
+    assert "int8" in summary.backend
+    assert summary.int8_check.startswith("int8 kept ") and "check tiles of this scene" in summary.int8_check
+    assert summary.int8_check in lines
+    records = list((tmp_path / "cache" / "onnx").glob("*-int8-*.check.json"))
+    assert len(records) == 1
+    # the same scene is not checked again: the stored result is what the next run reports
+    record = json.loads(records[0].read_text())
+    record["agreement"] = 0.99987
+    records[0].write_text(json.dumps(record))
+    _, _, again, _ = _run(scene_pair, tmp_path / "again", backend="onnxruntime", int8=True)
+    assert "int8 kept 99.99 %" in again.int8_check
+
+
+@needs_ort
+def test_int8_that_moves_too_many_labels_is_not_used(tmp_path: Path, scene_pair,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backend_check, "INT8_MIN_AGREEMENT", 1.01)  # no graph can keep more than every label
+    prob_fp32, mask_fp32, _, _ = _run(scene_pair, tmp_path / "fp32", backend="onnxruntime")
+    prob, mask, summary, lines = _run(scene_pair, tmp_path / "int8", backend="onnxruntime", int8=True)
+    assert "int8" not in summary.backend and summary.int8_check.endswith("ran without int8")
+    assert any("running without int8" in line for line in lines)
+    np.testing.assert_array_equal(mask, mask_fp32)
+    np.testing.assert_array_equal(prob, prob_fp32)
+
+
+def test_check_counts_only_valid_pixels() -> None:
+    tiles = [(np.zeros((1, 4, 4), np.float32), np.zeros((1, 4, 4), np.float32), np.eye(4, dtype=bool))]
+
+    def labels(outputs: dict[str, torch.Tensor]) -> np.ndarray:
+        return outputs["label"].numpy()
+
+    def same(x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"label": torch.zeros(1, 4, 4, dtype=torch.int64)}
+
+    def off_diagonal_differs(x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"label": 1 - torch.eye(4, dtype=torch.int64)[None]}
+
+    def one_valid_pixel_differs(x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
+        label = torch.zeros(1, 4, 4, dtype=torch.int64)
+        label[0, 0, 0] = 5
+        return {"label": label}
+
+    assert backend_check.check_int8(lambda: off_diagonal_differs, same, labels, tiles, batch_size=2).agreement == 1.0
+    result = backend_check.check_int8(lambda: one_valid_pixel_differs, same, labels, tiles, batch_size=2)
+    assert (result.agreement, result.pixels, result.passed) == (0.75, 4, False)
