@@ -67,6 +67,12 @@ def cpu_has_fast_bf16() -> bool:
     return bool({"amx_bf16", "avx512_bf16"} & flags)
 
 
+def cpu_has_fast_int8() -> bool:
+    """True on CPUs with int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI, AMX), where int8
+    convolutions run about twice as fast as fp32 ones."""
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & _cpu_flags())
+
+
 def _cpu_flags() -> set[str]:
     if platform.system() != "Linux":
         return set()

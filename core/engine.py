@@ -41,8 +41,8 @@ from .backends.backend import Forward, engine_forward
 from .backends.check import CHECK_TILES, Labeller, check_int8
 from .backends.check import record_path as check_record
 from .backends.runtimes import runtime_available
-from .backends.select import int8_model_path
-from .devices import select_device, select_precision
+from .backends.select import AUTO_MEASURE_BATCHES, int8_model_path
+from .devices import cpu_has_fast_int8, select_device, select_precision
 from .errors import Cancelled, ChangeDetectionError, InputError
 from .io import RasterPair, outputs_folders, terminate_cleanly, writing_outputs
 from .matrix import TransitionRow
@@ -94,6 +94,9 @@ class RunOptions:
         int8: Run an int8-quantised graph calibrated on tiles of this scene (CPU runtimes only),
             where it keeps at least 99.5 % of fp32's labels on other tiles of the scene
             (:mod:`.backends.check`); elsewhere the run goes on without int8 and says so.
+            None (the default) does so where int8 pays: on a CPU with AVX-512 VNNI, AVX-VNNI or
+            AMX, with ONNX Runtime installed, backend ``auto`` or a runtime, precision ``auto``,
+            and a run of at least ``AUTO_MEASURE_BATCHES`` batches. False never uses int8.
         backend_cache_dir: Where exported networks are kept (default: the user's cache folder).
     """
 
@@ -110,7 +113,7 @@ class RunOptions:
     mask: Sequence[dict[str, Any]] | None = None
     overwrite: bool = False
     backend: str = "auto"
-    int8: bool = False
+    int8: bool | None = None
     backend_cache_dir: str | os.PathLike[str] | None = None
 
 
@@ -123,7 +126,8 @@ class RunSummary:
     device_reason: str = ""
     precision: str = ""
     backend: str = ""
-    #: How far int8 kept fp32's labels on the scene's check tiles (empty: no int8 asked for).
+    #: Whether int8 was used and why: the check's result, or why ``int8=None`` did not try it
+    #: (empty: int8 was turned off).
     int8_check: str = ""
     model: str = ""
     task: str = ""
@@ -226,14 +230,18 @@ def run_change_detection(
             network = network.to(memory_format=torch.channels_last)
         # read once: the int8 check and the run's backend use the same calibration tiles
         calibration = functools.cache(lambda: _calibration_tiles(pair, grid, scalings))
-        int8 = options.int8 and _int8_keeps_labels(network, card, heads, pair, grid, scalings, options,
-                                                  device_choice.device, calibration, summary, progress)
+        batches = -(-len(grid) // options.batch_size)
+        declined = _int8_declined(options, device_choice.device, batches)
+        if declined:
+            summary.int8_check = f"int8 not used (auto: {declined})"
+            progress.info(summary.int8_check)
+        int8 = options.int8 is not False and not declined and _int8_keeps_labels(
+            network, card, heads, pair, grid, scalings, options, device_choice.device, calibration, summary, progress)
         backend = select_backend(
             network, card, requested=options.backend, device=device_choice.device, model_size=grid.model_size,
             batch_size=options.batch_size, int8=int8, autocast_dtype=autocast_dtype,
             precision_named=(options.precision or "auto").lower() != "auto",
-            calibration=calibration, cache_dir=options.backend_cache_dir,
-            expected_batches=-(-len(grid) // options.batch_size))
+            calibration=calibration, cache_dir=options.backend_cache_dir, expected_batches=batches)
         _describe_backend(summary, backend, precision_reason)
         progress.info(f"backend: {summary.backend}; precision: {summary.precision}")
         # a runtime session (or a race of them) holds weights and activations of its own
@@ -626,6 +634,26 @@ def _calibration_tiles(pair: RasterPair, grid: TileGrid,
                        scalings: tuple[BandScaling, BandScaling]) -> list[tuple[np.ndarray, np.ndarray]]:
     """The tiles an int8 graph is calibrated on."""
     return [(x1, x2) for x1, x2, _ in _sample_tiles(pair, grid, scalings, CALIBRATION_TILES)]
+
+
+def _int8_declined(options: RunOptions, device: torch.device, batches: int) -> str:
+    """Why ``int8=None`` does not try int8 on this run ("" where it does, or where int8 was named)."""
+    if options.int8 is not None:
+        return ""
+    if device.type != "cpu":
+        return f"int8 runs on the CPU, this run on {device.type}"
+    if (options.backend or "auto").strip().lower() == "torch":
+        return "backend torch computes in floating point"
+    if (options.precision or "auto").strip().lower() != "auto":
+        return f"precision {options.precision} was asked for"
+    if not runtime_available("onnxruntime"):
+        return "ONNX Runtime, which quantises, is not installed: python -m pip install onnxruntime"
+    if not cpu_has_fast_int8():
+        return "this CPU has no AVX-512 VNNI, AVX-VNNI or AMX, where int8 is fast"
+    if batches < AUTO_MEASURE_BATCHES:
+        return (f"a run of {batches} batches is too short to pay for quantising and checking "
+                f"({AUTO_MEASURE_BATCHES} or more)")
+    return ""
 
 
 def _int8_keeps_labels(network: nn.Module, card: ModelCard, heads: _Heads, pair: RasterPair, grid: TileGrid,

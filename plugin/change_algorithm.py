@@ -97,7 +97,7 @@ class RunRequest:
     polygons: str | None = None
     report: str | None = None
     backend: str = "auto"
-    int8: bool = False
+    int8: bool = True  # allowed where it pays (the engine's int8=None); False: never
     extent: tuple[float, float, float, float] | None = None  # in T1's CRS
     mask: list[dict[str, Any]] | None = None  # GeoJSON-like polygons in T1's CRS
     area_note: str = ""  # the extent and mask as the log and report state them
@@ -141,11 +141,12 @@ PARAMETER_HELP = {
     "BACKEND": "auto: on a CPU, the fastest of PyTorch and the installed ONNX Runtime or OpenVINO, measured once "
                "on this computer for each model, on the first tiles of a large run (the model is converted once "
                "and kept in your cache folder). The log says which was used, why, and what to install for speed.",
-    "INT8": "Compute with 8-bit integers on the CPU (ONNX Runtime or OpenVINO, with backend auto or one of "
-            "them; ONNX Runtime must be installed to prepare the model). On CPUs with AVX-512 VNNI or AMX the "
-            "network runs about 2 x faster. The model is calibrated on tiles of this scene first, then checked "
-            "on other tiles: int8 is used only where it keeps at least 99.5 % of the full-precision labels "
-            "(0.2-0.3 % differed on the models measured), else the run goes on without it; the log says which.",
+    "INT8": "Compute with 8-bit integers on the CPU where that is faster: on CPUs with AVX-512 VNNI, AVX-VNNI "
+            "or AMX, for runs of 24 batches or more, with ONNX Runtime installed and backend auto or a runtime "
+            "(the network then runs about 2 x faster). The model is calibrated on tiles of the scene, then "
+            "checked on other tiles: int8 is used only where it keeps at least 99.5 % of the full-precision "
+            "labels (0.2-0.3 % differed on the models measured). The log says whether int8 was used and why. "
+            "Untick for full precision everywhere.",
     "MIN_AREA": f"Change patches smaller than this many pixels become 'no change' in every output (default "
                 f"{DEFAULT_MIN_PATCH}, a 3 x 3 block, removes speckle); 0 keeps every changed pixel.",
     "EXTENT": "Run on this part of the scene only (in any CRS; it is transformed to T1's). Empty: all of the area "
@@ -274,8 +275,8 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterEnum(self.DEVICE, "Device", options=list(DEVICES), defaultValue=0),
             QgsProcessingParameterEnum(self.BACKEND, "Inference backend (CPU runtimes are optional installs)",
                                        options=list(BACKENDS), defaultValue=0),
-            QgsProcessingParameterBoolean(self.INT8, "int8 quantisation (CPU only; faster, a few labels differ)",
-                                          defaultValue=False),
+            QgsProcessingParameterBoolean(self.INT8, "int8 where it pays (CPU, checked per scene)",
+                                          defaultValue=True),
         ]
         # Not flagged advanced: QGIS 3.22's batch interface hides advanced parameters' columns
         # behind a button, and batch runs are where analysts set them per row.

@@ -72,7 +72,7 @@ def _run(request: RunRequest, card: ModelCard, feedback: QgsProcessingFeedback, 
     options = engine.RunOptions(bands_t1=request.bands_t1, bands_t2=request.bands_t2, tile_size=tile,
                                 overlap=overlap, batch_size=request.batch_size, device=request.device,
                                 min_patch_pixels=request.min_area, extent=request.extent, mask=request.mask,
-                                backend=request.backend, int8=request.int8,
+                                backend=request.backend, int8=None if request.int8 else False,
                                 overwrite=True)  # checked by check_destinations
     csv_path = csv_beside_report(request.report) if request.report else None
     outputs = engine.OutputPaths(**request.rasters, transitions_csv=csv_path, polygons=request.polygons)
@@ -168,7 +168,7 @@ def _facts(request: RunRequest, card: ModelCard, summary: engine.RunSummary,
         ("Tiles", f"{summary.tiles_total} of {summary.tile_size} px, overlap {summary.overlap} px"),
         ("Device", f"{summary.device} ({summary.device_reason})"),
         ("Inference backend", summary.backend),
-        *([("int8 check", summary.int8_check)] if summary.int8_check else []),
+        *([("int8", summary.int8_check)] if summary.int8_check else []),
         ("Time", f"{summary.elapsed_seconds:.1f} s"),
         ("Date", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),
     ]

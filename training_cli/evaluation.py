@@ -67,7 +67,8 @@ def engine_predictions(model: tuple[nn.Module, ModelCard], dataset: ChangeDatase
                        batch_size: int = 4, backend: str = "auto", precision: str = "auto") -> Iterator[Prediction]:
     """Run each pair of ``dataset`` through the engine and yield its prediction (in dataset order)."""
     card = model[1]
-    options = RunOptions(device=device, batch_size=batch_size, backend=backend, precision=precision)
+    # never int8: scores must not depend on the CPU, and each pair would be calibrated and checked again
+    options = RunOptions(device=device, batch_size=batch_size, backend=backend, precision=precision, int8=False)
     scratch = Path(tempfile.mkdtemp(prefix="scd-evaluate-"))
     try:
         for sample in _progress(dataset.samples, len(dataset.samples), "predicting"):

@@ -314,7 +314,6 @@ def test_semantic_change_refuses_a_binary_model(scd_provider, binary_model, imag
     ({"TILE_SIZE": 16}, "tile size 16 is out of range"),
     ({"OUTPUT_FROMTO": "__png__"}, "give a file name ending in .tif"),
     ({"OUTPUT_POLYGONS": "__xyz__"}, "no vector format"),
-    ({"INT8": True, "BACKEND": 1}, "int8 runs on ONNX Runtime or OpenVINO; choose backend 'auto'"),
 ])
 def test_engine_refusals_reach_the_user(scd_provider, semantic_model, image_pair, project, tmp_path, change,
                                         expected):
@@ -399,20 +398,28 @@ def test_minimum_change_patch(scd_provider, semantic_model, image_pair, feedback
 
 
 @pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="int8 needs ONNX Runtime's quantiser")
-def test_int8_runs_a_quantised_model_where_it_keeps_the_labels_and_says_so(scd_provider, plugin_package,
-                                                                          semantic_model, image_pair, feedback,
-                                                                          tmp_path, monkeypatch):
-    check = importlib.import_module(f"{plugin_package.__name__}.core.backends.check")  # the engine QGIS runs
-
-    full, refused, quantised = tmp_path / "full.tif", tmp_path / "refused.tif", tmp_path / "int8.tif"
-    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(full), BACKEND=1))
-    # the test model is untrained: int8 moves more of its labels than the check allows, and the run says so
-    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(refused), INT8=True,
+def test_int8_runs_where_it_pays_and_keeps_the_labels_and_says_so(scd_provider, plugin_package, semantic_model,
+                                                                 image_pair, feedback, tmp_path, monkeypatch):
+    engine = importlib.import_module(f"{plugin_package.__name__}.core.engine")  # the engine QGIS runs
+    check = importlib.import_module(f"{plugin_package.__name__}.core.backends.check")
+    full, short, refused, quantised = (tmp_path / f"{name}.tif" for name in ("full", "short", "refused", "int8"))
+    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(full), BACKEND=1,
+                                                INT8=False))
+    # by default int8 is tried only where it pays: the test scene is a run of a few batches
+    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(short)),
+                   feedback=feedback)
+    assert re.search(r"int8 not used \(auto: a run of \d+ batches is too short", feedback.log)
+    assert (read(short) == read(full)).all()
+    # as if the scene were large and the CPU had fast int8; the test model is untrained, so int8 moves more
+    # of its labels than the check allows, and the run says so
+    monkeypatch.setattr(engine, "AUTO_MEASURE_BATCHES", 1)
+    monkeypatch.setattr(engine, "cpu_has_fast_int8", lambda: True)
+    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(refused),
                                                 OUTPUT_REPORT=str(tmp_path / "refused.html")), feedback=feedback)
     assert re.search(r"int8 kept [0-9.]+ % of fp32's labels .*: running without int8", feedback.log)
     assert "ran without int8" in (tmp_path / "refused.html").read_text(encoding="utf-8")
     monkeypatch.setattr(check, "INT8_MIN_AGREEMENT", 0.0)
-    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(quantised), INT8=True,
+    processing.run("scd:semanticchange", inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(quantised),
                                                 OUTPUT_REPORT=str(tmp_path / "report.html")), feedback=feedback)
     assert re.search(r"backend: (onnxruntime|openvino) int8 ", feedback.log)
     report = (tmp_path / "report.html").read_text(encoding="utf-8")

@@ -52,7 +52,7 @@ def test_parameters_of_the_semantic_algorithm(scd_provider):
     assert definitions["DEVICE"].options() == ["auto", "cpu", "cuda"]
     assert definitions["BACKEND"].options() == ["auto", "torch", "onnxruntime", "openvino"]
     assert definitions["BACKEND"].defaultValue() == 0 and "ONNX Runtime" in definitions["BACKEND"].help()
-    assert definitions["INT8"].defaultValue() is False and "VNNI" in definitions["INT8"].help()
+    assert definitions["INT8"].defaultValue() is True and "VNNI" in definitions["INT8"].help()
     optional = {name for name, p in definitions.items() if p.flags() & p.FlagOptional}
     assert optional == {"BANDS_T1", "BANDS_T2", "MIN_AREA", "EXTENT", "MASK", "OUTPUT_T1_CLASSES", "OUTPUT_T2_CLASSES",
                         "OUTPUT_CHANGE_PROB", "OUTPUT_POLYGONS", "OUTPUT_REPORT"}

@@ -187,3 +187,31 @@ def test_check_counts_only_valid_pixels() -> None:
     assert backend_check.check_int8(lambda: off_diagonal_differs, same, labels, tiles, batch_size=2).agreement == 1.0
     result = backend_check.check_int8(lambda: one_valid_pixel_differs, same, labels, tiles, batch_size=2)
     assert (result.agreement, result.pixels, result.passed) == (0.75, 4, False)
+
+
+@needs_ort
+@pytest.mark.parametrize(("change", "declined"), [
+    ({}, None),
+    ({"fast_int8": False}, "this CPU has no AVX-512 VNNI, AVX-VNNI or AMX"),
+    ({"batches": 10_000}, "batches is too short to pay for quantising"),
+    ({"precision": "fp32"}, "precision fp32 was asked for"),
+    ({"backend": "torch"}, "backend torch computes in floating point"),
+    ({"int8": False}, ""),
+])
+def test_int8_by_default_only_where_it_pays(tmp_path: Path, scene_pair, any_int8: None,
+                                            monkeypatch: pytest.MonkeyPatch, change: dict,
+                                            declined: str | None) -> None:
+    from core import engine
+
+    monkeypatch.setattr(engine, "cpu_has_fast_int8", lambda: change.get("fast_int8", True))
+    monkeypatch.setattr(engine, "AUTO_MEASURE_BATCHES", change.get("batches", 1))
+    options = {key: value for key, value in change.items() if key in ("precision", "backend", "int8")}
+    _, _, summary, lines = _run(scene_pair, tmp_path / "run", **options)
+    if declined is None:
+        assert "int8" in summary.backend and summary.int8_check.startswith("int8 kept ")
+    elif declined:
+        assert "int8" not in summary.backend
+        assert summary.int8_check.startswith("int8 not used (auto: ") and declined in summary.int8_check
+        assert summary.int8_check in lines
+    else:  # int8=False: never tried, nothing to say
+        assert "int8" not in summary.backend and summary.int8_check == ""
