@@ -636,18 +636,26 @@ def _calibration_tiles(pair: RasterPair, grid: TileGrid,
     return [(x1, x2) for x1, x2, _ in _sample_tiles(pair, grid, scalings, CALIBRATION_TILES)]
 
 
-def _int8_declined(options: RunOptions, device: torch.device, batches: int) -> str:
-    """Why ``int8=None`` does not try int8 on this run ("" where it does, or where int8 was named)."""
-    if options.int8 is not None:
-        return ""
+def _int8_impossible(options: RunOptions, device: torch.device) -> str:
+    """Why int8 cannot run at all here ("" where it can)."""
     if device.type != "cpu":
         return f"int8 runs on the CPU, this run on {device.type}"
     if (options.backend or "auto").strip().lower() == "torch":
         return "backend torch computes in floating point"
-    if (options.precision or "auto").strip().lower() != "auto":
-        return f"precision {options.precision} was asked for"
     if not runtime_available("onnxruntime"):
         return "ONNX Runtime, which quantises, is not installed: python -m pip install onnxruntime"
+    return ""
+
+
+def _int8_declined(options: RunOptions, device: torch.device, batches: int) -> str:
+    """Why ``int8=None`` does not try int8 on this run ("" where it does, or where int8 was named)."""
+    if options.int8 is not None:
+        return ""
+    impossible = _int8_impossible(options, device)
+    if impossible:
+        return impossible
+    if (options.precision or "auto").strip().lower() != "auto":
+        return f"precision {options.precision} was asked for"
     if not cpu_has_fast_int8():
         return "this CPU has no AVX-512 VNNI, AVX-VNNI or AMX, where int8 is fast"
     if batches < AUTO_MEASURE_BATCHES:
@@ -664,8 +672,7 @@ def _int8_keeps_labels(network: nn.Module, card: ModelCard, heads: _Heads, pair:
     Where int8 cannot run at all (backend torch, a GPU, no ONNX Runtime) this says yes, and
     :func:`~.backends.select_backend` refuses the run with the reason and what to do.
     """
-    if ((options.backend or "auto").strip().lower() == "torch" or device.type != "cpu"
-            or not runtime_available("onnxruntime")):
+    if _int8_impossible(options, device):
         return True
 
     def quantised() -> Forward:
