@@ -7,8 +7,8 @@ Data flow (``C`` = 960 and ``C/4`` = 240 for the three supported backbones)::
 
     x1, x2 -> shared ResNet/ResNeXt -> layer1..layer4 of each date
            -> |f1 - f2| per stage (256/512/1024/2048 ch at H/4..H/32)
-           -> size unifier: every stage to H/4 (eq. 1)
-           -> Latin-square regrouping into F0..F3, C channels each (eqs. 2-3)
+           -> Latin-square regrouping into F0..F3, C channels each (eqs. 2-3), every chunk
+              brought to H/4 by the size unifier (eq. 1) after the split
            -> branch i: grouped conv k = 3/5/7/9, groups 2/4/8/16, C -> C/4, BN, ReLU, SE(r=8) (eq. 4)
            -> Y' = sum of the four branches (eq. 5) -> SE(r=16) (eq. 6)
            -> conv3x3-BN-ReLU-Dropout(0.1)-conv1x1 -> bilinear to H x W -> sigmoid = change_prob
@@ -97,7 +97,6 @@ from .blocks import (
     SqueezeExcitation,
     latin_square_regroup,
     resize,
-    unify_sizes,
 )
 from .losses import BRANCH_LOGITS, MAIN_LOGITS
 
@@ -161,7 +160,7 @@ class SSCFNet(ChangeModel):
         stages1 = self.encoder(x1)[1:]
         stages2 = self.encoder(x2)[1:]
         diffs = [torch.abs(a - b) for a, b in zip(stages1, stages2, strict=True)]
-        blocks = latin_square_regroup(unify_sizes(diffs, self.upsample_mode))
+        blocks = latin_square_regroup(diffs, self.upsample_mode)
         branch_maps = [branch(block) for branch, block in zip(self.branches, blocks, strict=True)]
         fused = branch_maps[0]
         for branch_map in branch_maps[1:]:

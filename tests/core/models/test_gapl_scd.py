@@ -260,3 +260,22 @@ def test_resnet18_backbone_gives_the_same_outputs_with_fewer_parameters():
     assert outputs["sem_logits_t1"].shape == (1, 7, 64, 64) and outputs["change_prob"].shape == (1, 1, 64, 64)
     count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
     assert count(small) < 0.6 * count(paper)
+
+
+def test_sqmlfi_fuses_the_levels_as_a_linear_layer_over_the_stacked_levels() -> None:
+    # eq. 12's "FC over the stacked levels": the fusion must equal Linear(4 -> 1) along a level axis,
+    # with trained (not just the initial mean) weights
+    from core.models.gapl_scd.blocks import SQMLFI
+
+    generator = torch.Generator().manual_seed(5)
+    block = SQMLFI((8, 16, 16, 32), channels=8).eval()
+    with torch.no_grad():
+        block.fuse.weight.copy_(torch.tensor([[0.7, -0.2, 0.4, 1.3]]))
+        block.fuse.bias.fill_(0.25)
+    features = [torch.randn(2, width, side, side, generator=generator)
+                for width, side in ((8, 16), (16, 8), (16, 4), (32, 2))]
+    with torch.no_grad():
+        levels = [F.interpolate(level(x), size=(16, 16), mode="bilinear", align_corners=False)
+                  if x.shape[-1] != 16 else level(x) for level, x in zip(block.levels, features, strict=True)]
+        expected = block.fuse(torch.stack(levels, dim=-1)).squeeze(-1)
+        torch.testing.assert_close(block(features), expected)

@@ -10,6 +10,7 @@ import functools
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import random_pair
 
 from core.models.complexity import count_flops, count_parameters
@@ -116,6 +117,22 @@ def test_bf16_autocast_and_nearest_unifier(model: SSCFNet) -> None:
     assert prob.shape == (1, 1, 32, 64)
     assert prob.dtype == torch.float32
     assert torch.isfinite(prob).all() and prob.min() >= 0.0 and prob.max() <= 1.0
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_latin_square_regroup_brings_every_chunk_to_the_first_levels_size(mode: str) -> None:
+    # regrouping resizes after the split; resizing is per channel, so the blocks must equal those of
+    # resizing each level first (eq. 1) and splitting after
+    generator = torch.Generator().manual_seed(3)
+    levels = [torch.randn(2, width, side, side, generator=generator)
+              for width, side in ((4, 16), (8, 8), (16, 4), (32, 2))]
+    resized = [levels[0]] + [F.interpolate(level, size=(16, 16), mode=mode,
+                                           **({} if mode == "nearest" else {"align_corners": False}))
+                             for level in levels[1:]]
+    expected = latin_square_regroup(resized, mode)
+    for block, reference in zip(latin_square_regroup(levels, mode), expected, strict=True):
+        assert block.shape == (2, 15, 16, 16)
+        torch.testing.assert_close(block, reference)
 
 
 def test_latin_square_regroup_follows_eq_2() -> None:
