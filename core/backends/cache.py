@@ -3,9 +3,10 @@
 Each entry is ``<key>.onnx`` plus ``<key>.json``; the key holds the network's name,
 the SHA-256 of its weights (the digest checkpoints store, see
 :func:`~core.models.checkpoint.state_dict_sha256`), the tile size, the software and
-PyTorch versions and the ONNX opset, and for int8 files the digest of the
-calibration sample. New weights, a new tile size or a new release therefore get a
-new entry instead of an old graph. The JSON records the SHA-256 of the ONNX bytes:
+PyTorch versions, the digest of the network's code
+(:func:`~core.backends.select.network_code_digest`) and the ONNX opset, and for int8
+files the digest of the calibration sample. New weights, a new tile size, a new
+release or edited network code therefore get a new entry instead of an old graph. The JSON records the SHA-256 of the ONNX bytes:
 an entry is used only when its file hashes to it and the runtime then loads it;
 anything else (a truncated copy, a half-finished write from a killed process, an
 edit) is rebuilt. Both files are written atomically (:mod:`core.files`), the ONNX

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import inspect
 import logging
 import os
 from collections.abc import Callable
@@ -228,8 +230,29 @@ def _key(network: nn.Module, card: ModelCard, model_size: int) -> str:
     from ..models.checkpoint import state_dict_sha256
 
     weights = state_dict_sha256(network.state_dict())
-    return (f"{card.model}-{weights[:20]}-{model_size}px-v{__version__}-torch{torch.__version__.split('+')[0]}"
-            f"-opset{OPSET}")
+    return (f"{card.model}-{weights[:20]}-{model_size}px-v{__version__}-code{network_code_digest(type(network))}"
+            f"-torch{torch.__version__.split('+')[0]}-opset{OPSET}")
+
+
+@functools.cache
+def network_code_digest(network_class: type) -> str:
+    """SHA-256 (12 hex digits) of the source the exported graph is traced from.
+
+    The network's own package and the shared model modules (backbones, the contract):
+    a change to how a network computes, even within one release, then exports a new graph
+    instead of running the one traced from the old code.
+    """
+    digest = hashlib.sha256(f"{network_class.__module__}.{network_class.__qualname__}\0".encode())
+    try:
+        package = Path(inspect.getfile(network_class)).parent
+    except (TypeError, OSError):  # defined where no file holds it (an interactive session): the name only
+        return digest.hexdigest()[:12]
+    models = Path(inspect.getfile(ModelCard)).parent
+    for folder in sorted({package, models}):
+        for source in sorted(folder.glob("*.py")):
+            digest.update(f"{folder.name}/{source.name}\0".encode())
+            digest.update(source.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _int8_key(key: str, sample: CalibrationSample) -> str:

@@ -6,7 +6,9 @@ architecture, exported once into a module-wide cache and run by each installed r
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +99,44 @@ def test_second_run_uses_the_cached_export(tmp_path: Path) -> None:
     with torch.inference_mode():
         torch.testing.assert_close(other_weights(x1, x2)["change_prob"], model(x1, x2)["change_prob"],
                                    atol=1e-4, rtol=1e-4)
+
+
+@needs_ort
+def test_a_network_whose_code_changed_is_exported_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        request: pytest.FixtureRequest) -> None:
+    # the same weights traced from other code are another graph: the cached one must not be used
+    package = tmp_path / "edited_network"
+    package.mkdir()
+    source = package / "scd_edited_network.py"
+    code = (
+        "import torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = torch.nn.Conv2d(6, 1, 1)\n"
+        "    def forward(self, x1, x2):\n"
+        "        return {'change_prob': torch.sigmoid(self.conv(torch.cat([x1, x2], 1)) * SCALE)}\n"
+    )
+    source.write_text(code.replace("SCALE", "1.0"))
+    monkeypatch.syspath_prepend(str(package))
+    edited = importlib.import_module("scd_edited_network")
+    request.addfinalizer(lambda: sys.modules.pop("scd_edited_network", None))
+
+    _, card = _tiny()
+    model = edited.Net().eval()
+    cache = tmp_path / "cache"
+    first = select_backend(model, card, requested="onnxruntime", model_size=SIZE, batch_size=1, cache_dir=cache)
+    source.write_text(code.replace("SCALE", "2.0"))
+    importlib.reload(edited)
+    changed = edited.Net().eval()
+    changed.load_state_dict(model.state_dict())
+    backend_select.network_code_digest.cache_clear()
+    again = select_backend(changed, card, requested="onnxruntime", model_size=SIZE, batch_size=1, cache_dir=cache)
+    assert "exported now" in again.reason and again.model_path != first.model_path
+    x1, x2 = random_pair(1, SIZE, SIZE)
+    with torch.inference_mode():
+        torch.testing.assert_close(again(x1, x2)["change_prob"], changed(x1, x2)["change_prob"], atol=1e-4, rtol=1e-4)
+    backend_select.network_code_digest.cache_clear()
 
 
 @needs_ort
