@@ -6,11 +6,12 @@ the SHA-256 of its weights (the digest checkpoints store, see
 PyTorch versions, the digest of the network's code
 (:func:`~core.backends.select.network_code_digest`) and the ONNX opset, and for int8
 files the digest of the calibration sample. New weights, a new tile size, a new
-release or edited network code therefore get a new entry instead of an old graph. The JSON records the SHA-256 of the ONNX bytes:
-an entry is used only when its file hashes to it and the runtime then loads it;
-anything else (a truncated copy, a half-finished write from a killed process, an
-edit) is rebuilt. Both files are written atomically (:mod:`core.files`), the ONNX
-file first, so a reader never sees a JSON whose model is missing or partial.
+release or edited network code therefore get a new entry instead of an old graph.
+The JSON records the SHA-256 of the ONNX bytes: an entry is used only when its file
+hashes to it and the runtime then loads it; anything else (a truncated copy, a
+half-finished write from a killed process, an edit) is rebuilt. Both files are
+written atomically (:mod:`core.files`), the ONNX file first, so a reader never sees
+a JSON whose model is missing or partial.
 
 The folder is the user's cache (``SCD_CACHE_DIR``, else the platform's cache
 folder): nothing in it is precious, deleting it only costs one export per model.
