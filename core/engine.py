@@ -685,9 +685,10 @@ def _int8_keeps_labels(network: nn.Module, card: ModelCard, heads: _Heads, pair:
     fp32 = engine_forward(select_backend(network, card, requested="torch", model_size=grid.model_size,
                                          batch_size=options.batch_size), device)
     tiles = _sample_tiles(pair, grid, scalings, CHECK_TILES, between=True)
-    record = check_record(int8_model_path(network, card, model_size=grid.model_size, calibration=calibration(),
-                                          cache_dir=options.backend_cache_dir))
-    result = check_int8(quantised, fp32, _labeller(heads), tiles, batch_size=options.batch_size, record=record)
+    model = int8_model_path(network, card, model_size=grid.model_size, calibration=calibration(),
+                            cache_dir=options.backend_cache_dir)
+    result = check_int8(quantised, fp32, _labeller(heads), tiles, batch_size=options.batch_size,
+                        record=check_record(model), model=model)
     summary.int8_check = result.describe()
     if result.passed:
         progress.info(summary.int8_check)

@@ -67,6 +67,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def recorded_sha256(model_path: Path) -> str | None:
+    """The SHA-256 the cache recorded for the file at ``model_path`` (None: no readable record).
+
+    :meth:`OnnxCache.lookup` uses a file only when it hashes to this, so whatever was
+    derived from one version of a cached file can name that version by it.
+    """
+    try:
+        return str(json.loads(model_path.with_suffix(".json").read_text(encoding="utf-8"))["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class OnnxCache:
     """Exported graphs under ``folder/onnx``; see the module docstring for the rules."""
 

@@ -9,7 +9,9 @@ pixels' labels (the change decision, and both classes where a semantic network
 sees change). Otherwise the run goes on without int8 and says why.
 
 The result is stored beside the int8 file, whose cache key already names the
-calibration sample, so a run over the same scene does not check again.
+calibration sample, so a run over the same scene does not check again. It names the
+int8 file it checked (by the SHA-256 the cache recorded for it): a file rebuilt since
+is checked again.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 
 from ..files import atomic_write_text
 from .backend import Forward
+from .cache import recorded_sha256
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,7 @@ def record_path(int8_model: Path) -> Path:
 
 
 def check_int8(int8: Callable[[], Forward], fp32: Forward, labels: Labeller, tiles: CheckTiles, *, batch_size: int,
-               record: Path | None = None) -> Int8Check:
+               record: Path | None = None, model: Path | None = None) -> Int8Check:
     """Label ``tiles`` with both graphs and return their agreement over the valid pixels.
 
     Args:
@@ -84,13 +87,15 @@ def check_int8(int8: Callable[[], Forward], fp32: Forward, labels: Labeller, til
         tiles: The check tiles.
         batch_size: Tiles per forward pass (bounds the memory the check holds).
         record: Where the result for the int8 file is stored (:func:`record_path`); one stored for the
-            same tiles is returned as it is.
+            same tiles and the same int8 file is returned as it is.
+        model: The int8 file ``int8`` loads, whose cache record names the version checked.
     """
     digest = _digest(tiles)
-    if record is not None:
+    if record is not None and model is not None:
         try:
             stored = json.loads(record.read_text(encoding="utf-8"))
-            if stored.get("tiles_sha256") == digest:
+            checked = recorded_sha256(model)
+            if stored.get("tiles_sha256") == digest and checked and stored.get("model_sha256") == checked:
                 return Int8Check(float(stored["agreement"]), int(stored["tiles"]), int(stored["pixels"]))
         except (OSError, ValueError, KeyError, TypeError):
             pass  # none yet, or unreadable: check again
@@ -106,10 +111,12 @@ def check_int8(int8: Callable[[], Forward], fp32: Forward, labels: Labeller, til
         same += int((expected == got)[valid].sum())
         pixels += int(valid.sum())
     result = Int8Check(same / pixels if pixels else 0.0, len(tiles), pixels)
-    if record is not None:
+    checked = recorded_sha256(model) if model is not None else None
+    if record is not None and checked:
         try:
-            atomic_write_text(record, json.dumps({"tiles_sha256": digest, "agreement": result.agreement,
-                                                  "tiles": result.tiles, "pixels": result.pixels}))
+            atomic_write_text(record, json.dumps({"tiles_sha256": digest, "model_sha256": checked,
+                                                  "agreement": result.agreement, "tiles": result.tiles,
+                                                  "pixels": result.pixels}))
         except OSError as error:  # a read-only cache only means checking again next time
             log.info("could not store the int8 check in %s (%s)", record, error)
     return result

@@ -10,6 +10,7 @@ import pytest
 import torch
 from helpers import LocalConvModel, make_card, read_band
 
+from core.backends import cache as backend_cache
 from core.backends import check as backend_check
 from core.backends import select as backend_select
 from core.engine import OutputPaths, Progress, RunOptions, run_change_detection
@@ -153,6 +154,14 @@ def test_int8_is_checked_against_fp32_on_the_scene_and_the_check_is_kept(tmp_pat
     records[0].write_text(json.dumps(record))
     _, _, again, _ = _run(scene_pair, tmp_path / "again", backend="onnxruntime", int8=True)
     assert "int8 kept 99.99 %" in again.int8_check
+    # a result stored for another version of the int8 file (one rebuilt since) is not trusted: checked again
+    int8_file = records[0].with_suffix("").with_suffix(".onnx")
+    record = json.loads(records[0].read_text())
+    record["model_sha256"] = "0" * 64
+    records[0].write_text(json.dumps(record))
+    _, _, rebuilt, _ = _run(scene_pair, tmp_path / "rebuilt", backend="onnxruntime", int8=True)
+    assert "int8 kept 99.99 %" not in rebuilt.int8_check and rebuilt.int8_check.startswith("int8 kept ")
+    assert json.loads(records[0].read_text())["model_sha256"] == backend_cache.recorded_sha256(int8_file)
 
 
 @needs_ort
