@@ -7,6 +7,7 @@ import hashlib
 import inspect
 import logging
 import os
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,10 +227,35 @@ def _check_reproduces(network: nn.Module, forward: Forward, bands: int, size: in
                              f"('{key}' differs by {difference:.3g}); choose backend 'torch'")
 
 
-def _key(network: nn.Module, card: ModelCard, model_size: int) -> str:
+#: Weights digests of networks already hashed, with the storage and version of every tensor then.
+_DIGESTS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[tuple[str, int, int], ...], str]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _weights_digest(network: nn.Module) -> str:
+    """:func:`~core.models.checkpoint.state_dict_sha256` of ``network``, hashed again only when a tensor changed.
+
+    A run asks for the export key several times (its backend, the int8 file and its check):
+    hashing a ResNet-34 network's weights takes about 0.1 s each time. A tensor replaced or
+    changed in place has another storage or a higher version counter, so it is hashed again.
+    """
     from ..models.checkpoint import state_dict_sha256
 
-    weights = state_dict_sha256(network.state_dict())
+    state = network.state_dict()
+    try:
+        stamp = tuple((name, tensor.data_ptr(), tensor._version) for name, tensor in state.items())
+    except RuntimeError:  # inference tensors keep no version counter: hash every time
+        return state_dict_sha256(state)
+    known = _DIGESTS.get(network)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    digest = state_dict_sha256(state)
+    _DIGESTS[network] = (stamp, digest)
+    return digest
+
+
+def _key(network: nn.Module, card: ModelCard, model_size: int) -> str:
+    weights = _weights_digest(network)
     return (f"{card.model}-{weights[:20]}-{model_size}px-v{__version__}-code{network_code_digest(type(network))}"
             f"-torch{torch.__version__.split('+')[0]}-opset{OPSET}")
 

@@ -102,6 +102,27 @@ def test_second_run_uses_the_cached_export(tmp_path: Path) -> None:
 
 
 @needs_ort
+def test_weights_are_hashed_once_until_they_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.models import checkpoint
+
+    hashed = []
+    real = checkpoint.state_dict_sha256
+    monkeypatch.setattr(checkpoint, "state_dict_sha256", lambda state: hashed.append(1) or real(state))
+    model, card = _tiny()
+    first = select_backend(model, card, requested="onnxruntime", model_size=SIZE, batch_size=1, cache_dir=tmp_path)
+    again = select_backend(model, card, requested="onnxruntime", model_size=SIZE, batch_size=1, cache_dir=tmp_path)
+    assert len(hashed) == 1 and again.model_path == first.model_path
+    # weights changed in place are hashed again and get their own export; loading the first weights back
+    # (the tiny network's initialisation is seeded) is hashed again and finds the first export
+    with torch.no_grad():
+        model.body[0].weight.add_(1)
+    changed = select_backend(model, card, requested="onnxruntime", model_size=SIZE, batch_size=1, cache_dir=tmp_path)
+    model.load_state_dict(_tiny()[0].state_dict())
+    loaded = select_backend(model, card, requested="onnxruntime", model_size=SIZE, batch_size=1, cache_dir=tmp_path)
+    assert len(hashed) == 3 and changed.model_path != first.model_path and loaded.model_path == first.model_path
+
+
+@needs_ort
 def test_a_network_whose_code_changed_is_exported_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         request: pytest.FixtureRequest) -> None:
     # the same weights traced from other code are another graph: the cached one must not be used
