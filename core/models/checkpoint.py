@@ -38,7 +38,9 @@ Why it is built this way:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import logging
 import os
 import pickle
 import pickletools
@@ -58,6 +60,8 @@ from ..version import __version__
 from . import registry
 from .base import ChangeModel
 from .card import FORMAT_VERSION, PRESETS, ModelCard, Preset, get_preset
+
+log = logging.getLogger(__name__)
 
 #: Value of the payload's ``"format"`` key; anything else is not one of our checkpoints.
 FORMAT_NAME = "scd-change-checkpoint"
@@ -172,8 +176,12 @@ def load_checkpoint(path: PathLike, *, map_location: str | torch.device = "cpu")
     payload = _read_payload(path, mmap=False)
     card, state = _validate_payload(path, payload)
     _verify_digest(path, payload, state)
-    model = _build(path, card)
+    model = _build(path, card, without_weights=True)
     _load_weights(path, model, card, state)
+    if any(tensor.is_meta for tensor in itertools.chain(model.parameters(), model.buffers())):
+        # a tensor outside the state dict (a non-persistent buffer) got no storage: build it as usual
+        model = _build(path, card)
+        _load_weights(path, model, card, state)
     model.to(map_location)
     model.eval()
     return model, card
@@ -519,8 +527,22 @@ def _verify_digest(path: Path, payload: Mapping[str, Any], state: Mapping[str, t
         )
 
 
-def _build(path: Path, card: ModelCard) -> ChangeModel:
-    """Rebuild the card's network with random weights, refusing anything inconsistent."""
+def _build(path: Path, card: ModelCard, *, without_weights: bool = False) -> ChangeModel:
+    """Rebuild the card's network with random weights, refusing anything inconsistent.
+
+    ``without_weights`` builds it on PyTorch's meta device, whose tensors have shapes but no
+    storage, for weights that :func:`_load_weights` assigns next: drawing random weights only
+    to overwrite them took a third of a second for a ResNet-34 network, on every run. A
+    network that cannot be built there is built as usual.
+    """
+    if without_weights:
+        try:
+            with torch.device("meta"):
+                return _build(path, card)
+        except CheckpointError:
+            raise
+        except Exception:  # noqa: BLE001 - some construction step needs real tensors: build it as usual
+            log.debug("building %s on the meta device failed; building it with random weights", card.model)
     try:
         spec = registry.get_spec(card.model)
     except ValueError:
@@ -566,7 +588,12 @@ def _load_weights(path: Path, model: ChangeModel, card: ModelCard, state: Mappin
     ]
     if missing or unexpected or different:
         raise CheckpointError(_mismatch_message(path, card, len(expected), missing, unexpected, different))
-    model.load_state_dict(state, strict=True)
+    if not any(tensor.is_meta for tensor in expected.values()):
+        model.load_state_dict(state, strict=True)
+        return
+    # built without weights (see _build): the file's tensors become the network's, in its dtypes
+    model.load_state_dict({name: tensor.to(expected[name].dtype) for name, tensor in state.items()}, strict=True,
+                          assign=True)
 
 
 def _mismatch_message(

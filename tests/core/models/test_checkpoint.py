@@ -89,6 +89,39 @@ def test_round_trip_gives_identical_outputs_and_card(tmp_path: Path, name: str, 
         assert torch.equal(expected[key], got[key]), key
 
 
+def test_half_precision_weights_load_into_a_float32_network_with_every_tensor_real(tmp_path: Path) -> None:
+    # the network is built without weights and takes the file's tensors: in its own dtypes, none left empty
+    path = tmp_path / "half.pt"
+    model, card = _save_tiny(path)
+    save_checkpoint(path, model, card, half=True)
+    loaded, _ = load_checkpoint(path)
+    tensors = dict(loaded.state_dict())
+    assert all(not tensor.is_meta for tensor in tensors.values())
+    assert {tensor.dtype for name, tensor in tensors.items() if tensor.is_floating_point()} == {torch.float32}
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point():
+            torch.testing.assert_close(tensors[name], tensor.half().float(), rtol=0, atol=0)
+    assert all(parameter.requires_grad for parameter in loaded.parameters())
+
+
+def test_a_network_with_tensors_outside_its_weights_is_built_as_usual(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # a non-persistent buffer is not in the file: building without weights would leave it empty
+    path = tmp_path / "model.pt"
+    _save_tiny(path)
+    build = registry.build_model
+
+    def with_buffer(name: str, **options: object) -> ChangeModel:
+        network = build(name, **options)
+        network.register_buffer("scale", torch.full((1,), 2.0), persistent=False)
+        return network
+
+    monkeypatch.setattr(registry, "build_model", with_buffer)
+    loaded, _ = load_checkpoint(path)
+    assert not loaded.scale.is_meta and float(loaded.scale) == 2.0
+    assert all(not tensor.is_meta for tensor in loaded.state_dict().values())
+
+
 def test_a_resize_of_the_training_imagery_is_recorded_and_older_cards_still_load(tmp_path: Path) -> None:
     """Landsat-SCD's 416 px tiles trained at 512 px: the card says so after a round trip; a card written
     before the field existed loads as "not resized"; a damaged record is refused when the file is read."""
