@@ -537,6 +537,7 @@ def _build(path: Path, card: ModelCard, *, without_weights: bool = False) -> Cha
     """
     if without_weights:
         try:
+            registry.get_spec(card.model)  # imported outside the meta device: module-level tensors stay real
             with torch.device("meta"):
                 return _build(path, card)
         except CheckpointError:
