@@ -94,14 +94,27 @@ class MultiHeadAttention(nn.Module):
         self.to_out = nn.Linear(inner, channels)
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        batch, n_q, _ = queries.shape
+        batch, n_q, channels = queries.shape
         n_k = keys.shape[1]
-        q = self.to_q(queries).view(batch, n_q, self.heads, self.head_dim).transpose(1, 2)
-        k = self.to_k(keys).view(batch, n_k, self.heads, self.head_dim).transpose(1, 2)
-        v = self.to_v(keys).view(batch, n_k, self.heads, self.head_dim).transpose(1, 2)
-        attention = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * self.head_dim**-0.5, dim=-1)
-        out = torch.matmul(attention, v).transpose(1, 2).reshape(batch, n_q, self.heads * self.head_dim)
-        return self.to_out(out)
+        heads, dim = self.heads, self.head_dim
+        k = self.to_k(keys).view(batch, n_k, heads, dim).transpose(1, 2)  # [B, heads, n_k, d]
+        v = self.to_v(keys).view(batch, n_k, heads, dim).transpose(1, 2)
+        if n_k * channels >= dim * (channels + n_k):
+            q = self.to_q(queries).view(batch, n_q, heads, dim).transpose(1, 2)
+            attention = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * dim**-0.5, dim=-1)
+            out = torch.matmul(attention, v).transpose(1, 2).reshape(batch, n_q, heads * dim)
+            return self.to_out(out)
+        # Few keys (the category descriptors): the same products in another order. W_q moves onto
+        # the keys, q_h k_h^T = x (k_h W_q,h)^T, and W_O onto the values, so no query is ever widened
+        # to heads x d (16 x the decoder's width) and the queries keep their layout: about a tenth of
+        # the arithmetic and memory traffic for every pixel of the CCM decoders.
+        w_q = self.to_q.weight.view(heads, dim, channels)
+        keys_in = torch.matmul(k, w_q).permute(0, 3, 1, 2).reshape(batch, channels, heads * n_k)
+        scores = torch.matmul(queries, keys_in).view(batch, n_q, heads, n_k) * dim**-0.5
+        attention = torch.softmax(scores, dim=-1).view(batch, n_q, heads * n_k)
+        w_o = self.to_out.weight.view(-1, heads, dim).permute(1, 2, 0)  # [heads, d, out]
+        values_out = torch.matmul(v, w_o).reshape(batch, heads * n_k, -1)
+        return torch.matmul(attention, values_out) + self.to_out.bias
 
 
 class DescriptorInteraction(nn.Module):

@@ -55,10 +55,15 @@ Sizes (``core.models.complexity``; the paper's "FLOPs" are multiply-accumulates,
 quantity               this implementation  paper (Tables II and VI)
 =====================  ===================  =================================
 parameters             23,854,946 (23.85 M) 22.92 M (+4.08 %)
-MACs at 512 x 512      46.44 G              46.30 G (+0.31 %)
-MACs at 256 x 256      11.61 G              11.57 G (+0.38 %)
-MACs at 128 x 128      2.906 G              2.89 G (+0.55 %)
+MACs at 512 x 512      46.44 G (44.84 G)    46.30 G (+0.31 %)
+MACs at 256 x 256      11.61 G (11.21 G)    11.57 G (+0.38 %)
+MACs at 128 x 128      2.906 G (2.808 G)    2.89 G (+0.55 %)
 =====================  ===================  =================================
+
+The MACs are those of the equations as written; in brackets what the code computes, which
+multiplies the same products in another order where the keys are few (the CCM decoders' eight
+category descriptors: see ``blocks.MultiHeadAttention``) and so never widens a pixel's query to
+``heads x head_dim``. The comparisons below are with the equations as written.
 
 (``share_ccm=False``: 24,077,282 parameters, +5.05 %; same MACs.) The parameter gap cannot be
 closed honestly: torchvision's ResNet-50 without its classifier already has 23,508,032

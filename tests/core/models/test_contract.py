@@ -242,7 +242,12 @@ def test_pixels_without_a_label_are_left_out_of_every_loss_term(built: Built) ->
             torch.testing.assert_close(terms_dirty[key], terms_alone[key], rtol=1e-5, atol=1e-6,
                                        msg=f"{stage.name}: term {key}")
         assert grads_dirty.keys() == grads_alone.keys()
+        # summing over the masked whole rounds differently from summing over the crop, at the size of
+        # the network's largest gradients: a gradient that cancels to almost nothing (CLDRNet's last FFN
+        # bias, 3e-10) differs by more than its own size, while a garbage label that leaked in moves the
+        # loss terms above and the gradients by their own order of magnitude
+        rounding = 1e-7 * max(float(grad.abs().max()) for grad in grads_alone.values())
         for name, grad in grads_alone.items():
             scale = float(grad.abs().max()) or 1.0
-            torch.testing.assert_close(grads_dirty[name], grad, rtol=1e-4, atol=1e-5 * scale,
+            torch.testing.assert_close(grads_dirty[name], grad, rtol=1e-4, atol=1e-5 * scale + rounding,
                                        msg=f"{stage.name}: gradient of {name}")
