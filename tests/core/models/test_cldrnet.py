@@ -5,6 +5,8 @@ The model contract shared by every network is checked in ``test_contract.py``.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from helpers import random_pair
@@ -179,7 +181,18 @@ def test_attention_equals_the_papers_equations_in_either_order(channels: int, he
     with torch.no_grad():
         for parameter in block.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
-        queries = torch.randn(2, 300, channels, generator=generator)
-        keys = torch.randn(2, n_keys, channels, generator=generator)
-        torch.testing.assert_close(block(queries, keys), _textbook_attention(block, queries, keys),
-                                   rtol=1e-4, atol=1e-5)
+    queries = torch.randn(2, 300, channels, generator=generator, requires_grad=True)
+    keys = torch.randn(2, n_keys, channels, generator=generator, requires_grad=True)
+    upstream = torch.randn(2, 300, channels, generator=generator)
+    results = []
+    for attend in (block, functools.partial(_textbook_attention, block)):
+        block.zero_grad()
+        queries.grad = keys.grad = None
+        out = attend(queries, keys)
+        (out * upstream).sum().backward()
+        results.append((out.detach(), queries.grad, keys.grad, [p.grad.clone() for p in block.parameters()]))
+    (out, grad_q, grad_k, grads), (expected, expected_q, expected_k, expected_grads) = results
+    # the same function and the same gradients, so training follows the paper's equations too
+    pairs = [(out, expected), (grad_q, expected_q), (grad_k, expected_k), *zip(grads, expected_grads, strict=True)]
+    for got, want in pairs:  # float32 rounding, at each tensor's own magnitude
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
