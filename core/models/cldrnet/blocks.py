@@ -99,6 +99,7 @@ class MultiHeadAttention(nn.Module):
         heads, dim = self.heads, self.head_dim
         k = self.to_k(keys).view(batch, n_k, heads, dim).transpose(1, 2)  # [B, heads, n_k, d]
         v = self.to_v(keys).view(batch, n_k, heads, dim).transpose(1, 2)
+        # multiplications per query: heads x d x (C + n_k) projecting it, heads x n_k x C folded
         if n_k * channels >= dim * (channels + n_k):
             q = self.to_q(queries).view(batch, n_q, heads, dim).transpose(1, 2)
             attention = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * dim**-0.5, dim=-1)
