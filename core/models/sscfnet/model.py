@@ -9,7 +9,8 @@ Data flow (``C`` = 960 and ``C/4`` = 240 for the three supported backbones)::
            -> |f1 - f2| per stage (256/512/1024/2048 ch at H/4..H/32)
            -> Latin-square regrouping into F0..F3, C channels each (eqs. 2-3), every chunk
               brought to H/4 by the size unifier (eq. 1) after the split
-           -> branch i: grouped conv k = 3/5/7/9, groups 2/4/8/16, C -> C/4, BN, ReLU, SE(r=8) (eq. 4)
+           -> branch i: grouped conv k = 3/5/7/9, groups 2/4/8/16, C -> C/4, BN, ReLU, SE(r=8) (eq. 4);
+              computed chunk by chunk, upsampled chunks at their own size (see below)
            -> Y' = sum of the four branches (eq. 5) -> SE(r=16) (eq. 6)
            -> conv3x3-BN-ReLU-Dropout(0.1)-conv1x1 -> bilinear to H x W -> sigmoid = change_prob
     training only: one auxiliary head per branch -> bilinear to H x W -> logits (aux_branch{i}_logits)
@@ -46,20 +47,31 @@ Choices made where the paper is silent or contradicts itself (overview in docs/n
   mode (the code computes them at inference too and throws them away).
 * The final logits are upsampled and passed through the sigmoid in float32, so ``change_prob``
   is float32 under bf16 autocast as well.
+* How the branches are computed (not a modelling choice: the same function up to rounding). A
+  convolution over the concatenated block is the sum of convolutions over its chunks, and a chunk
+  that the size unifier upsamples by 2, 4 or 8 is convolved at its own size: for each output phase
+  the upsampling and the kernel combine into one small kernel (a 9 x 9 kernel over a chunk
+  upsampled 8 times touches 3 x 3 of its pixels), with the zero padding at the borders restored
+  exactly (``upconv``). The derived kernels are kept while the weights do not change. At 256 px
+  that is 29 % less arithmetic (the branches: 41.41 -> 22.05 GFLOPs, table below), for about
+  180 MB of derived kernels with ResNet-50; docs/performance.md has the measured speed. Kernels
+  of 3 x 3 gain nothing this way, so branch 0 runs as written.
 * Pretraining is not stated in the paper; ``pretrained`` is passed to the shared encoder.
 * Only the paper's three backbones are accepted: their stage widths (256/512/1024/2048) give
   the 960 -> 240 branches the groups 2..16 divide; ResNet-34's widths would not.
 
 Sizes (256 x 256 input, ``count_parameters`` / ``count_flops``; FLOPs = 2 x MACs, eval mode, so
-the auxiliary heads are in the parameter count but not in the FLOPs):
+the auxiliary heads are in the parameter count but not in the FLOPs). GFLOPs are those of the
+equations as written, which is what the paper counts; in brackets what the code computes, with
+the branches' chunks convolved at their own sizes:
 
-================  ================  ==========  ================  ===========
-backbone          params (M)        paper (M)   GFLOPs            paper (G)
-================  ================  ==========  ================  ===========
-resnet50          29.67 (+1.6 %)    29.21       67.01 (-8.3 %)    73.06
-resnext50_32x4d   29.14 (+1.6 %)    28.68       67.75 (-6.1 %)    72.12
-resnet101         48.66 (+1.0 %)    48.20       86.40 (-22.8 %)   111.95
-================  ================  ==========  ================  ===========
+================  ================  ==========  ========================  ===========
+backbone          params (M)        paper (M)   GFLOPs                    paper (G)
+================  ================  ==========  ========================  ===========
+resnet50          29.67 (+1.6 %)    29.21       67.01 (-8.3 %) [47.65]    73.06
+resnext50_32x4d   29.14 (+1.6 %)    28.68       67.75 (-6.1 %) [48.39]    72.12
+resnet101         48.66 (+1.0 %)    48.20       86.40 (-22.8 %) [67.05]   111.95
+================  ================  ==========  ========================  ===========
 
 How they add up (ResNet-50): encoder 23.51 M / 21.35 G (two images); four branches (conv, BN,
 SE) 5.11 M / 41.41 G; fused SE and main head 0.53 M / 4.25 G; auxiliary heads 0.52 M (4.25 G,
@@ -95,7 +107,7 @@ from .blocks import (
     CrossFusionBranch,
     MainHead,
     SqueezeExcitation,
-    latin_square_regroup,
+    latin_square_chunks,
     resize,
 )
 from .losses import BRANCH_LOGITS, MAIN_LOGITS
@@ -160,8 +172,10 @@ class SSCFNet(ChangeModel):
         stages1 = self.encoder(x1)[1:]
         stages2 = self.encoder(x2)[1:]
         diffs = [torch.abs(a - b) for a, b in zip(stages1, stages2, strict=True)]
-        blocks = latin_square_regroup(diffs, self.upsample_mode)
-        branch_maps = [branch(block) for branch, block in zip(self.branches, blocks, strict=True)]
+        blocks = latin_square_chunks(diffs)
+        unified = diffs[0].shape[-2:]
+        branch_maps = [branch.forward_chunks(block, unified, self.upsample_mode)
+                       for branch, block in zip(self.branches, blocks, strict=True)]
         fused = branch_maps[0]
         for branch_map in branch_maps[1:]:
             fused = fused + branch_map

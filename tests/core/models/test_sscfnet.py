@@ -16,8 +16,9 @@ from helpers import random_pair
 from core.models.complexity import count_flops, count_parameters
 from core.models.registry import build_model, get_spec
 from core.models.sscfnet import SPEC, SSCFNet, compute_loss
-from core.models.sscfnet.blocks import latin_square_regroup
+from core.models.sscfnet.blocks import CrossFusionBranch, latin_square_chunks, latin_square_regroup, resize
 from core.models.sscfnet.losses import AUX_WEIGHT, BRANCH_LOGITS, MAIN_LOGITS
+from core.models.sscfnet.upconv import phase_kernel_size, upsampled_conv2d
 
 AUX_KEYS = {MAIN_LOGITS, *BRANCH_LOGITS}
 SIZES = [(64, 64), (64, 96)]
@@ -37,9 +38,22 @@ def _meta_model(backbone: str, lightweight_head: bool = False) -> SSCFNet:
         return build_model("sscfnet", backbone=backbone, lightweight_head=lightweight_head)  # type: ignore[return-value]
 
 
+#: GFLOPs at 256 x 256 of the forward the network computes (chunk convolutions at the chunks' own sizes).
+COMPUTED_GFLOPS = {"resnet50": 47.65, "resnext50_32x4d": 48.39, "resnet101": 67.05}
+
+
+def _textbook_branch(branch: CrossFusionBranch, chunks: list[torch.Tensor], size: torch.Size,
+                     mode: str) -> torch.Tensor:
+    """Eqs. 1 and 4 as written: every chunk resized to H/4, concatenated, then the branch."""
+    return branch(torch.cat([resize(chunk, size, mode) for chunk in chunks], dim=1))
+
+
 @functools.cache
 def _gflops(backbone: str) -> float:
-    return count_flops(_meta_model(backbone), 256) / 1e9
+    """GFLOPs of the equations as written, which is what the paper counts."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(CrossFusionBranch, "forward_chunks", _textbook_branch)
+        return count_flops(_meta_model(backbone), 256) / 1e9
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +193,11 @@ def test_flops_match_paper(backbone: str) -> None:
     assert abs(flops - paper) / paper <= 0.10, f"{backbone}: {flops:.2f} GFLOPs vs paper {paper}"
 
 
+@pytest.mark.parametrize("backbone", list(PAPER))
+def test_computed_flops_are_the_documented_ones(backbone: str) -> None:
+    assert count_flops(_meta_model(backbone), 256) / 1e9 == pytest.approx(COMPUTED_GFLOPS[backbone], abs=0.01)
+
+
 def test_resnet101_flops_gap_is_the_backbone_alone() -> None:
     """The R101 shortfall comes from the backbone increment only: the SSCF part is the same for all three."""
     r50, r101 = _gflops("resnet50"), _gflops("resnet101")
@@ -207,3 +226,65 @@ def test_bad_options_raise() -> None:
         build_model("sscfnet", backbone="resnet34")
     with pytest.raises(ValueError, match="upsample_mode"):
         build_model("sscfnet", upsample_mode="bicubic")
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("kernel", [3, 5, 7, 9])
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_upsampled_conv2d_is_the_convolution_of_the_upsampled_map(mode: str, kernel: int, scale: int) -> None:
+    # borders included: the small map is as small as the kernel allows, and not square
+    generator = torch.Generator().manual_seed(kernel * scale)
+    height = max(1, -(-kernel // scale))
+    x = torch.randn(2, 6, height, height + 1, generator=generator, dtype=torch.float64)
+    weight = torch.randn(8, 3, kernel, kernel, generator=generator, dtype=torch.float64)
+    size = (height * scale, (height + 1) * scale)
+    expected = F.conv2d(resize(x, size, mode), weight, padding=kernel // 2, groups=2)
+    computed = upsampled_conv2d(x, weight, scale, mode, groups=2)
+    torch.testing.assert_close(computed, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_phase_kernels_are_small_where_the_upsampling_is_large() -> None:
+    # a 9 x 9 kernel over a map upsampled 8 times touches 3 x 3 of its pixels; 3 x 3 kernels gain nothing
+    assert [phase_kernel_size(9, scale, "bilinear") for scale in (2, 4, 8)] == [7, 5, 3]
+    assert [phase_kernel_size(3, scale, "bilinear") for scale in (2, 4, 8)] == [3, 3, 3]
+    assert phase_kernel_size(9, 8, "nearest") == 3
+
+
+def _levels(batch: int, side: int, seed: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, width, side // factor, side // factor, generator=generator)
+            for width, factor in ((256, 1), (512, 2), (1024, 4), (2048, 8))]
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_branches_over_chunks_equal_the_branches_over_the_regrouped_blocks(model: SSCFNet, mode: str) -> None:
+    levels = _levels(2, 16, seed=4)
+    size = levels[0].shape[-2:]
+    with torch.no_grad():
+        for branch, chunks, block in zip(model.eval().branches, latin_square_chunks(levels),
+                                         latin_square_regroup(levels, mode), strict=True):
+            expected = branch(block)
+            for _ in range(2):  # the second call runs on the kept phase kernels
+                torch.testing.assert_close(branch.forward_chunks(chunks, size, mode), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_branch_over_chunks_follows_a_changed_weight_and_trains_like_the_block(model: SSCFNet) -> None:
+    branch = copy.deepcopy(model.branches[3]).eval()  # k = 9, every deep chunk on the phase route
+    levels = _levels(1, 16, seed=5)
+    chunks = latin_square_chunks(levels)[3]
+    size = levels[0].shape[-2:]
+    with torch.no_grad():
+        branch.forward_chunks(chunks, size, "bilinear")
+        branch[0].weight.mul_(-0.5)  # in place, as an optimiser step or load_state_dict changes it
+        torch.testing.assert_close(branch.forward_chunks(chunks, size, "bilinear"),
+                                   _textbook_branch(branch, chunks, size, "bilinear"), rtol=1e-4, atol=1e-5)
+    # training: the same gradients for the kernel and for every chunk
+    branch.train()
+    grads = []
+    for forward in (CrossFusionBranch.forward_chunks, _textbook_branch):
+        leaves = [chunk.detach().clone().requires_grad_(True) for chunk in chunks]
+        branch.zero_grad()
+        forward(branch, leaves, size, "bilinear").square().mean().backward()
+        grads.append([branch[0].weight.grad.clone(), *(leaf.grad for leaf in leaves)])
+    for chunked, textbook in zip(*grads, strict=True):
+        torch.testing.assert_close(chunked, textbook, rtol=1e-4, atol=1e-6)
