@@ -532,6 +532,38 @@ def test_a_cached_graph_is_compiled_once_for_bf16(tmp_path: Path, monkeypatch: p
         assert compiled == expected
 
 
+@pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+def test_openvino_compiles_a_cached_graph_from_its_checked_ir(tmp_path: Path) -> None:
+    from core.backends.runtimes import OpenVinoForward
+
+    model, card = _tiny()
+    backend = select_backend(model, card, requested="openvino", model_size=SIZE, batch_size=2, cache_dir=tmp_path)
+    folder = backend.model_path.parent / "openvino"
+    (ir,) = folder.glob("*.xml")  # the reshaped graph, named by the ONNX file's recorded digest and the shape
+    assert ir.name.endswith("-2x3x64x64.xml") and ir.with_suffix(".sha256").exists()
+    x1, x2 = random_pair(2, SIZE, SIZE, seed=3)
+    with torch.inference_mode():
+        expected = model(x1, x2)["change_prob"]
+
+    def run() -> torch.Tensor:
+        forward = OpenVinoForward(backend.model_path, ["change_prob"], 2, 3, SIZE)
+        return forward(x1, x2)["change_prob"]
+
+    torch.testing.assert_close(run(), expected, atol=1e-5, rtol=1e-4)  # from OpenVINO's cache, by the IR's path
+    # a damaged IR is caught when OpenVINO has to compile it again, and written anew from the ONNX file:
+    # first weights that still compile (the first convolution's zeroed), then a file that does not
+    weights = ir.with_suffix(".bin")
+    intact = weights.read_bytes()
+    kernel = model.body[0].weight.detach().numpy().tobytes()
+    assert intact.count(kernel) == 1
+    for damaged in (intact.replace(kernel, bytes(len(kernel))), bytes(len(intact))):
+        weights.write_bytes(damaged)
+        for blob in folder.glob("*.blob"):
+            blob.unlink()
+        torch.testing.assert_close(run(), expected, atol=1e-5, rtol=1e-4)
+        assert weights.read_bytes() == intact
+
+
 def test_backend_describes_itself() -> None:
     backend = InferenceBackend("torch", "requested", lambda a, b: {})
     assert backend.channels_last and backend.describe() == "torch fp32 (requested)"
