@@ -15,7 +15,7 @@ a JSON whose model is missing or partial.
 
 OpenVINO keeps its own files in ``openvino/`` beside the entries: the graph reshaped to
 a run's batch, saved as IR under the ONNX file's recorded digest, and its compiled
-kernels (see :mod:`core.backends.runtimes`). For SSCFNet that is about 300 MB each.
+kernels (see :mod:`core.backends.runtimes`), each about the size of the ONNX file.
 
 The folder is the user's cache (``SCD_CACHE_DIR``, else the platform's cache
 folder): nothing in it is precious, deleting it only costs one export per model.
