@@ -111,8 +111,8 @@ class CrossFusionBranch(nn.Sequential):
         The convolution over a concatenation is the sum of convolutions over its chunks, each with
         its slice of the kernel, and a chunk that the size unifier upsamples by an integer factor is
         convolved at its own size (:func:`.upconv.upsampled_conv2d`): a 9 x 9 kernel over a chunk
-        upsampled 8 times needs 3 x 3 taps there. Same result up to rounding; where no chunk gains,
-        or the groups cut across chunks, the block is built and convolved as written.
+        upsampled 8 times needs 3 x 3 taps there. Same result up to rounding; where no chunk gains
+        (the 3 x 3 branch), the block is built and convolved as written.
         """
         conv = self[0]
         fused = _chunked_convolution(chunks, conv.weight, conv.groups, size, mode, self._phase_kernels)
@@ -168,17 +168,17 @@ def _chunked_convolution(chunks: Sequence[torch.Tensor], weight: torch.Tensor, g
     return torch.cat([parts[key] for key in sorted(parts)], dim=1)
 
 
-def _derived_kernels(cache: KernelCache, weight: torch.Tensor,
-                     piece: torch.Tensor, key: tuple) -> upconv.PhaseKernels | None:
-    """The phase kernels of one piece of ``weight``, derived again only when the weight changed."""
+def _derived_kernels(cache: KernelCache, weight: torch.Tensor, kernel_slice: torch.Tensor,
+                     key: tuple) -> upconv.PhaseKernels | None:
+    """The phase kernels of ``kernel_slice`` (a slice of ``weight``), derived again only when the weight changed."""
     scale, mode = key[2], key[3]
-    if not upconv.pays_off(int(piece.shape[-1]), scale, mode):
+    if not upconv.pays_off(int(kernel_slice.shape[-1]), scale, mode):
         return None
     # the same tensor (not one at a freed one's address), the same storage, no in-place change since
     stamp = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
     kept = cache.get(key)
     if kept is None or kept[0]() is not weight or kept[1] != stamp:
-        kept = (weakref.ref(weight), stamp, upconv.phase_kernels(piece, scale, mode))
+        kept = (weakref.ref(weight), stamp, upconv.phase_kernels(kernel_slice, scale, mode))
         cache[key] = kept
     return kept[2]
 
