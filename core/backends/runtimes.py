@@ -11,10 +11,13 @@ padded with zeros and the padding cut from the outputs.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib.util
 import logging
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +89,9 @@ class OpenVinoForward:
             # of the same graph skips most of the compile (several seconds for these networks)
             "CACHE_DIR": str(path.parent / "openvino"),
         }
-        self.compiled = _compile_openvino(ov.Core(), path, [batch_size, bands, size, size], config)
-        self.request = self.compiled.create_infer_request()
+        with _keeping_signal_stack():
+            self.compiled = _compile_openvino(ov.Core(), path, [batch_size, bands, size, size], config)
+            self.request = self.compiled.create_infer_request()
         self.output_names = list(output_names)
         self.batch_size = batch_size
         # a port may carry several tensor names (OpenVINO merges names of fused tensors): match by set
@@ -107,6 +111,40 @@ class OpenVinoForward:
             a1, a2 = np.pad(a1, pad), np.pad(a2, pad)
         results = self.request.infer({INPUT_NAMES[0]: a1, INPUT_NAMES[1]: a2})
         return {name: torch.from_numpy(np.array(results[port][:count])) for name, port in self._ports.items()}
+
+
+class _SignalStack(ctypes.Structure):
+    """Linux's ``stack_t``."""
+
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def _keeping_signal_stack() -> Iterator[None]:
+    """Put the thread's alternate signal stack back as it was once OpenVINO has compiled a model.
+
+    OpenVINO (2026.4) installs an alternate signal stack on the thread that compiles a model, and
+    when the model is freed it reinstalls the stack it found. Two models freed in the order they
+    were made (a race, the int8 check) leave the first model's stack installed after it was
+    unmapped, and the next signal Python handles on it (Ctrl-C in the training CLI or
+    ``qgis_process``) is a segmentation fault. With the thread's own stack put back after each
+    compile, every model finds, and later reinstalls, that one.
+    """
+    if not sys.platform.startswith("linux"):  # stack_t's layout differs elsewhere
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    saved = _SignalStack()
+    if libc.sigaltstack(None, ctypes.byref(saved)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        current = _SignalStack()
+        libc.sigaltstack(None, ctypes.byref(current))
+        if (current.ss_sp, current.ss_flags, current.ss_size) != (saved.ss_sp, saved.ss_flags, saved.ss_size):
+            libc.sigaltstack(ctypes.byref(saved), None)
 
 
 def _compile_openvino(core: Any, path: Path, shape: list[int], config: dict[str, Any]) -> Any:

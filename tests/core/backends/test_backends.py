@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -565,6 +567,33 @@ def test_openvino_compiles_a_cached_graph_from_its_checked_ir(tmp_path: Path) ->
             blob.unlink()
         torch.testing.assert_close(run(), expected, atol=1e-5, rtol=1e-4)
         assert weights.read_bytes() == intact
+
+
+CTRL_C_AFTER_TWO_MODELS = """
+import gc, signal, sys
+from pathlib import Path
+from core.backends.runtimes import OpenVinoForward
+first = OpenVinoForward(Path(sys.argv[1]), ["change_prob"], 1, 3, 64)
+second = OpenVinoForward(Path(sys.argv[1]), ["change_prob"], 1, 3, 64)
+del first; gc.collect()
+del second; gc.collect()  # freed in the order they were made, as after a race or the int8 check
+caught = []
+signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+signal.raise_signal(signal.SIGINT)
+print("handled" if caught else "not handled")
+"""
+
+
+@pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the signal stack is kept on Linux")
+def test_ctrl_c_after_openvino_models_are_freed_is_handled_not_a_crash(tmp_path: Path) -> None:
+    model, card = _tiny()
+    backend = select_backend(model, card, requested="openvino", model_size=SIZE, batch_size=1, cache_dir=tmp_path)
+    root = Path(__file__).resolve().parents[3]
+    child = subprocess.run([sys.executable, "-c", CTRL_C_AFTER_TWO_MODELS, str(backend.model_path)], cwd=root,
+                           env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.strip().splitlines()[-1] == "handled"
 
 
 def test_backend_describes_itself() -> None:
