@@ -6,6 +6,7 @@ architecture, exported once into a module-wide cache and run by each installed r
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -543,7 +544,10 @@ def test_openvino_compiles_a_cached_graph_from_its_checked_ir(tmp_path: Path) ->
 
     model, card = _tiny()
     backend = select_backend(model, card, requested="openvino", model_size=SIZE, batch_size=2, cache_dir=tmp_path)
-    folder = backend.model_path.parent / "openvino"
+    onnx_path = backend.model_path
+    del backend  # its compiled model may map the IR's weights, which this test overwrites in place
+    gc.collect()
+    folder = onnx_path.parent / "openvino"
     (ir,) = folder.glob("*.xml")  # the reshaped graph, named by the ONNX file's recorded digest and the shape
     assert ir.name.endswith("-2x3x64x64.xml") and ir.with_suffix(".sha256").exists()
     x1, x2 = random_pair(2, SIZE, SIZE, seed=3)
@@ -551,7 +555,7 @@ def test_openvino_compiles_a_cached_graph_from_its_checked_ir(tmp_path: Path) ->
         expected = model(x1, x2)["change_prob"]
 
     def run() -> torch.Tensor:
-        forward = OpenVinoForward(backend.model_path, ["change_prob"], 2, 3, SIZE)
+        forward = OpenVinoForward(onnx_path, ["change_prob"], 2, 3, SIZE)
         return forward(x1, x2)["change_prob"]
 
     torch.testing.assert_close(run(), expected, atol=1e-5, rtol=1e-4)  # from OpenVINO's cache, by the IR's path
