@@ -151,7 +151,7 @@ def _compile_openvino(core: Any, path: Path, shape: list[int], config: dict[str,
     """``path`` compiled for inputs of ``shape``, through a static-shape copy OpenVINO can cache by its path.
 
     Compiled from a graph in memory, OpenVINO finds its cached kernels only after reading and
-    reshaping the whole graph (1.3 s for SSCFNet's 300 MB graph); compiled from a file, it takes
+    reshaping the whole graph (1.3 s for SSCFNet's 292 MB graph); compiled from a file, it takes
     them straight from its cache (0.4 s), keyed by the file's path and the settings. So the
     reshaped graph is saved once as OpenVINO IR under a name made of the ONNX file's recorded
     SHA-256 and the shape: a given IR path only ever holds one graph, and a new ONNX file gets a
