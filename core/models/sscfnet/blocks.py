@@ -175,7 +175,10 @@ def _derived_kernels(cache: KernelCache, weight: torch.Tensor, kernel_slice: tor
     if not upconv.pays_off(int(kernel_slice.shape[-1]), scale, mode):
         return None
     # the same tensor (not one at a freed one's address), the same storage, no in-place change since
-    stamp = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+    try:
+        stamp = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+    except RuntimeError:  # an inference tensor (built under inference_mode) keeps no version counter
+        return upconv.phase_kernels(kernel_slice, scale, mode)
     kept = cache.get(key)
     if kept is None or kept[0]() is not weight or kept[1] != stamp:
         kept = (weakref.ref(weight), stamp, upconv.phase_kernels(kernel_slice, scale, mode))

@@ -288,3 +288,16 @@ def test_branch_over_chunks_follows_a_changed_weight_and_trains_like_the_block(m
         grads.append([branch[0].weight.grad.clone(), *(leaf.grad for leaf in leaves)])
     for chunked, textbook in zip(*grads, strict=True):
         torch.testing.assert_close(chunked, textbook, rtol=1e-4, atol=1e-6)
+
+
+def test_a_network_built_under_inference_mode_runs_without_kept_kernels() -> None:
+    # its weights keep no version counter, so a kept kernel could not tell an in-place change
+    torch.manual_seed(0)
+    levels = _levels(1, 16, seed=6)
+    chunks, size = latin_square_chunks(levels)[3], levels[0].shape[-2:]
+    with torch.inference_mode():
+        branch = CrossFusionBranch(960, 240, 9, 16, 8).eval()
+        computed = branch.forward_chunks(chunks, size, "bilinear")
+        assert not branch._phase_kernels
+        torch.testing.assert_close(computed, _textbook_branch(branch, chunks, size, "bilinear"),
+                                   rtol=1e-4, atol=1e-5)
