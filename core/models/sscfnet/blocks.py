@@ -14,22 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import upconv
-from .upconv import integer_scale
+from .upconv import integer_scale, resize
 
 #: Phase kernels kept per piece of a branch's weight: (the weight, its storage stamp, the kernels).
 KernelCache = dict[tuple, tuple[weakref.ref, tuple, upconv.PhaseKernels]]
 
 #: Size-unifier interpolation modes: the public code's (default) and the paper's eq. 1.
 UPSAMPLE_MODES: tuple[str, ...] = ("bilinear", "nearest")
-
-
-def resize(x: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
-    """Interpolate ``x`` to ``size``; ``align_corners=False`` for bilinear, as the public code does."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    if mode == "nearest":
-        return F.interpolate(x, size=tuple(size), mode="nearest")
-    return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
 
 
 def latin_square_chunks(levels: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:

@@ -153,7 +153,7 @@ def upsampled_conv2d(x: torch.Tensor, weight: torch.Tensor, scale: int, mode: st
     height, width = int(x.shape[-2]) * scale, int(x.shape[-1]) * scale
     radius = kernel // 2
     if not pays_off(kernel, scale, mode) or rows != kernel or min(height, width) < 2 * radius:
-        return F.conv2d(_upsample(x, (height, width), mode), weight, padding=radius, groups=groups)
+        return F.conv2d(resize(x, (height, width), mode), weight, padding=radius, groups=groups)
     if kernels is None:
         kernels = phase_kernels(weight, scale, mode)
     _, before, after = _tap_matrix(kernel, scale, mode)
@@ -162,7 +162,10 @@ def upsampled_conv2d(x: torch.Tensor, weight: torch.Tensor, scale: int, mode: st
     return main - _border_excess(x, kernels, scale, mode, groups, radius)
 
 
-def _upsample(x: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
+def resize(x: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
+    """Interpolate ``x`` to ``size``; ``align_corners=False`` for bilinear, as the public code does."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
     if mode == "nearest":
         return F.interpolate(x, size=tuple(size), mode="nearest")
     return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
@@ -181,8 +184,8 @@ def _border_excess(x: torch.Tensor, kernels: PhaseKernels, scale: int, mode: str
     batch = x.shape[0]
     height, width = int(x.shape[-2]) * scale, int(x.shape[-1]) * scale
     outputs = kernels.phases.shape[0] // (scale * scale)
-    top_row, bottom_row = (_upsample(x[:, :, rows], (1, width), mode) for rows in (slice(0, 1), slice(-1, None)))
-    left_column, right_column = (_upsample(x[:, :, :, columns], (height, 1), mode)
+    top_row, bottom_row = (resize(x[:, :, rows], (1, width), mode) for rows in (slice(0, 1), slice(-1, None)))
+    left_column, right_column = (resize(x[:, :, :, columns], (height, 1), mode)
                                  for columns in (slice(0, 1), slice(-1, None)))
 
     def along_rows(row: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:  # [B, C, 1, W] -> [B, O, r, W]
@@ -217,4 +220,5 @@ def integer_scale(small: Sequence[int], large: Sequence[int]) -> int | None:
     return scale
 
 
-__all__ = ["PhaseKernels", "integer_scale", "pays_off", "phase_kernel_size", "phase_kernels", "upsampled_conv2d"]
+__all__ = ["PhaseKernels", "integer_scale", "pays_off", "phase_kernel_size", "phase_kernels", "resize",
+           "upsampled_conv2d"]
