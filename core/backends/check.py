@@ -111,7 +111,7 @@ def check_int8(int8: Callable[[], Forward], fp32: Forward, labels: Labeller, til
         same += int((expected == got)[valid].sum())
         pixels += int(valid.sum())
     result = Int8Check(same / pixels if pixels else 0.0, len(tiles), pixels)
-    checked = recorded_sha256(model) if model is not None else None
+    checked = recorded_sha256(model) if model is not None else None  # again: int8() may have just built it
     if record is not None and checked:
         try:
             atomic_write_text(record, json.dumps({"tiles_sha256": digest, "model_sha256": checked,
