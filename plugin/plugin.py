@@ -54,16 +54,51 @@ class SemanticChangePlugin:
         dependencies.offer_installer = self._offer.needed.emit
 
     def show_installer(self, reason: str | None = None) -> Any:
-        """Open (or raise) the installer dialog; ``reason`` says why it was opened for the user."""
+        """Open (or raise) the installer dialog in front of QGIS; ``reason`` says why it was opened for the user.
+
+        A failed run offers the dialog while the algorithm's dialog is open, and that one is
+        modal (Processing runs it with ``exec_``): a window parented to QGIS's main window
+        then opens behind it and takes no input. The installer is therefore parented to the
+        modal dialog while one is open, and handed back to the main window when it closes,
+        so that closing the algorithm dialog neither deletes it nor stops an install.
+        """
+        from qgis.PyQt import sip
+        from qgis.PyQt.QtWidgets import QApplication, QDialog
+
         from .installer_dialog import InstallerDialog
 
+        if self.installer_dialog is not None and sip.isdeleted(self.installer_dialog):
+            self.installer_dialog = None
+        modal = QApplication.activeModalWidget()
+        parent = modal if isinstance(modal, QDialog) and modal is not self.installer_dialog else \
+            self.iface.mainWindow()
         if self.installer_dialog is None:
-            self.installer_dialog = InstallerDialog(self.iface.mainWindow())
+            self.installer_dialog = InstallerDialog(parent)
+        else:
+            self._reparent_installer(parent)
+        if parent is modal:
+            modal.finished.connect(self._installer_to_main_window)
         self.installer_dialog.set_reason(reason)
         self.installer_dialog.show()
         self.installer_dialog.raise_()
+        self.installer_dialog.activateWindow()
         self.installer_dialog.refresh()
         return self.installer_dialog
+
+    def _reparent_installer(self, parent: Any) -> None:
+        dialog = self.installer_dialog
+        if dialog is None or dialog.parentWidget() is parent:
+            return
+        visible, geometry = dialog.isVisible(), dialog.geometry()
+        dialog.setParent(parent, dialog.windowFlags())  # hides the window: shown again where it was
+        dialog.setGeometry(geometry)
+        if visible:
+            dialog.show()
+
+    def _installer_to_main_window(self) -> None:
+        """The modal dialog the installer was opened over has closed: the installer stays, under QGIS's window."""
+        if self.installer_dialog is not None:
+            self._reparent_installer(self.iface.mainWindow())
 
     def _offer_once(self, message: str) -> None:
         """A run found packages missing: open the dialog, once per session (a batch of runs must not nag)."""
