@@ -92,6 +92,8 @@ LAYER_ORDER = ("polygons", "fromto", "change_mask", "change_prob", "t2_classes",
 HIDDEN_AT_START = ("change_prob", "t1_classes", "t2_classes")
 #: Layer tree property holding a layer's place in :data:`LAYER_ORDER`.
 ORDER_PROPERTY = "semantic_change/order"
+#: Layer property (kept in the project) naming the product a layer shows: it is never preselected as an input.
+OUTPUT_PROPERTY = "semantic_change/product"
 
 
 @dataclass(eq=False)
@@ -171,6 +173,7 @@ class LayerStyler(QgsProcessingLayerPostProcessorInterface):
     def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> None:
         try:
+            layer.setCustomProperty(OUTPUT_PROPERTY, self.output or "output")
             apply_style(layer, self.style)
             if self.run is not None:
                 self.run.place(layer, self.output, context.project() or QgsProject.instance())

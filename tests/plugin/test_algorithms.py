@@ -171,26 +171,6 @@ def test_the_same_image_for_both_dates_is_refused(scd_provider, semantic_model, 
     assert not (tmp_path / "fromto.tif").exists()
 
 
-def test_two_different_layers_are_preselected(scd_provider, image_pair, project):
-    from qgis.core import QgsApplication
-
-    def defaults() -> list[str]:
-        algorithm = QgsApplication.processingRegistry().createAlgorithmById("scd:semanticchange")
-        return [algorithm.parameterDefinition(name).defaultValue() for name in ("INPUT_T1", "INPUT_T2")]
-
-    older, newer = (QgsRasterLayer(str(path), path.stem) for path in image_pair)
-    project.addMapLayer(older)
-    project.addMapLayer(newer)  # added last, so on top of the layer tree
-    assert defaults() == [older.id(), newer.id()]
-    # Years in the names decide over the layer order (both added at once: the earlier one lands on top).
-    project.removeAllMapLayers()
-    dated = [QgsRasterLayer(str(path), name) for path, name in zip(image_pair, ("scene 1985", "scene 2020"),
-                                                                    strict=True)]
-    project.addMapLayers(dated)
-    assert project.layerTreeRoot().findLayers()[0].layer() is dated[0]
-    assert defaults() == [dated[0].id(), dated[1].id()]
-
-
 def four_band_copy(source: Path, target: Path, descriptions: tuple[str, ...]) -> Path:
     """``source`` with a fourth band, every band described as a Landsat export describes them."""
     with rasterio.open(source) as src:
