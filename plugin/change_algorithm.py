@@ -56,7 +56,7 @@ from .dependencies import diagnostics, require_engine
 from .destinations import check_destinations
 from .inputs import IMAGERY, LayerSource, default_inputs, describe_layer, refuse_same_input
 from .resources import HOMEPAGE, plugin_icon
-from .styling import LayerStyler, RunGroup, Style
+from .styling import LayerStyler, RunGroup, Style, legend_once
 
 DEVICES = ("auto", "cpu", "cuda")
 #: Where the network runs (core.backends.BACKEND_CHOICES; not imported here, that would import torch).
@@ -360,7 +360,8 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
                         self.CHANGED_AREA_M2: outcome.summary.changed_area_m2})
         results.update({key: value(outcome) for key, value in (extra or {}).items()})
         run_group = RunGroup(group)
-        for name, style in outcome.styles.items():
+        loaded = [name for name, path in outcome.written.items() if context.willLoadLayerOnCompletion(path)]
+        for name, style in legend_once(outcome.styles, loaded).items():
             self.attach_style(context, name, outcome.written[name], style, request, run_group)
         REPORT_WRITTEN[self.id()] = "report" in outcome.written
         hide_html_from_batch(self, results, feedback)
