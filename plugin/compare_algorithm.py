@@ -154,7 +154,7 @@ class CompareClassificationsAlgorithm(ChangeAlgorithm):
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
         REPORT_WRITTEN[self.id()] = False
-        feedback.pushInfo(diagnostics())
+        feedback.pushInfo(diagnostics(engine=False))  # no network runs here: no torch, CUDA or device
         if self.refusal is not None:
             raise self.refusal
         try:
