@@ -93,8 +93,11 @@ class _Body(QScrollArea):
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
 
     def sizeHint(self) -> QSize:
-        content = self.widget()
-        return QSize(content.sizeHint().width(), content.heightForWidth(max(self.viewport().width(), 1)))
+        """As tall as the content at the width the dialog gives it (known before the first layout, unlike ours)."""
+        content, dialog = self.widget(), self.window()
+        margins = dialog.layout().contentsMargins() if dialog.layout() is not None else self.contentsMargins()
+        width = max(dialog.width() - margins.left() - margins.right(), 1)
+        return QSize(content.sizeHint().width(), content.heightForWidth(width))
 
     def minimumSizeHint(self) -> QSize:
         return QSize(super().minimumSizeHint().width(), 8 * self.fontMetrics().lineSpacing())

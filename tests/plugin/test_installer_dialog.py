@@ -164,22 +164,32 @@ def test_menu_entry_opens_the_dialog_and_a_run_without_torch_offers_it(
     assert dependencies.offer_installer is None
 
 
-def test_the_installer_offered_by_a_run_opens_in_front_of_the_algorithm_dialog(
+def test_the_installer_offered_by_a_run_stays_in_front_of_the_algorithm_dialog(
         scd_provider, qgis_iface, plugin_package, monkeypatch: pytest.MonkeyPatch):
-    """Processing runs its algorithm dialog modally: a window parented to QGIS's main window opened behind it."""
+    """A failed run raises its algorithm dialog (to show the log) after the offer: the installer was left behind."""
+    from processing.tools.general import createAlgorithmDialog
+
     plugin = plugin_package.classFactory(qgis_iface)
     monkeypatch.setattr(plugin, "initProcessing", lambda: None)  # the session's provider is registered already
     plugin.initGui()
-    algorithm_dialog = QDialog(qgis_iface.mainWindow())
-    algorithm_dialog.setWindowModality(Qt.ApplicationModal)  # what exec_() does
+    monkeypatch.setattr(qgis_iface, "browserModel", lambda: None)  # pytest-qgis's stand-in has none
+    algorithm_dialog = createAlgorithmDialog("scd:modelinfo")
     algorithm_dialog.show()
     try:
-        assert QApplication.activeModalWidget() is algorithm_dialog
         importlib.import_module(f"{PACKAGE}.plugin.dependencies").offer_installer("torch is missing")
         QApplication.processEvents()  # the offer travels as a queued signal
         installer = plugin.installer_dialog
-        assert installer is not None and installer.isVisible()
-        assert installer.parentWidget() is algorithm_dialog and installer.isWindow()
+        assert installer is not None and installer.isVisible() and installer.isWindow()
+        assert installer.parentWidget() is algorithm_dialog  # owned windows stay above their owner
+        assert "torch is missing" in installer.reason_label.text()
+
+        raised = []
+        monkeypatch.setattr(installer, "raise_", lambda: raised.append("installer"))
+        algorithm_dialog.algorithmFinished.emit(False, {})
+        algorithm_dialog.raise_()  # what the dialog does when its run has failed, after that signal
+        raised.append("algorithm dialog")
+        QApplication.processEvents()
+        assert raised == ["algorithm dialog", "installer"]
 
         algorithm_dialog.reject()  # closing the algorithm dialog leaves the installer open, under QGIS's window
         assert plugin.installer_dialog is installer and installer.isVisible()
@@ -187,7 +197,26 @@ def test_the_installer_offered_by_a_run_opens_in_front_of_the_algorithm_dialog(
         installer.wait()
     finally:
         plugin.unload()
-        algorithm_dialog.deleteLater()
+
+
+def test_the_installer_is_not_blocked_by_a_modal_dialog(scd_provider, qgis_iface, plugin_package,
+                                                         monkeypatch: pytest.MonkeyPatch):
+    plugin = plugin_package.classFactory(qgis_iface)
+    monkeypatch.setattr(plugin, "initProcessing", lambda: None)
+    plugin.initGui()
+    modal = QDialog(qgis_iface.mainWindow())
+    modal.setWindowModality(Qt.ApplicationModal)
+    modal.show()
+    try:
+        assert QApplication.activeModalWidget() is modal
+        shown = plugin.show_installer("torch is missing")
+        assert shown.parentWidget() is modal and shown.isVisible()  # a window it owns takes input
+        modal.reject()
+        assert shown.parentWidget() is qgis_iface.mainWindow() and shown.isVisible()
+        shown.wait()
+    finally:
+        plugin.unload()
+        modal.deleteLater()
 
 
 def _wait_for_install(dialog, timeout: float = 120) -> None:
