@@ -236,7 +236,14 @@ class InstallerDialog(QDialog):
         self._fit()
 
     def _fit(self) -> None:
-        """Grow the dialog to show all of its upper part (up to the screen's height; beyond it, that part scrolls)."""
+        """Grow the dialog to show all of its upper part (up to the screen's height; beyond it, that part scrolls).
+
+        Called right after texts change, before Qt has laid anything out again: the size hints
+        its layouts keep of the upper part's groups are dropped first, or the dialog would be
+        fitted to the texts before.
+        """
+        for child in self.body.widget().findChildren(QWidget, options=Qt.FindDirectChildrenOnly):
+            child.updateGeometry()
         self.body.updateGeometry()
         wanted = self.layout().totalSizeHint().height()
         screen = self.screen().availableGeometry().height() if self.screen() is not None else wanted
