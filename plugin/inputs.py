@@ -109,13 +109,19 @@ def describe_layer(layer: QgsRasterLayer | None, label: str) -> LayerSource:
         if os.path.isfile(source):
             return LayerSource(label, layer.name(), path=source)
         return LayerSource(label, layer.name(), gdal_source=source)
-    if kind in WEB_PROVIDERS or not provider.capabilities() & QgsRasterDataProvider.Size:
+    if is_web_layer(layer):
         raise QgsProcessingException(
             f"{label}: layer '{layer.name()}' is a web layer ({kind} provider): it has no pixels of its own at a "
             "fixed resolution, only a rendered map. Save it as a GeoTIFF at the resolution the model needs "
             "(right-click the layer > Export > Save As..., 'Rendered image' off) and choose that file instead.")
     return LayerSource(label, layer.name(), provider=provider.clone(), extent=QgsRectangle(layer.extent()),
                        crs=QgsCoordinateReferenceSystem(layer.crs()), width=layer.width(), height=layer.height())
+
+
+def is_web_layer(layer: QgsRasterLayer) -> bool:
+    """A layer that serves a rendered map rather than pixels of its own at a fixed resolution: never an input."""
+    provider = layer.dataProvider()
+    return provider.name() in WEB_PROVIDERS or not provider.capabilities() & QgsRasterDataProvider.Size
 
 
 def refuse_same_input(t1: QgsRasterLayer, t2: QgsRasterLayer) -> None:
@@ -181,6 +187,7 @@ def preselected_inputs(layers: list[QgsRasterLayer], kind: str = IMAGERY) -> tup
     The one rule of every algorithm that takes two dates:
 
     * never a layer this plugin wrote (:func:`is_plugin_output`): after a run its from-to map is the top layer;
+      never a web layer (a basemap), which a run refuses;
     * two different layers that read two different files;
     * the layers of the ``kind`` the algorithm reads first (:data:`IMAGERY`, or :data:`CLASS_MAPS` for the
       comparison), then any others, each in layer tree order, so the top two of them are taken;
@@ -189,7 +196,8 @@ def preselected_inputs(layers: list[QgsRasterLayer], kind: str = IMAGERY) -> tup
 
     With no such layer nothing is preselected (QGIS picks as it always does); with one, it is T1.
     """
-    candidates = [(position, layer) for position, layer in enumerate(layers) if not is_plugin_output(layer)]
+    candidates = [(position, layer) for position, layer in enumerate(layers)
+                  if not is_web_layer(layer) and not is_plugin_output(layer)]
     fitting = [entry for entry in candidates if _is_class_map(entry[1]) == (kind == CLASS_MAPS)]
     ranked = fitting + [entry for entry in candidates if entry not in fitting]
     if not ranked:

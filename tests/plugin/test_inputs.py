@@ -117,7 +117,11 @@ def test_two_layers_of_one_file_are_not_a_pair(scd_provider, image_pair, project
     assert defaults("scd:semanticchange") == [other.id(), copy.id()]
 
 
-def test_without_undated_layers_the_lower_one_is_t1(scd_provider, image_pair, project):
+def test_without_dates_the_lower_layer_is_t1_and_a_basemap_is_never_an_input(scd_provider, image_pair, project):
+    basemap = QgsRasterLayer("type=xyz&url=http://localhost:9/%7Bz%7D/%7Bx%7D/%7By%7D.png&zmax=19&zmin=0",
+                             "OpenStreetMap", "wms")
+    assert basemap.isValid()
+    project.addMapLayer(basemap)  # at the bottom, as basemaps are
     older, newer = layer(project, image_pair[0], "t1"), layer(project, image_pair[1], "t2")
     assert defaults("scd:semanticchange") == [older.id(), newer.id()]  # the image added last is on top
     project.removeMapLayer(older.id())
