@@ -47,19 +47,16 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorDestination,
     QgsProcessingUtils,
-    QgsProject,
-    QgsRasterLayer,
     QgsRectangle,
 )
-from qgis.PyQt.QtCore import QCoreApplication, QThread
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.product_table import BY_NAME, Product
 from .dependencies import diagnostics, require_engine
 from .destinations import check_destinations
-from .inputs import LayerSource, describe_layer, refuse_same_input, two_different_layers
+from .inputs import IMAGERY, LayerSource, default_inputs, describe_layer, refuse_same_input
 from .resources import HOMEPAGE, plugin_icon
-from .styling import LayerStyler, RunGroup, Style
+from .styling import LayerStyler, RunGroup, Style, legend_once
 
 DEVICES = ("auto", "cpu", "cuda")
 #: Where the network runs (core.backends.BACKEND_CHOICES; not imported here, that would import torch).
@@ -188,15 +185,6 @@ def hide_html_from_batch(algorithm: QgsProcessingAlgorithm, results: dict[str, A
             feedback.pushInfo(f"{output.description()}: {results.pop(output.name())}")
 
 
-def project_raster_layers() -> list[QgsRasterLayer]:
-    """The current project's raster layers in layer tree order (top first); empty outside the main thread."""
-    app = QCoreApplication.instance()
-    if app is None or QThread.currentThread() is not app.thread():
-        return []
-    return [node.layer() for node in QgsProject.instance().layerTreeRoot().findLayers()
-            if isinstance(node.layer(), QgsRasterLayer) and node.layer().isValid()]
-
-
 class ChangeAlgorithm(QgsProcessingAlgorithm):
     """Base of ``scd:semanticchange`` and ``scd:binarychange``; subclasses declare their outputs."""
 
@@ -256,7 +244,7 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
 
     def add_inputs(self) -> None:
         """The inputs and options both change algorithms take."""
-        default_t1, default_t2 = two_different_layers(project_raster_layers())
+        default_t1, default_t2 = default_inputs(IMAGERY)
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_T1, "Earlier image (T1)", default_t1))
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_T2, "Later image (T2)", default_t2))
         self.addParameter(QgsProcessingParameterFile(
@@ -372,7 +360,8 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
                         self.CHANGED_AREA_M2: outcome.summary.changed_area_m2})
         results.update({key: value(outcome) for key, value in (extra or {}).items()})
         run_group = RunGroup(group)
-        for name, style in outcome.styles.items():
+        loaded = [name for name, path in outcome.written.items() if context.willLoadLayerOnCompletion(path)]
+        for name, style in legend_once(outcome.styles, loaded).items():
             self.attach_style(context, name, outcome.written[name], style, request, run_group)
         REPORT_WRITTEN[self.id()] = "report" in outcome.written
         hide_html_from_batch(self, results, feedback)

@@ -32,6 +32,7 @@ from .change_algorithm import (
 )
 from .dependencies import diagnostics, install_instructions
 from .destinations import check_destinations
+from .inputs import CLASS_MAPS, default_inputs
 
 CSV_FILTER = "CSV files (*.csv);;All files (*.*)"
 
@@ -111,8 +112,9 @@ class CompareClassificationsAlgorithm(ChangeAlgorithm):
                 "cross-tabulation", "change matrix", "worldcover", "corine"]
 
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_T1, "Earlier land-cover map (T1)"))
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_T2, "Later land-cover map (T2)"))
+        default_t1, default_t2 = default_inputs(CLASS_MAPS)
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_T1, "Earlier land-cover map (T1)", default_t1))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_T2, "Later land-cover map (T2)", default_t2))
         for name, title, layer in ((self.BAND_T1, "Band of T1 holding the class codes", self.INPUT_T1),
                                    (self.BAND_T2, "Band of T2 holding the class codes", self.INPUT_T2)):
             # Optional so that scripts, qgis_process and existing models may leave it out (band 1, said in the log).
@@ -152,7 +154,7 @@ class CompareClassificationsAlgorithm(ChangeAlgorithm):
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
         REPORT_WRITTEN[self.id()] = False
-        feedback.pushInfo(diagnostics())
+        feedback.pushInfo(diagnostics(engine=False))  # no network runs here: no torch, CUDA or device
         if self.refusal is not None:
             raise self.refusal
         try:

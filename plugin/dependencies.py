@@ -233,22 +233,30 @@ def require_engine() -> None:
         raise QgsProcessingException(message)
 
 
-def diagnostics() -> str:
-    """One line for every run's log: QGIS, Python, torch, CUDA, GDAL and rasterio versions, and the device found."""
+def diagnostics(engine: bool = True) -> str:
+    """One line for every run's log: QGIS, Python, torch, CUDA, GDAL and rasterio versions, and the device found.
+
+    ``engine=False`` is the line of an algorithm that runs no network (the comparison of two
+    maps): without torch, CUDA and the device, and without importing torch, which takes seconds
+    and is not needed there.
+    """
     parts = [f"QGIS {_qgis_version()}", f"Python {platform.python_version()}"]
-    try:
-        torch = importlib.import_module("torch")
-    except Exception:  # noqa: BLE001 - reported as missing, the run then explains how to install it
-        parts += ["torch: not installed", "CUDA: n/a"]
-        device = "none (torch missing)"
-    else:
-        private = installer.FOLDER_NAME in str(getattr(torch, "__file__", ""))
-        parts.append(f"torch {torch.__version__}" + (" (from the plugin's private folder)" if private else ""))
-        parts.append(_cuda(torch))
-        device = _device()
+    device = None
+    if engine:
+        try:
+            torch = importlib.import_module("torch")
+        except Exception:  # noqa: BLE001 - reported as missing, the run then explains how to install it
+            parts += ["torch: not installed", "CUDA: n/a"]
+            device = "none (torch missing)"
+        else:
+            private = installer.FOLDER_NAME in str(getattr(torch, "__file__", ""))
+            parts.append(f"torch {torch.__version__}" + (" (from the plugin's private folder)" if private else ""))
+            parts.append(_cuda(torch))
+            device = _device()
     parts.append(f"GDAL {_gdal_version()}")
     parts.append(f"rasterio {_module_version('rasterio')}")
-    parts.append(f"device found: {device}")
+    if device is not None:
+        parts.append(f"device found: {device}")
     return "Diagnostics: " + "; ".join(parts)
 
 

@@ -8,6 +8,7 @@ the dialog through queued Qt signals.
 
 from __future__ import annotations
 
+import html
 import platform
 import sys
 import threading
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import Qgis
-from qgis.PyQt.QtCore import QObject, Qt, pyqtSignal
+from qgis.PyQt.QtCore import QObject, QSize, Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QApplication,
     QButtonGroup,
@@ -25,6 +26,7 @@ from qgis.PyQt.QtWidgets import (
     QDialog,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -33,7 +35,9 @@ from qgis.PyQt.QtWidgets import (
     QProgressBar,
     QPushButton,
     QRadioButton,
+    QScrollArea,
     QVBoxLayout,
+    QWidget,
 )
 
 from . import dependencies, installer
@@ -74,6 +78,31 @@ class _Bridge(QObject):
     finished = pyqtSignal(object)  # installer.Result or an exception
 
 
+class _Body(QScrollArea):
+    """The dialog's upper part (reason, facts, choice of build): as tall as its text, scrolling on a small screen.
+
+    Qt leaves the height of word-wrapped labels out of a dialog's minimum size, so a long
+    reason or message squeezed the labels and hid the package list's last line (numpy).
+    """
+
+    def __init__(self, content: QWidget) -> None:
+        super().__init__()
+        self.setWidget(content)
+        self.setWidgetResizable(True)  # honours the content's height for the width it gets
+        self.setFrameShape(QFrame.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+
+    def sizeHint(self) -> QSize:
+        """As tall as the content at the width the dialog gives it (known before the first layout, unlike ours)."""
+        content, dialog = self.widget(), self.window()
+        margins = dialog.layout().contentsMargins() if dialog.layout() is not None else self.contentsMargins()
+        width = max(dialog.width() - margins.left() - margins.right(), 1)
+        return QSize(content.sizeHint().width(), content.heightForWidth(width))
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(super().minimumSizeHint().width(), 8 * self.fontMetrics().lineSpacing())
+
+
 class InstallerDialog(QDialog):
     def __init__(self, parent: Any = None, root: Path | None = None) -> None:
         super().__init__(parent)
@@ -95,10 +124,19 @@ class InstallerDialog(QDialog):
 
     def _build(self) -> None:
         layout = QVBoxLayout(self)
+        content = QWidget()
+        upper = QVBoxLayout(content)
+        upper.setContentsMargins(0, 0, 0, 0)
+        self.body = _Body(content)
+        layout.addWidget(self.body)
+        # The reason holds shell commands ("torch>=2.13,<=2.14.1"): set_reason escapes it into rich text. It is
+        # selectable, so that the commands can be copied.
         self.reason_label = QLabel()
+        self.reason_label.setTextFormat(Qt.RichText)
         self.reason_label.setWordWrap(True)
+        self.reason_label.setTextInteractionFlags(Qt.TextSelectableByMouse | Qt.TextSelectableByKeyboard)
         self.reason_label.setVisible(False)
-        layout.addWidget(self.reason_label)
+        upper.addWidget(self.reason_label)
 
         facts = QGroupBox("What this QGIS has")
         form = QFormLayout(facts)
@@ -106,11 +144,12 @@ class InstallerDialog(QDialog):
         for key, title in (("packages", "Packages"), ("python", "QGIS Python"), ("gpu", "NVIDIA GPU"),
                            ("folder", "Install folder"), ("space", "Disk space")):
             label = QLabel("checking…")
+            label.setTextFormat(Qt.PlainText)  # versions, paths and pip's errors, never markup
             label.setWordWrap(True)
             label.setTextInteractionFlags(Qt.TextSelectableByMouse)
             self.labels[key] = label
             form.addRow(f"{title}:", label)
-        layout.addWidget(facts)
+        upper.addWidget(facts)
 
         choice = QGroupBox("Build of PyTorch to install")
         choice_layout = QVBoxLayout(choice)
@@ -151,17 +190,19 @@ class InstallerDialog(QDialog):
         self.proxy.setPlaceholderText("optional: http://user:password@proxy:port")
         sources.addRow("Proxy:", self.proxy)
         choice_layout.addLayout(sources)
-        layout.addWidget(choice)
+        upper.addWidget(choice)
 
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.status = QLabel()
+        self.status.setTextFormat(Qt.PlainText)
         self.status.setWordWrap(True)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setPlaceholderText("pip's log appears here")
+        self.log_view.setMinimumHeight(5 * self.log_view.fontMetrics().lineSpacing())
         layout.addWidget(self.log_view, 1)
 
         buttons = QHBoxLayout()
@@ -181,8 +222,39 @@ class InstallerDialog(QDialog):
         layout.addLayout(buttons)
 
     def set_reason(self, reason: str | None) -> None:
-        self.reason_label.setText(f"<b>A run could not start:</b> {reason}" if reason else "")
+        """Say why the dialog opened (a run's message, plain text), or nothing.
+
+        The message is escaped: its pip commands hold ``<=``, which rich text takes for the start
+        of a tag. The two spaces that set each command apart in the log become line breaks here.
+        """
+        if reason:
+            lines = "<br>".join(html.escape(part.strip()) for part in reason.split("  ") if part.strip())
+            self.reason_label.setText(f"<b>A run could not start:</b><br>{lines}")
+        else:
+            self.reason_label.clear()
         self.reason_label.setVisible(bool(reason))
+        self._fit()
+
+    def _fit(self) -> None:
+        """Grow the dialog to show all of its upper part (up to the screen's height; beyond it, that part scrolls).
+
+        Called right after texts change, before Qt has laid anything out again: the size hints
+        its layouts keep of the upper part's groups are dropped first, or the dialog would be
+        fitted to the texts before.
+        """
+        for child in self.body.widget().findChildren(QWidget, options=Qt.FindDirectChildrenOnly):
+            child.updateGeometry()
+        self.body.updateGeometry()
+        wanted = self.layout().totalSizeHint().height()
+        screen = self.screen().availableGeometry().height() if self.screen() is not None else wanted
+        frame = self.frameGeometry().height() - self.geometry().height()
+        height = min(wanted, screen - frame)
+        if height > self.height():
+            self.resize(self.width(), height)
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        self._fit()
 
     # -- facts -----------------------------------------------------------------------------
 
@@ -238,6 +310,7 @@ class InstallerDialog(QDialog):
             self.install_button.setText("Reinstall")
             self.status.setText("Everything the plugin needs is installed.")
         self.install_button.setEnabled(facts.python is not None and self.installer is None)
+        self._fit()
 
     def _update_space(self) -> None:
         if self.facts is None:
@@ -321,6 +394,7 @@ class InstallerDialog(QDialog):
             else:
                 self._outcome = "Installed: the algorithms can run now, no restart needed."
         self.status.setText(self._outcome)
+        self._fit()
         self.refresh()
 
     # -- diagnostics -----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from qgis.core import QgsApplication
@@ -36,6 +37,7 @@ class SemanticChangePlugin:
         self.installer_dialog: Any = None
         self._offer: _InstallerOffer | None = None
         self._offered = False
+        self._watched: weakref.WeakSet[Any] = weakref.WeakSet()  # owners of the installer whose signals are connected
 
     def initProcessing(self) -> None:
         if self.provider is None:
@@ -54,16 +56,83 @@ class SemanticChangePlugin:
         dependencies.offer_installer = self._offer.needed.emit
 
     def show_installer(self, reason: str | None = None) -> Any:
-        """Open (or raise) the installer dialog; ``reason`` says why it was opened for the user."""
+        """Open (or raise) the installer dialog in front of QGIS; ``reason`` says why it was opened for the user.
+
+        A run that finds torch missing offers the dialog while its algorithm dialog is open,
+        and that dialog raises itself when the run fails (to show its log), which put the
+        installer behind it. So the installer belongs to the window it was offered from
+        (:meth:`_owner`): owned windows stay above their owner, and a modal owner does not
+        block them. It is raised again once the run has ended, and handed back to QGIS's
+        main window when its owner closes, so that closing the algorithm dialog neither
+        deletes it nor stops an install.
+        """
         from .installer_dialog import InstallerDialog
 
+        if self.installer_dialog is not None and self._deleted(self.installer_dialog):
+            self.installer_dialog = None
+        owner = self._owner(offered_by_a_run=reason is not None)
         if self.installer_dialog is None:
-            self.installer_dialog = InstallerDialog(self.iface.mainWindow())
+            self.installer_dialog = InstallerDialog(owner)
+        else:
+            self._reparent_installer(owner)
+        self._watch(owner)
         self.installer_dialog.set_reason(reason)
-        self.installer_dialog.show()
-        self.installer_dialog.raise_()
+        self._bring_installer_forward()
         self.installer_dialog.refresh()
         return self.installer_dialog
+
+    def _owner(self, offered_by_a_run: bool) -> Any:
+        """The window the installer goes in front of: the dialog in use (a modal one, the active one, or, for an
+        offer from a run, the open Processing dialog), else QGIS's main window."""
+        from qgis.gui import QgsProcessingAlgorithmDialogBase
+        from qgis.PyQt.QtWidgets import QApplication, QDialog
+
+        for window in (QApplication.activeModalWidget(), QApplication.activeWindow()):
+            if isinstance(window, QDialog) and window is not self.installer_dialog and window.isVisible():
+                return window
+        processing = [window for window in QApplication.topLevelWidgets() if offered_by_a_run
+                      and isinstance(window, QgsProcessingAlgorithmDialogBase) and window.isVisible()]
+        return processing[-1] if processing else self.iface.mainWindow()
+
+    def _watch(self, owner: Any) -> None:
+        """Raise the installer after the owner's run has ended; hand it to the main window when the owner closes."""
+        from qgis.gui import QgsProcessingAlgorithmDialogBase
+        from qgis.PyQt.QtCore import QTimer
+        from qgis.PyQt.QtWidgets import QDialog
+
+        if owner is self.iface.mainWindow() or owner in self._watched:
+            return
+        self._watched.add(owner)
+        if isinstance(owner, QgsProcessingAlgorithmDialogBase):
+            # A failed run raises its dialog after this signal: the installer goes back on top after that.
+            owner.algorithmFinished.connect(lambda *_: QTimer.singleShot(0, self._bring_installer_forward))
+        if isinstance(owner, QDialog):
+            # QDialog's signal: Processing dialogs shadow the name "finished" with a method of their own.
+            closed = QDialog.finished.__get__(owner, QDialog)
+            closed.connect(lambda *_: self._reparent_installer(self.iface.mainWindow()))
+
+    def _bring_installer_forward(self) -> None:
+        dialog = self.installer_dialog
+        if dialog is not None and not self._deleted(dialog):
+            dialog.show()
+            dialog.raise_()
+            dialog.activateWindow()
+
+    def _reparent_installer(self, parent: Any) -> None:
+        dialog = self.installer_dialog
+        if dialog is None or self._deleted(dialog) or dialog.parentWidget() is parent:
+            return
+        visible, geometry = dialog.isVisible(), dialog.geometry()
+        dialog.setParent(parent, dialog.windowFlags())  # hides the window: shown again where it was
+        dialog.setGeometry(geometry)
+        if visible:
+            dialog.show()
+
+    @staticmethod
+    def _deleted(widget: Any) -> bool:
+        from qgis.PyQt import sip
+
+        return sip.isdeleted(widget)
 
     def _offer_once(self, message: str) -> None:
         """A run found packages missing: open the dialog, once per session (a batch of runs must not nag)."""

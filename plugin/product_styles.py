@@ -28,7 +28,7 @@ def styles_for(written: dict[str, str], legends: Legends, transitions: list[Tran
         if product.style == "ramp":
             styles[name] = ProbabilityRamp(PROBABILITY_RAMP)
         elif product.style == "categories":
-            styles[name] = PolygonCategories(swatches_from_legend(code_legend, present - {0}))
+            styles[name] = PolygonCategories(swatches_from_legend(code_legend, present - {0}), drawn_from=codes)
         elif product.legend == "fromto":
             styles[name] = Palette(swatches_from_legend(legends.entries("fromto", present), present))
         else:

@@ -12,12 +12,13 @@ the T2 image and the map looks unchanged. The stylers of one run therefore share
 :class:`RunGroup`: a group at the top of the layer tree, named after the two inputs
 (and numbered when that name is taken), holding the run's layers in a fixed order
 (polygon outlines, the from-to or change map, then probability and class maps, which
-start hidden because they would cover the map below).
+start hidden and collapsed because they would cover the map below and their legends
+would fill the panel). Each transition is listed once in the panel (:func:`legend_once`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Union
 
@@ -36,6 +37,8 @@ from qgis.core import (
     QgsRasterShader,
     QgsRendererCategory,
     QgsSingleBandPseudoColorRenderer,
+    QgsSingleSymbolRenderer,
+    QgsSymbolLayerUtils,
     QgsVectorLayer,
 )
 from qgis.PyQt.QtGui import QColor
@@ -71,13 +74,39 @@ class ProbabilityRamp:
 
 @dataclass(frozen=True)
 class PolygonCategories:
-    """A categorized renderer on the polygons' ``value`` field, in the raster's colours."""
+    """A categorized renderer on the polygons' ``value`` field, filled in the colours of the map they come from.
+
+    ``drawn_from`` names that map's product (``fromto`` or ``change_mask``): see :func:`legend_once`.
+    """
 
     swatches: tuple[Swatch, ...]
+    drawn_from: str = ""
+
+
+@dataclass(frozen=True)
+class PolygonOutlines:
+    """One outline symbol for every patch, drawn over the map the polygons come from, which carries the legend."""
+
+    color: RGB = (30, 30, 30)
+    width_mm: float = 0.3
 
 
 # Union, not |: the plugin must import (and explain itself) even under an older Python.
-Style = Union[Palette, ProbabilityRamp, PolygonCategories]  # noqa: UP007
+Style = Union[Palette, ProbabilityRamp, PolygonCategories, PolygonOutlines]  # noqa: UP007
+
+
+def legend_once(styles: Mapping[str, Style], loaded: Collection[str]) -> dict[str, Style]:
+    """The styles of a run's outputs, with each transition in the layer panel's legend once.
+
+    The polygons repeat their map's legend entry for entry. When the map they come from is
+    loaded with them (``loaded``: the products QGIS will load), the map's legend names every
+    colour and the patches need no legend of their own: the polygons get one outline symbol,
+    which delineates each patch over the map's colours. When it is not (only the polygons were
+    asked for, or the map is not opened), the polygons keep their categories, filled in the
+    map's colours, so that the legend reads as the map's would.
+    """
+    return {name: PolygonOutlines() if isinstance(style, PolygonCategories) and style.drawn_from in loaded
+            else style for name, style in styles.items()}
 
 
 def swatches_from_legend(entries: Sequence[LegendEntry], keep: set[int] | None = None) -> tuple[Swatch, ...]:
@@ -92,6 +121,8 @@ LAYER_ORDER = ("polygons", "fromto", "change_mask", "change_prob", "t2_classes",
 HIDDEN_AT_START = ("change_prob", "t1_classes", "t2_classes")
 #: Layer tree property holding a layer's place in :data:`LAYER_ORDER`.
 ORDER_PROPERTY = "semantic_change/order"
+#: Layer property (kept in the project) naming the product a layer shows: it is never preselected as an input.
+OUTPUT_PROPERTY = "semantic_change/product"
 
 
 @dataclass(eq=False)
@@ -125,7 +156,9 @@ class RunGroup:
         if loaded_at is not None and loaded_at.parent() is not None:
             loaded_at.parent().removeChildNode(loaded_at)
         placed.setCustomProperty(ORDER_PROPERTY, rank)
-        placed.setItemVisibilityChecked(output not in HIDDEN_AT_START)
+        hidden = output in HIDDEN_AT_START
+        placed.setItemVisibilityChecked(not hidden)
+        placed.setExpanded(not hidden)  # a hidden layer's legend (a ramp, every class) would fill the panel
 
 
 def unique_group_name(root: QgsLayerTreeGroup, name: str) -> str:
@@ -171,6 +204,7 @@ class LayerStyler(QgsProcessingLayerPostProcessorInterface):
     def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> None:
         try:
+            layer.setCustomProperty(OUTPUT_PROPERTY, self.output or "output")
             apply_style(layer, self.style)
             if self.run is not None:
                 self.run.place(layer, self.output, context.project() or QgsProject.instance())
@@ -201,11 +235,15 @@ def apply_style(layer: QgsMapLayer, style: Style) -> None:
         categories = []
         for s in style.swatches:
             color = _color(s)
-            # Outlines only: the polygons repeat the from-to map, whose colours stay visible inside them.
-            symbol = QgsFillSymbol.createSimple({"style": "no", "outline_color": color.name(),
-                                                 "outline_width": "0.5"})
+            symbol = QgsFillSymbol.createSimple({"color": QgsSymbolLayerUtils.encodeColor(color),
+                                                 "outline_color": QgsSymbolLayerUtils.encodeColor(color.darker(160)),
+                                                 "outline_width": "0.26"})
             categories.append(QgsRendererCategory(s.value, symbol, s.label))
         layer.setRenderer(QgsCategorizedSymbolRenderer("value", categories))
+    elif isinstance(style, PolygonOutlines) and isinstance(layer, QgsVectorLayer):
+        symbol = QgsFillSymbol.createSimple({"style": "no", "outline_color": QgsSymbolLayerUtils.encodeColor(
+            QColor(*style.color)), "outline_width": f"{style.width_mm:g}"})
+        layer.setRenderer(QgsSingleSymbolRenderer(symbol))
     else:
         return
     layer.triggerRepaint()

@@ -30,12 +30,14 @@ from core.metrics import IGNORE_INDEX, BinaryConfusion, SemanticConfusion
 from core.models.card import ModelCard
 from core.synthetic import write_geotiff
 
-from .datasets import ChangeDataset
+from .datasets import CLASSES, ChangeDataset, list_samples
 from .datasets.reading import IMAGE_SUFFIXES, decode_binary, decode_palette, read_image, read_rgb
 
 #: Prediction folders per dataset format, semantic (T1, T2) and binary.
 SEMANTIC_FOLDERS = {"second": ("label1", "label2"), "landsat-scd": ("labelA", "labelB"), "binary": ("label1", "label2")}
 BINARY_FOLDER = "label"
+#: Sub-folders a dataset folder may hold its splits in, each with the layout.
+SPLIT_FOLDERS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -102,12 +104,17 @@ def _read_band(path: Path) -> np.ndarray:
 
 def prediction_task(folder: str | os.PathLike[str], dataset: ChangeDataset) -> tuple[Path, str]:
     """Where the predictions of ``dataset``'s pairs are under ``folder`` and whether they are semantic."""
+    return _prediction_folder(folder, dataset.format)
+
+
+def _prediction_folder(folder: str | os.PathLike[str], format: str) -> tuple[Path, str]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: prediction folder not found")
-    semantic = SEMANTIC_FOLDERS[dataset.format]
-    for base in (folder, *(folder / s for s in ("train", "val", "test"))):
-        if dataset.task == "semantic" and all((base / name).is_dir() for name in semantic):
+    semantic_data = bool(CLASSES[format])
+    semantic = SEMANTIC_FOLDERS[format]
+    for base in (folder, *(folder / s for s in SPLIT_FOLDERS)):
+        if semantic_data and all((base / name).is_dir() for name in semantic):
             return base, "semantic"
         if (base / BINARY_FOLDER).is_dir():
             return base, "binary"
@@ -115,6 +122,58 @@ def prediction_task(folder: str | os.PathLike[str], dataset: ChangeDataset) -> t
             return base, "semantic"
     raise InputError(f"{folder}: expected prediction folders {'/ '.join(semantic)}/ (semantic) or "
                      f"{BINARY_FOLDER}/ (binary change), as `predict` writes them")
+
+
+@dataclass(frozen=True)
+class PredictedPairs:
+    """The pairs a prediction folder holds predictions for, within one dataset folder."""
+
+    split: str  # the split of the dataset folder they belong to: "all" (a folder without splits) or its sub-folder
+    names: tuple[str, ...]
+    present: int  # pairs in the dataset folder, every split together
+
+
+def pairs_present(data: str | os.PathLike[str], format: str) -> dict[str, list[str]]:
+    """The pairs of a dataset folder by split: ``{"all": [...]}`` for one layout, else one entry per split folder."""
+    root = Path(data)
+    try:
+        return {"all": [s.name for s in list_samples(root, format, "all", labels=False)]}
+    except InputError:
+        pass  # no layout of its own: the splits are sub-folders
+    present = {}
+    for split in SPLIT_FOLDERS:
+        if (root / split).is_dir():
+            try:
+                present[split] = [s.name for s in list_samples(root / split, format, "all", labels=False)]
+            except InputError:
+                continue
+    return present
+
+
+def predicted_pairs(folder: str | os.PathLike[str], data: str | os.PathLike[str], format: str) -> PredictedPairs:
+    """The pairs of ``data`` that ``folder`` holds predictions for (``evaluate --pred`` without ``--split``).
+
+    Raises:
+        InputError: A prediction names no pair of ``data``, the predictions belong to several split folders, or
+            the folder holds none; the message names the file or says which ``--split`` to give.
+    """
+    base, task = _prediction_folder(folder, format)
+    folders = [base / name for name in SEMANTIC_FOLDERS[format]] if task == "semantic" else [base / BINARY_FOLDER]
+    predicted = {path.stem: path for sub in folders for path in sorted(sub.iterdir())
+                 if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")}
+    if not predicted:
+        raise InputError(f"{base}: no predictions in {', '.join(f.name + '/' for f in folders)}")
+    present = pairs_present(data, format)
+    holders = [split for split, names in present.items() if predicted.keys() & set(names)]
+    if len(holders) > 1:
+        raise InputError(f"{folder}: predictions of pairs in {' and '.join(f'{h}/' for h in holders)} of {data}; "
+                         "give --split to score one of them")
+    known = set(present[holders[0]]) if holders else set()
+    unknown = sorted(predicted.keys() - known)
+    if unknown:
+        raise InputError(f"{predicted[unknown[0]]}: a prediction for the pair {unknown[0]}, but {data} has no pair of "
+                         f"that name ({len(unknown)} such file(s)); check --pred and --data")
+    return PredictedPairs(holders[0], tuple(sorted(predicted)), sum(len(names) for names in present.values()))
 
 
 def _find(folder: Path, name: str) -> Path:

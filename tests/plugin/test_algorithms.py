@@ -16,14 +16,18 @@ import rasterio
 import rasterio.warp
 from osgeo import gdal, ogr
 from qgis.core import (
+    QgsApplication,
     QgsCategorizedSymbolRenderer,
     QgsPalettedRasterRenderer,
     QgsProcessingException,
+    QgsProcessingOutputLayerDefinition,
     QgsProject,
     QgsRasterLayer,
     QgsSingleBandPseudoColorRenderer,
+    QgsSingleSymbolRenderer,
     QgsVectorLayer,
 )
+from qgis.PyQt.QtCore import Qt
 
 from core.colors import PROBABILITY_RAMP
 from core.encode import NODATA_UINT8, fromto_pairs
@@ -110,15 +114,22 @@ def test_semantic_change_puts_styled_layers_on_the_map(scd_provider, semantic_mo
     t1 = read(out["OUTPUT_T1_CLASSES"])
     assert ((t1 > 0) == (codes > 0)).all()
 
-    # Polygons: one per patch, with the transition's names and the raster's colours.
+    # Polygons: one per patch, with the transition's names. The from-to map below names every colour, so the
+    # polygons are one outline symbol: each transition is in the layer panel once, with a filled swatch.
     polygons = layer_named(project, "Change polygons")
-    assert isinstance(polygons.renderer(), QgsCategorizedSymbolRenderer)
+    assert isinstance(polygons.renderer(), QgsSingleSymbolRenderer)
+    assert polygons.renderer().symbol().symbolLayer(0).brushStyle() == Qt.NoBrush
     assert {f.name() for f in polygons.fields()} >= {"value", "from_class", "to_class", "label", "area_m2"}
     features = list(polygons.getFeatures())
     assert sum(f["area_m2"] for f in features) == pytest.approx(results["CHANGED_AREA_M2"])
     assert {f["value"] for f in features} == present - {0}
-    categories = {c.value(): c.label() for c in polygons.renderer().categories()}
-    assert categories == {v: LEGEND[v].label for v in present - {0}}
+    assert {f["label"] for f in features} == {LEGEND[v].label for v in present - {0}}
+
+    # The layer panel: the shown layers' legends open, the hidden ones' (a ramp, every class) collapsed.
+    nodes = {node.name().split(":")[0]: node for node in project.layerTreeRoot().findLayers()}
+    assert {name: (node.isVisible(), node.isExpanded()) for name, node in nodes.items()} == {
+        "Change polygons": (True, True), "From-to change": (True, True), "Change probability": (False, False),
+        "Land cover of T2 (inside change)": (False, False), "Land cover of T1 (inside change)": (False, False)}
 
     # Report: HTML with a chart, and the CSV beside it.
     page = Path(out["OUTPUT_REPORT"]).read_text(encoding="utf-8")
@@ -155,8 +166,30 @@ def test_results_go_on_top_in_a_group_per_run(scd_provider, semantic_model, imag
                           (f"Change probability: t1 -> t2{suffix}", False),
                           (f"Land cover of T2 (inside change): t1 -> t2{suffix}", False)]
     polygons = root.findGroup("Change t1 -> t2").findLayers()[0].layer()
-    categories = polygons.renderer().categories()  # kept alive while read; NoBrush (0): outlines only
-    assert all(category.symbol().symbolLayer(0).brushStyle() == 0 for category in categories)
+    assert isinstance(polygons.renderer(), QgsSingleSymbolRenderer)  # outlines over the from-to map
+
+
+def test_polygons_loaded_without_their_map_carry_its_legend(scd_provider, semantic_model, image_pair, project,
+                                                            feedback, tmp_path):
+    """Only the polygons are opened (the map's "open output file" unticked): their categories are the legend."""
+    from processing.gui.Postprocessing import handleAlgorithmResults
+    from processing.tools import dataobjects
+
+    context = dataobjects.createContext(feedback)
+    parameters = inputs(image_pair, semantic_model, OUTPUT_FROMTO=str(tmp_path / "fromto.tif"),
+                        OUTPUT_POLYGONS=QgsProcessingOutputLayerDefinition(str(tmp_path / "changes.gpkg"),
+                                                                           context.project()))
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("scd:semanticchange")
+    processing.run(algorithm, parameters, context=context, feedback=feedback)
+    handleAlgorithmResults(algorithm, context, feedback)
+
+    (polygons,) = project.mapLayers().values()
+    present = {int(v) for v in np.unique(read(tmp_path / "fromto.tif"))} - {0}
+    renderer = polygons.renderer()
+    assert isinstance(renderer, QgsCategorizedSymbolRenderer)
+    categories = {c.value(): (c.label(), c.symbol().symbolLayer(0).brushStyle(), c.symbol().color().getRgb()[:3])
+                  for c in renderer.categories()}
+    assert categories == {v: (LEGEND[v].label, Qt.SolidPattern, LEGEND[v].color) for v in present}
 
 
 def test_the_same_image_for_both_dates_is_refused(scd_provider, semantic_model, image_pair, project, tmp_path):
@@ -169,26 +202,6 @@ def test_the_same_image_for_both_dates_is_refused(scd_provider, semantic_model, 
                                                   "MODEL": str(semantic_model),
                                                   "OUTPUT_FROMTO": str(tmp_path / "fromto.tif")})
     assert not (tmp_path / "fromto.tif").exists()
-
-
-def test_two_different_layers_are_preselected(scd_provider, image_pair, project):
-    from qgis.core import QgsApplication
-
-    def defaults() -> list[str]:
-        algorithm = QgsApplication.processingRegistry().createAlgorithmById("scd:semanticchange")
-        return [algorithm.parameterDefinition(name).defaultValue() for name in ("INPUT_T1", "INPUT_T2")]
-
-    older, newer = (QgsRasterLayer(str(path), path.stem) for path in image_pair)
-    project.addMapLayer(older)
-    project.addMapLayer(newer)  # added last, so on top of the layer tree
-    assert defaults() == [older.id(), newer.id()]
-    # Years in the names decide over the layer order (both added at once: the earlier one lands on top).
-    project.removeAllMapLayers()
-    dated = [QgsRasterLayer(str(path), name) for path, name in zip(image_pair, ("scene 1985", "scene 2020"),
-                                                                    strict=True)]
-    project.addMapLayers(dated)
-    assert project.layerTreeRoot().findLayers()[0].layer() is dated[0]
-    assert defaults() == [dated[0].id(), dated[1].id()]
 
 
 def four_band_copy(source: Path, target: Path, descriptions: tuple[str, ...]) -> Path:

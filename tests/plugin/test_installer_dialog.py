@@ -11,7 +11,9 @@ import processing
 import pytest
 import torch
 from qgis.core import QgsProcessingException
-from qgis.PyQt.QtWidgets import QApplication
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QTextDocument
+from qgis.PyQt.QtWidgets import QApplication, QDialog
 
 pytestmark = pytest.mark.qgis
 
@@ -63,6 +65,39 @@ def test_dialog_lists_packages_python_gpu_folder_and_space(qgis_iface, modules, 
     assert text.startswith("Semantic change detection: dependency diagnostics")
     assert "QGIS: 3." in text and f"torch: {torch.__version__}" in text and f"Install folder: {root}" in text
     assert "Last install log:" in text
+    dialog.close()
+
+
+def shown_text(rich: str) -> str:
+    """What a rich-text label shows, with runs of white space (line breaks included) as one space."""
+    document = QTextDocument()
+    document.setHtml(rich)
+    return " ".join(document.toPlainText().split())
+
+
+def test_a_runs_reason_shows_every_command_and_squeezes_nothing(qgis_iface, modules, tmp_path):
+    """The reason's pip commands hold ``<=``, which rich text took for tags; a long reason hid numpy's line."""
+    installer, dialog_module = modules
+    dependencies = importlib.import_module(f"{PACKAGE}.plugin.dependencies")
+    reason = dependencies.missing_message([dependencies.MissingPackage("torch", "torch", "No module named 'torch'")])
+    assert '"torch>=2.13,<=' in reason and "start QGIS again" in reason
+    dialog = dialog_module.InstallerDialog(qgis_iface.mainWindow(), root=tmp_path / installer.FOLDER_NAME)
+    dialog.set_reason(reason)
+    dialog.show()
+    dialog.refresh(wait=True)
+    dialog._install_finished(installer.InstallError("pip failed (exit status 1): see the log above"))
+    dialog.wait()  # the facts gathered again after the failed install
+    for _ in range(10):  # the facts arrive as a queued signal, then the layout is redone
+        QApplication.processEvents()
+
+    assert shown_text(dialog.reason_label.text()) == "A run could not start: " + " ".join(reason.split())
+    assert dialog.status.text().startswith("Install failed, nothing changed")
+    packages = dialog.labels["packages"]
+    assert packages.text().splitlines()[-1].startswith("numpy ")
+    for label in (*dialog.labels.values(), dialog.status):  # every line of every fact in view
+        assert label.height() >= label.heightForWidth(label.width()), label.text()
+    dialog.set_reason(None)
+    assert not dialog.reason_label.isVisibleTo(dialog)
     dialog.close()
 
 
@@ -127,6 +162,61 @@ def test_menu_entry_opens_the_dialog_and_a_run_without_torch_offers_it(
     finally:
         plugin.unload()
     assert dependencies.offer_installer is None
+
+
+def test_the_installer_offered_by_a_run_stays_in_front_of_the_algorithm_dialog(
+        scd_provider, qgis_iface, plugin_package, monkeypatch: pytest.MonkeyPatch):
+    """A failed run raises its algorithm dialog (to show the log) after the offer: the installer was left behind."""
+    from processing.tools.general import createAlgorithmDialog
+
+    plugin = plugin_package.classFactory(qgis_iface)
+    monkeypatch.setattr(plugin, "initProcessing", lambda: None)  # the session's provider is registered already
+    plugin.initGui()
+    monkeypatch.setattr(qgis_iface, "browserModel", lambda: None)  # pytest-qgis's stand-in has none
+    algorithm_dialog = createAlgorithmDialog("scd:modelinfo")
+    algorithm_dialog.show()
+    try:
+        importlib.import_module(f"{PACKAGE}.plugin.dependencies").offer_installer("torch is missing")
+        QApplication.processEvents()  # the offer travels as a queued signal
+        installer = plugin.installer_dialog
+        assert installer is not None and installer.isVisible() and installer.isWindow()
+        assert installer.parentWidget() is algorithm_dialog  # owned windows stay above their owner
+        assert "torch is missing" in installer.reason_label.text()
+
+        raised = []
+        monkeypatch.setattr(installer, "raise_", lambda: raised.append("installer"))
+        algorithm_dialog.algorithmFinished.emit(False, {})
+        algorithm_dialog.raise_()  # what the dialog does when its run has failed, after that signal
+        raised.append("algorithm dialog")
+        QApplication.processEvents()
+        assert raised == ["algorithm dialog", "installer"]
+
+        algorithm_dialog.reject()  # closing the algorithm dialog leaves the installer open, under QGIS's window
+        assert plugin.installer_dialog is installer and installer.isVisible()
+        assert installer.parentWidget() is qgis_iface.mainWindow()
+        installer.wait()
+    finally:
+        plugin.unload()
+
+
+def test_the_installer_is_not_blocked_by_a_modal_dialog(scd_provider, qgis_iface, plugin_package,
+                                                         monkeypatch: pytest.MonkeyPatch):
+    plugin = plugin_package.classFactory(qgis_iface)
+    monkeypatch.setattr(plugin, "initProcessing", lambda: None)
+    plugin.initGui()
+    modal = QDialog(qgis_iface.mainWindow())
+    modal.setWindowModality(Qt.ApplicationModal)
+    modal.show()
+    try:
+        assert QApplication.activeModalWidget() is modal
+        shown = plugin.show_installer("torch is missing")
+        assert shown.parentWidget() is modal and shown.isVisible()  # a window it owns takes input
+        modal.reject()
+        assert shown.parentWidget() is qgis_iface.mainWindow() and shown.isVisible()
+        shown.wait()
+    finally:
+        plugin.unload()
+        modal.deleteLater()
 
 
 def _wait_for_install(dialog, timeout: float = 120) -> None:

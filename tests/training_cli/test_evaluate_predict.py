@@ -145,3 +145,58 @@ def test_evaluate_runs_the_checkpoint_on_the_backend_asked_for(tmp_path: Path, d
                  "--device", "cpu", "--backend", "torch", "--json", str(on_torch)]) == 0
     assert json.loads(on_torch.read_text()) == pytest.approx(json.loads(out.read_text()), abs=1e-3)
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data["second"]), "--backend", "tpu"]) == 2
+
+
+@pytest.fixture(scope="module")
+def flat(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six SECOND pairs in one folder, without splits (as a user's own folder often is)."""
+    made = tmp_path_factory.mktemp("made")
+    assert main(["synthetic", "--out", str(made / "s"), "--format", "second", "--pairs", "6", "--size", "64",
+                 "--scene-size", "0"]) == 0
+    root = tmp_path_factory.mktemp("flat")
+    for path in (made / "s").glob("*/*/*.png"):  # <split>/<folder>/<pair>.png -> <folder>/<pair>.png
+        (root / path.parent.name).mkdir(exist_ok=True)
+        path.rename(root / path.parent.name / path.name)
+    return root
+
+
+def test_evaluate_pred_scores_the_pairs_the_folder_holds_and_says_how_many(tmp_path: Path, flat, capsys) -> None:
+    """Without --split, a folder without splits had its hash-chosen "val" sixth scored: 1 of 6 pairs."""
+    dataset = open_dataset(flat, split="all")
+    assert len(dataset.samples) == 6
+    _write_predictions(tmp_path / "all", dataset, "perfect")
+    assert main(["evaluate", "--pred", str(tmp_path / "all"), "--data", str(flat),
+                 "--json", str(tmp_path / "all.json")]) == 0
+    assert "6 of 6 pairs scored" in capsys.readouterr().out
+    scores = json.loads((tmp_path / "all.json").read_text())
+    assert (scores["pairs"], scores["pairs_present"], scores["split"]) == (6, 6, "predicted")
+
+    two = open_dataset(flat, split="all", names=[dataset.samples[1].name, dataset.samples[4].name])
+    _write_predictions(tmp_path / "two", two, "none")
+    assert main(["evaluate", "--pred", str(tmp_path / "two"), "--data", str(flat),
+                 "--json", str(tmp_path / "two.json")]) == 0
+    out = capsys.readouterr().out
+    assert f"the pairs {tmp_path / 'two'} holds: 2 of 6 pairs scored" in out
+    assert json.loads((tmp_path / "two.json").read_text())["pairs"] == 2
+
+    # An explicit split is scored whole, as before, and says how many pairs the folder holds.
+    assert main(["evaluate", "--pred", str(tmp_path / "all"), "--data", str(flat), "--split", "val"]) == 0
+    assert "split val: 1 of 6 pairs scored" in capsys.readouterr().out
+
+
+def test_evaluate_pred_finds_the_split_folder_of_its_pairs_and_names_strays(tmp_path: Path, data, capsys) -> None:
+    val = open_dataset(data["second"], split="val")
+    _write_predictions(tmp_path / "val", val, "perfect")
+    assert main(["evaluate", "--pred", str(tmp_path / "val"), "--data", str(data["second"])]) == 0
+    assert "1 of 4 pairs scored" in capsys.readouterr().out
+
+    _write_predictions(tmp_path / "mixed", open_dataset(data["second"], split="train"), "perfect")
+    _write_predictions(tmp_path / "mixed", val, "perfect")
+    assert main(["evaluate", "--pred", str(tmp_path / "mixed"), "--data", str(data["second"])]) == 2
+    error = capsys.readouterr().err
+    assert "pairs in train/ and val/" in error and "give --split" in error
+
+    stray = tmp_path / "val" / "label1" / "elsewhere.png"
+    (tmp_path / "val" / "label1" / f"{val.samples[0].name}.png").rename(stray)
+    assert main(["evaluate", "--pred", str(tmp_path / "val"), "--data", str(data["second"])]) == 2
+    assert f"{stray}: a prediction for the pair elsewhere" in capsys.readouterr().err

@@ -17,8 +17,16 @@ from typing import Any
 from core.devices import PRECISION_CHOICES
 from core.errors import InputError
 from core.models.checkpoint import load_checkpoint
-from training_cli.datasets import FORMATS, open_dataset
-from training_cli.evaluation import check_compatible, engine_predictions, folder_predictions, format_table, score
+from training_cli.datasets import FORMATS, detect_format, open_dataset
+from training_cli.evaluation import (
+    check_compatible,
+    engine_predictions,
+    folder_predictions,
+    format_table,
+    pairs_present,
+    predicted_pairs,
+    score,
+)
 
 NAME = "evaluate"
 
@@ -26,8 +34,8 @@ _EXAMPLES = """\
 examples:
   # a checkpoint on SECOND's validation split, scores also as JSON
   python -m training_cli evaluate --checkpoint best.pt --data SECOND --split val --json scores.json
-  # predictions written by `predict` (or any tool, in the dataset layout)
-  python -m training_cli evaluate --pred predictions/ --data SECOND --split val
+  # predictions written by `predict` (or any tool, in the dataset layout): the pairs the folder holds
+  python -m training_cli evaluate --pred predictions/ --data SECOND
 """
 
 
@@ -48,8 +56,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     source.add_argument("--checkpoint", type=Path, metavar="FILE", help="model file to evaluate")
     source.add_argument("--pred", type=Path, metavar="DIR", help="folder of predictions in the dataset layout")
     parser.add_argument("--data", required=True, type=Path, metavar="DIR", help="dataset folder")
-    parser.add_argument("--split", default="val", metavar="SPLIT",
-                        help="val (default), test, train, all, or a list file")
+    parser.add_argument("--split", metavar="SPLIT",
+                        help="val, test, train, all, or a list file (default: val for --checkpoint; for --pred, the "
+                             "pairs the prediction folder holds, whichever split they belong to)")
     parser.add_argument("--format", choices=FORMATS, help="dataset layout (default: detected)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the scores as JSON")
     parser.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda, cuda:N or mps")
@@ -68,7 +77,17 @@ def run(args: argparse.Namespace) -> int:
     """Predict (or read predictions), score, print and optionally write JSON."""
     if args.json is not None and args.json.exists():
         raise InputError(f"{args.json} already exists; choose another --json file (nothing is overwritten)")
-    dataset = open_dataset(args.data, args.format, args.split)
+    format = args.format or detect_format(args.data)
+    if args.pred is not None and args.split is None:
+        # Not a default split: on a folder without splits "val" is a seeded sixth of its pairs, and predictions
+        # made for others would be refused as missing, or a few of them scored as if they were all.
+        chosen = predicted_pairs(args.pred, args.data, format)
+        dataset = open_dataset(args.data, format, chosen.split, names=chosen.names)
+        split, scope, present = "predicted", f"the pairs {args.pred} holds", chosen.present
+    else:
+        split = str(args.split or "val")
+        dataset = open_dataset(args.data, format, split)
+        scope, present = f"split {split}", sum(len(names) for names in pairs_present(args.data, format).values())
     if args.checkpoint is not None:
         model = load_checkpoint(args.checkpoint)
         check_compatible(model[1], dataset)
@@ -79,11 +98,11 @@ def run(args: argparse.Namespace) -> int:
         predictions = folder_predictions(args.pred, dataset)
         source = str(args.pred)
     scores = score(dataset, predictions)
-    title = f"{source} on {args.data} [{dataset.format}, split {args.split}, {len(dataset.samples)} pairs]"
-    print(format_table(scores, title), end="")
+    counted = f"{len(dataset.samples)} of {present} pairs scored" if present else f"{len(dataset.samples)} pairs"
+    print(format_table(scores, f"{source} on {args.data} [{dataset.format}, {scope}: {counted}]"), end="")
     if args.json is not None:
         payload: dict[str, Any] = {key: (None if math.isnan(v) else v) for key, v in scores.items()}
-        payload.update(pairs=len(dataset.samples), split=str(args.split), format=dataset.format)
+        payload.update(pairs=len(dataset.samples), pairs_present=present, split=split, format=dataset.format)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         temporary = args.json.with_name(f".{args.json.name}.partial")
         temporary.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")

@@ -10,7 +10,7 @@ semantic sets, ``sem_t1``, ``sem_t2``). See ``docs/training.md`` for the layouts
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from core.models.card import PRESETS
 
@@ -35,6 +35,7 @@ def open_dataset(
     std_t2: Sequence[float] | None = None,
     resize: int | None = None,
     labels: bool = True,
+    names: Collection[str] | None = None,
 ) -> ChangeDataset:
     """The pairs of one split of a dataset folder.
 
@@ -48,12 +49,17 @@ def open_dataset(
         mean_t2, std_t2: T2's own normalisation.
         resize: Resize pairs to a square of this size first (Landsat-SCD 416 -> 512).
         labels: ``False`` opens a folder without labels (for ``predict``).
+        names: Only the pairs of these names, in the split's order (``evaluate --pred``: the pairs a folder of
+            predictions holds).
 
     Raises:
         core.errors.InputError: Layout, split or files are missing or inconsistent; the message names the file.
     """
     format = format or detect_format(root)
     samples = list_samples(root, format, split, labels=labels)
+    if names is not None:
+        wanted = set(names)
+        samples = [sample for sample in samples if sample.name in wanted]
     preset = PRESETS[PRESET_OF_FORMAT[format]]
     mean_t1 = tuple(mean) if mean is not None else preset.mean_t1
     std_t1 = tuple(std) if std is not None else preset.std_t1
