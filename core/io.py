@@ -42,15 +42,64 @@ READ_ERRORS = (RasterioError, OSError)
 
 
 def open_raster(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
-    """Open a raster or raise an :class:`InputError` that says why it cannot be read."""
+    """Open a raster or raise an :class:`InputError` that says why it cannot be read.
+
+    A signed 8-bit raster that GDAL keeps as Byte (see :func:`signed_byte_view`) is
+    opened through a view that holds its real, negative values.
+    """
     path = str(path)
     file = source_file(path)
     if file is not None and not Path(file).exists():
         raise InputError(f"raster not found: {path}; check the path or choose another layer")
     try:
-        return rasterio.open(path)
-    except (RasterioError, OSError) as error:
+        return rasterio.open(signed_byte_view(path) or path)
+    except (RasterioError, OSError, RuntimeError) as error:
         raise InputError(f"cannot read {path} as a raster ({error}); is it a GDAL-readable image?") from error
+
+
+#: What a signed byte stored as an unsigned one is worth: 0..127 as they are, 128..255 are -128..-1.
+_SIGNED_BYTE_LUT = "0:0,127:127,128:-128,255:-1"
+
+
+def signed_byte_view(path: str) -> str | None:
+    """A VRT (its XML) reading the signed 8-bit bands of ``path`` as Int16 with their real values; None if none.
+
+    GDAL before 3.7 has no signed 8-bit type: it keeps such bands as Byte and says
+    ``PIXELTYPE=SIGNEDBYTE`` in their metadata. Any read into another type, any warp
+    and GDAL's nodata mask then take -23 for 233 (and a nodata of -128 for no nodata
+    at all), which gives a plausible but wrong map. The view maps every stored byte to
+    its signed value with a lookup table, so reading, warping and masking all see the
+    values the file holds, exactly as the same values stored in Int16 would be seen.
+    GDAL 3.7 and later read such files as their Int8 type, and this returns None.
+    """
+    from xml.etree import ElementTree
+
+    with gdal_session() as gdal:
+        try:
+            dataset = gdal.Open(path)
+        except RuntimeError:
+            return None  # opening it again says why, in the caller's words
+        signed = {index for index in range(1, dataset.RasterCount + 1)
+                  if dataset.GetRasterBand(index).DataType == gdal.GDT_Byte
+                  and dataset.GetRasterBand(index).GetMetadataItem("PIXELTYPE", "IMAGE_STRUCTURE") == "SIGNEDBYTE"}
+        if not signed:
+            return None
+        # the source by its absolute name: the view must not depend on the working folder
+        source = os.path.abspath(path) if os.path.isfile(path) else path
+        copy = gdal.Translate("", gdal.Open(source), format="VRT")
+        root = ElementTree.fromstring(copy.GetMetadata("xml:VRT")[0])
+        copy = dataset = None
+    for band in root.iter("VRTRasterBand"):
+        if int(band.get("band", "0")) not in signed:
+            continue
+        band.set("dataType", "Int16")
+        for metadata in band.findall("Metadata[@domain='IMAGE_STRUCTURE']"):
+            band.remove(metadata)  # its PIXELTYPE=SIGNEDBYTE describes the file's bytes, not the view's Int16
+        for element in band:
+            if element.tag in ("SimpleSource", "ComplexSource"):
+                element.tag = "ComplexSource"
+                ElementTree.SubElement(element, "LUT").text = _SIGNED_BYTE_LUT
+    return ElementTree.tostring(root, encoding="unicode")
 
 
 def unreadable(path: str, error: Exception) -> InputError:
@@ -116,6 +165,8 @@ class RasterPair:
         # geometries), both in T1's CRS: the area is cut to the extent, pixels outside the mask are nodata.
         self._extent = extent
         self._mask = list(mask) if mask is not None else None
+        # the files by the names the user gave (a dataset's own name may be a view's, see signed_byte_view)
+        self._name1, self._name2 = str(path_t1), str(path_t2)
         self._src1 = open_raster(path_t1)
         try:
             self._src2 = open_raster(path_t2)
@@ -140,25 +191,26 @@ class RasterPair:
 
     # -- set-up ---------------------------------------------------------------------------
     def _check_georeferenced(self) -> None:
-        for label, src in (("T1", self._src1), ("T2", self._src2)):
+        for label, src, name in (("T1", self._src1, self._name1), ("T2", self._src2, self._name2)):
             gcps, gcp_crs = src.gcps if src.transform.is_identity else ((), None)
             if gcps:
                 raise InputError(
-                    f"{label} ({src.name}) is georeferenced by ground control points only ({len(gcps)} GCPs"
+                    f"{label} ({name}) is georeferenced by ground control points only ({len(gcps)} GCPs"
                     f"{f' in {gcp_crs}' if gcp_crs else ''}), not by a regular pixel grid; warp it onto a grid "
                     "first (Raster > Projections > Warp (Reproject), or gdalwarp) and use the warped image")
             if src.crs is None:
                 raise InputError(
-                    f"{label} ({src.name}) has no coordinate reference system, so the two dates cannot be "
+                    f"{label} ({name}) has no coordinate reference system, so the two dates cannot be "
                     "aligned; assign its CRS (e.g. Raster > Projections > Assign Projection) and run again"
                 )
 
     def _check_pixel_types(self) -> None:
-        for label, src, bands in (("T1", self._src1, self.bands_t1), ("T2", self._src2, self.bands_t2)):
+        for label, src, name, bands in (("T1", self._src1, self._name1, self.bands_t1),
+                                        ("T2", self._src2, self._name2, self.bands_t2)):
             complex_bands = [b for b in bands if np.dtype(src.dtypes[b - 1]).kind == "c"]
             if complex_bands:
                 raise InputError(
-                    f"{label} ({src.name}) holds complex numbers (band {complex_bands[0]} is "
+                    f"{label} ({name}) holds complex numbers (band {complex_bands[0]} is "
                     f"{src.dtypes[complex_bands[0] - 1]}, e.g. radar SLC data); the networks take real-valued "
                     "imagery: derive an amplitude or intensity image first (Raster calculator, or gdal_translate "
                     "with a VRT pixel function) and use that")
@@ -251,12 +303,12 @@ class RasterPair:
             img1 = self._src1.read(self.bands_t1, window=win, out_dtype=out_dtype)
             valid = _valid(self._src1, img1, win) if self.categorical else self._src1.dataset_mask(window=win) > 0
         except READ_ERRORS as error:
-            raise unreadable(self._src1.name, error) from error
+            raise unreadable(self._name1, error) from error
         try:
             img2 = source2.read(self.bands_t2, window=win2, out_dtype=out_dtype)
             valid &= _valid(source2, img2, win2) if self.categorical else source2.dataset_mask(window=win2) > 0
         except READ_ERRORS as error:
-            raise unreadable(self._src2.name, error) from error
+            raise unreadable(self._name2, error) from error
         if not self.categorical:
             valid &= np.isfinite(img1).all(axis=0) & np.isfinite(img2).all(axis=0)
         if self._mask is not None:
@@ -279,17 +331,17 @@ class RasterPair:
             img1 = self._src1.read(self.bands_t1, window=win, out_shape=shape1, out_dtype="float32",
                                    resampling=Resampling.nearest)
         except READ_ERRORS as error:
-            raise unreadable(self._src1.name, error) from error
+            raise unreadable(self._name1, error) from error
         try:
             img2 = source2.read(self.bands_t2, window=win2, out_shape=shape1, out_dtype="float32",
                                 resampling=Resampling.nearest)
         except READ_ERRORS as error:
-            raise unreadable(self._src2.name, error) from error
+            raise unreadable(self._name2, error) from error
         try:
             m1 = self._src1.dataset_mask(window=win, out_shape=shape1[1:], resampling=Resampling.nearest)
             m2 = source2.dataset_mask(window=win2, out_shape=shape1[1:], resampling=Resampling.nearest)
         except READ_ERRORS as error:
-            raise unreadable(f"{self._src1.name} or {self._src2.name}", error) from error
+            raise unreadable(f"{self._name1} or {self._name2}", error) from error
         valid = (m1 > 0) & (m2 > 0)
         valid &= np.isfinite(img1).all(axis=0) & np.isfinite(img2).all(axis=0)
         return img1, img2, valid
