@@ -57,8 +57,9 @@ def open_raster(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
         raise InputError(f"cannot read {path} as a raster ({error}); is it a GDAL-readable image?") from error
 
 
-#: What a signed byte stored as an unsigned one is worth: 0..127 as they are, 128..255 are -128..-1.
-_SIGNED_BYTE_LUT = "0:0,127:127,128:-128,255:-1"
+#: What a signed byte stored as an unsigned one is worth: 0..127 as they are, 128..255 are -128..-1. The
+#: entries below 0 keep -128..-1 as they are, for a GDAL that reads the same file as Int8 (3.7 and later).
+_SIGNED_BYTE_LUT = "-128:-128,-1:-1,0:0,127:127,128:-128,255:-1"
 
 
 def signed_byte_view(path: str) -> str | None:
