@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +160,108 @@ def test_signed_byte_land_cover_maps_compare_like_int16_ones(tmp_path: Path) -> 
     assert int8.valid_pixels == int16.valid_pixels
     np.testing.assert_array_equal(map8, map16)
     assert csv8 == csv16
+
+
+# --- what QGIS ships is enough ----------------------------------------------------------------
+
+#: Runs the engine and the comparison on the inputs in argv[1], writing to argv[2]; with argv[3] == "block",
+#: rasterio and affine (neither ships with QGIS) cannot be imported, and every attempt is written down.
+_WITHOUT_RASTERIO = r'''
+import importlib.abc, json, sys
+from pathlib import Path
+
+inputs, out, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+attempts = []
+
+
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("rasterio", "affine"):
+            attempts.append(name)
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked: QGIS does not ship it)", name=name)
+        return None
+
+
+if mode == "block":
+    sys.meta_path.insert(0, Blocker())
+
+import torch
+from torch import nn
+
+from core.compare import compare_classifications
+from core.engine import OutputPaths, RunOptions, run_change_detection
+from core.models.base import ChangeModel
+from core.models.card import SECOND_CLASSES, ModelCard
+
+
+class Pointwise(ChangeModel):
+    task = "semantic"
+
+    def __init__(self):
+        super().__init__()
+        self.num_classes = len(SECOND_CLASSES)
+        generator = torch.Generator().manual_seed(0)
+        self.sem = nn.Conv2d(3, self.num_classes + 1, 1)
+        with torch.no_grad():
+            self.sem.weight.copy_(torch.randn(self.sem.weight.shape, generator=generator))
+            self.sem.bias.copy_(torch.randn(self.sem.bias.shape, generator=generator))
+
+    def predict(self, x1, x2):
+        diff = (x1 - x2).abs().mean(dim=1, keepdim=True)
+        return {"change_prob": torch.sigmoid(4 * (diff - 0.5)), "sem_logits_t1": self.sem(x1),
+                "sem_logits_t2": self.sem(x2)}
+
+
+card = ModelCard(model="test-pointwise", options={}, task="semantic", classes=SECOND_CLASSES, tile_size=64,
+                 bands_t1=(1, 2, 3), bands_t2=(1, 2, 3), mean_t1=(128.0,) * 3, std_t1=(64.0,) * 3,
+                 mean_t2=(128.0,) * 3, std_t2=(64.0,) * 3)
+engine = out / "engine"
+engine.mkdir(parents=True)
+summary = run_change_detection(
+    inputs / "t1.tif", inputs / "t2_wgs84.tif", (Pointwise().eval(), card),
+    OutputPaths(fromto=engine / "fromto.tif", change_prob=engine / "prob.tif", change_mask=engine / "mask.tif",
+                transitions_csv=engine / "matrix.csv"),
+    RunOptions(tile_size=64, backend="torch", precision="fp32"))
+compared = out / "compare"
+compared.mkdir()
+comparison = compare_classifications(inputs / "wc" / "wc2020.tif", inputs / "wc" / "wc2021.tif", OutputPaths(
+    fromto=compared / "fromto.tif", t1_classes=compared / "t1.tif", change_mask=compared / "mask.tif",
+    transitions_csv=compared / "matrix.csv"))
+loaded = sorted({name.split(".")[0] for name in sys.modules} & {"rasterio", "affine"})
+(out / "facts.json").write_text(json.dumps({"attempts": attempts, "loaded": loaded,
+                                            "engine_valid": summary.valid_pixels,
+                                            "compare_valid": comparison.valid_pixels}))
+'''
+
+
+def test_engine_and_comparison_run_with_rasterio_unimportable_and_give_the_same_outputs(tmp_path: Path) -> None:
+    """QGIS's installers ship GDAL's own bindings but no rasterio: nothing the plugin runs may need it."""
+    import subprocess
+    import sys
+
+    from helpers import write_worldcover_pair
+
+    from core import synthetic
+    from core.models.card import SECOND_CLASSES
+
+    inputs = tmp_path / "in"
+    _, t2, _ = synthetic.write_pair(inputs, [c.color for c in SECOND_CLASSES], height=96, width=80, seed=4)
+    synthetic.reproject_geotiff(t2, inputs / "t2_wgs84.tif", "EPSG:4326", resolution=0.00001, nodata=0)
+    write_worldcover_pair(inputs / "wc")
+    script = tmp_path / "run.py"
+    script.write_text(_WITHOUT_RASTERIO, encoding="utf-8")
+    repo = Path(__file__).resolve().parents[2]
+    facts = {}
+    for mode in ("block", "plain"):
+        run = subprocess.run([sys.executable, "-W", "ignore", str(script), str(inputs), str(tmp_path / mode), mode],
+                             cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True,
+                             timeout=300, check=False)
+        assert run.returncode == 0, run.stderr[-3000:]
+        facts[mode] = json.loads((tmp_path / mode / "facts.json").read_text())
+    assert facts["block"]["attempts"] == [] and facts["block"]["loaded"] == []  # nothing even tried to import it
+    assert facts["plain"]["loaded"] == []  # nor is it imported where it could be
+    assert facts["block"]["engine_valid"] > 0.5 * 96 * 80 and facts["block"]["compare_valid"] > 0
+    written = sorted(p.relative_to(tmp_path / "plain") for p in (tmp_path / "plain").rglob("*") if p.is_file())
+    assert len(written) >= 10
+    for relative in written:
+        assert (tmp_path / "block" / relative).read_bytes() == (tmp_path / "plain" / relative).read_bytes(), relative
