@@ -80,7 +80,12 @@ def _write_signed(path: Path, data: np.ndarray, *, signed_bytes: bool, origin: t
             band = dataset.GetRasterBand(index)
             if nodata is not None:
                 band.SetNoDataValue(nodata)
-            band.WriteArray(band_data.astype(np.int8).view(np.uint8) if signed_bytes else band_data.astype(np.int16))
+            if not signed_bytes:
+                band.WriteArray(band_data.astype(np.int16))
+            elif band.DataType == gdal.GDT_Byte:  # GDAL < 3.7 takes the bytes as they are stored
+                band.WriteArray(band_data.astype(np.int8).view(np.uint8))
+            else:  # GDAL >= 3.7 made it an Int8 band
+                band.WriteArray(band_data.astype(np.int8))
         dataset = None
     return path
 
