@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from affine import Affine
 from helpers import PointwiseModel, make_card, read_band
+from osgeo import gdal
 from rasterio.crs import CRS
 
 from core.compare import compare_classifications
@@ -270,3 +271,54 @@ def test_engine_and_comparison_run_with_rasterio_unimportable_and_give_the_same_
     assert len(written) >= 10
     for relative in written:
         assert (tmp_path / "block" / relative).read_bytes() == (tmp_path / "plain" / relative).read_bytes(), relative
+
+
+@pytest.mark.parametrize("case", ["bilinear with nodata", "alpha band", "categorical"])
+def test_the_warped_view_reads_what_rasterio_s_warped_vrt_reads(tmp_path: Path, case: str) -> None:
+    """The GDAL warped VRT of T2 gives the pixels and the mask rasterio's WarpedVRT gave (the reference it replaced)."""
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+    from rasterio.windows import Window as RioWindow
+
+    from core import synthetic
+    from core.models.card import SECOND_CLASSES
+
+    palette = [c.color for c in SECOND_CLASSES]
+    t1, t2, _ = synthetic.write_pair(tmp_path / "in", palette, height=90, width=70, seed=6)
+    bands = (1, 2, 3)
+    categorical = case == "categorical"
+    if case == "bilinear with nodata":
+        t2 = synthetic.reproject_geotiff(t2, tmp_path / "t2_4326.tif", "EPSG:4326", resolution=0.000013, nodata=0)
+    elif case == "alpha band":
+        with rasterio.open(t2) as src:
+            rgba = np.concatenate([src.read(), np.full((1, 90, 70), 255, np.uint8)])
+            rgba[3, :10] = 0
+            profile = src.profile | {"count": 4, "photometric": "RGB", "alpha": "YES"}
+        with rasterio.open(tmp_path / "rgba.tif", "w", **profile) as dst:
+            dst.write(rgba)
+        t2 = tmp_path / "rgba32.tif"
+        gdal.Warp(str(t2), str(tmp_path / "rgba.tif"), dstSRS="EPSG:32632").FlushCache()
+    else:
+        from helpers import write_worldcover_pair
+
+        t1, t2 = write_worldcover_pair(tmp_path / "wc")
+        bands = (1,)
+    with RasterPair(t1, t2, bands, bands, needed_bands=len(bands), categorical=categorical) as pair:
+        assert pair._vrt2 is not None  # T2 is warped in every case
+        _, ours, valid = pair.read(0, 0, pair.height, pair.width)
+        window = pair.window
+    with rasterio.open(t1) as ref, rasterio.open(t2) as src:
+        options = {"crs": ref.crs, "transform": ref.transform, "width": ref.width, "height": ref.height,
+                   "resampling": Resampling.nearest if categorical else Resampling.bilinear}
+        if src.nodata is None and all(rasterio.enums.MaskFlags.all_valid in f for f in src.mask_flag_enums[:1]):
+            options["add_alpha"] = True
+        with WarpedVRT(src, **options) as vrt:
+            rio_window = RioWindow(window.col_off, window.row_off, window.width, window.height)
+            theirs = vrt.read(bands, window=rio_window, out_dtype=None if categorical else "float32")
+            their_mask = vrt.dataset_mask(window=rio_window) > 0
+    with rasterio.open(t1) as ref:
+        mask1 = ref.dataset_mask(window=rio_window) > 0
+    np.testing.assert_array_equal(valid, mask1 & their_mask)
+    np.testing.assert_array_equal(ours[:, valid], theirs[:, valid])
+    assert valid.mean() > 0.5
