@@ -273,7 +273,7 @@ def test_engine_and_comparison_run_with_rasterio_unimportable_and_give_the_same_
         assert (tmp_path / "block" / relative).read_bytes() == (tmp_path / "plain" / relative).read_bytes(), relative
 
 
-@pytest.mark.parametrize("case", ["bilinear with nodata", "alpha band", "categorical"])
+@pytest.mark.parametrize("case", ["bilinear with nodata", "alpha band", "categorical", "south-up T1"])
 def test_the_warped_view_reads_what_rasterio_s_warped_vrt_reads(tmp_path: Path, case: str) -> None:
     """The GDAL warped VRT of T2 gives the pixels and the mask rasterio's WarpedVRT gave (the reference it replaced)."""
     rasterio = pytest.importorskip("rasterio")
@@ -288,8 +288,12 @@ def test_the_warped_view_reads_what_rasterio_s_warped_vrt_reads(tmp_path: Path, 
     t1, t2, _ = synthetic.write_pair(tmp_path / "in", palette, height=90, width=70, seed=6)
     bands = (1, 2, 3)
     categorical = case == "categorical"
-    if case == "bilinear with nodata":
+    if case in ("bilinear with nodata", "south-up T1"):
         t2 = synthetic.reproject_geotiff(t2, tmp_path / "t2_4326.tif", "EPSG:4326", resolution=0.000013, nodata=0)
+    if case == "south-up T1":  # rows run northwards: the view must take T1's grid as it is, not a north-up one
+        with rasterio.open(t1) as src:
+            t1 = synthetic.write_geotiff(tmp_path / "south.tif", src.read()[:, ::-1].copy(),
+                                         transform=Affine(1, 0, src.bounds.left, 0, 1, src.bounds.bottom))
     elif case == "alpha band":
         with rasterio.open(t2) as src:
             rgba = np.concatenate([src.read(), np.full((1, 90, 70), 255, np.uint8)])
