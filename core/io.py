@@ -45,9 +45,39 @@ READ_ERRORS = (RuntimeError, OSError)
 
 # --- GDAL ------------------------------------------------------------------------------
 
-#: GDAL before 3.7 has one process-wide exception switch: sessions in several threads share it.
+#: GDAL before 3.7 has one process-wide exception switch per module (gdal, osr, ogr): sessions in several
+#: threads share it. Per module: how many sessions are open, and whether exceptions were on before the first.
 _SESSIONS_LOCK = threading.Lock()
-_SESSIONS = {"open": 0, "was_on": False}
+_SESSIONS: dict[str, list[Any]] = {}
+
+
+@contextmanager
+def _exceptions_on(module: Any) -> Iterator[None]:
+    """Exceptions on for one of GDAL's modules (``gdal``, ``osr``, ``ogr``: each has its own switch).
+
+    GDAL 3.7 and later switch them for this thread alone; before 3.7 the switch is
+    process-wide, so it stays on while any thread is inside (the engine reads tiles in
+    one thread while it writes products in another) and is switched back off by the
+    last one out, if it was off before the first came in.
+    """
+    manager = getattr(module, "ExceptionMgr", None)  # GDAL >= 3.7
+    if manager is not None:
+        with manager(useExceptions=True):
+            yield
+        return
+    with _SESSIONS_LOCK:
+        state = _SESSIONS.setdefault(module.__name__, [0, False])
+        if not state[0]:
+            state[1] = bool(module.GetUseExceptions())
+            module.UseExceptions()
+        state[0] += 1
+    try:
+        yield
+    finally:
+        with _SESSIONS_LOCK:
+            state[0] -= 1
+            if not state[0] and not state[1]:
+                module.DontUseExceptions()
 
 
 @contextmanager
@@ -56,33 +86,22 @@ def gdal_session() -> Iterator[Any]:
 
     PAM is forced on because the RAT and category names of a GeoTIFF can only live in
     the ``.aux.xml`` sidecar; the setting is thread-local so nothing else changes.
-    GDAL 3.7 and later switch exceptions on for this thread alone; before 3.7 the
-    switch is process-wide, so it stays on while any thread is inside a session (the
-    engine reads tiles in one thread while it writes products in another) and is
-    switched back off by the last one out, if it was off before the first came in.
+    Exceptions: see :func:`_exceptions_on`.
     """
     old_pam = gdal.GetThreadLocalConfigOption("GDAL_PAM_ENABLED", None)
     gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", "YES")
     try:
-        manager = getattr(gdal, "ExceptionMgr", None)  # GDAL >= 3.7
-        if manager is not None:
-            with manager(useExceptions=True):
-                yield gdal
-        else:
-            with _SESSIONS_LOCK:
-                if not _SESSIONS["open"]:
-                    _SESSIONS["was_on"] = bool(gdal.GetUseExceptions())
-                    gdal.UseExceptions()
-                _SESSIONS["open"] += 1
-            try:
-                yield gdal
-            finally:
-                with _SESSIONS_LOCK:
-                    _SESSIONS["open"] -= 1
-                    if not _SESSIONS["open"] and not _SESSIONS["was_on"]:
-                        gdal.DontUseExceptions()
+        with _exceptions_on(gdal):
+            yield gdal
     finally:
         gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", old_pam)
+
+
+@contextmanager
+def _spatial_session() -> Iterator[None]:
+    """:func:`gdal_session` with exceptions on for OSR (coordinate systems) and OGR (geometries) too."""
+    with gdal_session(), _exceptions_on(osr), _exceptions_on(ogr):
+        yield
 
 
 def _reason(error: BaseException) -> str:
@@ -173,7 +192,7 @@ class CRS:
     @classmethod
     def from_user_input(cls, text: str) -> CRS:
         """``EPSG:32633``, WKT or a PROJ string."""
-        with gdal_session():
+        with _spatial_session():
             srs = osr.SpatialReference()
             srs.SetFromUserInput(text)
             return cls(srs)
@@ -184,7 +203,7 @@ class CRS:
         return self._srs.Clone()
 
     def to_wkt(self) -> str:
-        with gdal_session():
+        with _spatial_session():
             return self._srs.ExportToWkt()
 
     @property
@@ -198,7 +217,7 @@ class CRS:
 
     def authority(self) -> tuple[str, str] | None:
         """``("EPSG", "32633")`` when the CRS is, or is found to be, one of an authority's; else None."""
-        with gdal_session():
+        with _spatial_session():
             name, code = self._srs.GetAuthorityName(None), self._srs.GetAuthorityCode(None)
             if name and code:
                 return name, code
@@ -227,7 +246,7 @@ class CRS:
         mine, theirs = self.authority(), other.authority()
         if mine is not None and mine == theirs:
             return True
-        with gdal_session():
+        with _spatial_session():
             return bool(self._srs.IsSame(other._srs))
 
     __hash__ = None  # type: ignore[assignment]  # mutable underneath, like rasterio's
@@ -596,7 +615,8 @@ class RasterPair:
                 raise unreadable(self._src2.name, error) from error
             if not self.categorical:
                 valid &= np.isfinite(img1).all(axis=0) & np.isfinite(img2).all(axis=0)
-            if self._mask is not None:
+        if self._mask is not None:
+            with _spatial_session():
                 valid &= self._inside_mask(win)
         if not valid.all():
             invalid = ~valid
@@ -799,14 +819,14 @@ def _bounds(transform: GeoTransform, width: int, height: int) -> tuple[float, fl
 
 def _transform_bounds(source: CRS, target: CRS, bounds: Sequence[float]) -> tuple[float, float, float, float]:
     """``bounds`` (left, bottom, right, top) in ``source`` as bounds in ``target``, densified along the edges."""
-    with gdal_session():
+    with _spatial_session():
         transformation = osr.CoordinateTransformation(source.srs, target.srs)
         return tuple(transformation.TransformBounds(*bounds, 21))
 
 
 def _mask_layer(geometries: Sequence[dict[str, Any]], crs: CRS) -> Any:
     """The mask polygons (GeoJSON-like mappings, in T1's CRS) as an in-memory OGR layer, for burning."""
-    with gdal_session():
+    with _spatial_session():
         driver = ogr.GetDriverByName("Memory") or ogr.GetDriverByName("MEM")
         store = driver.CreateDataSource("mask")
         layer = store.CreateLayer("mask", srs=crs.srs, geom_type=ogr.wkbUnknown)
@@ -1039,6 +1059,7 @@ class RasterWriter:
                 self._dst.SetMetadataItem(PRODUCT_TAG, "semantic change detection")  # marks the file as ours
         except RuntimeError as error:
             self._dst = None
+            discard(path)  # a file GDAL created before the error is no output
             raise InputError(f"cannot create {path} ({_reason(error)}); check the folder and free disk space"
                              ) from error
         self._pending: list[np.ndarray] = []

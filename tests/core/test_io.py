@@ -55,6 +55,13 @@ def test_writer_refuses_rows_out_of_order_and_reports_missing_rows(tmp_path) -> 
         writer.close()
 
 
+def test_a_writer_that_cannot_be_set_up_leaves_no_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"cannot create .*x\.tif"):
+        RasterWriter(tmp_path / "x.tif", width=8, height=8, dtype="uint8", nodata=255, crs="no such CRS",
+                     transform=Affine(1, 0, 500000, 0, -1, 0))
+    assert not list(tmp_path.iterdir())
+
+
 # --- signed 8-bit rasters -------------------------------------------------------------------
 
 def _write_signed(path: Path, data: np.ndarray, *, signed_bytes: bool, origin: tuple[float, float],
