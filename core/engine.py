@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from . import encode, memory
+from .area import check_extent, check_mask, grid_bounds
 from .backends import BackendRace, InferenceBackend, select_backend
 from .backends.backend import Forward, engine_forward
 from .backends.check import CHECK_TILES, Labeller, check_int8
@@ -83,9 +84,11 @@ class RunOptions:
         min_patch_pixels: Minimum mapping unit: connected change patches smaller than
             this many pixels become "no change" in every output (0 keeps all).
         extent: Process only this part of the scene: ``(left, bottom, right, top)`` in
-            T1's CRS; the outputs cover it (within the area both dates cover).
+            T1's CRS; the outputs cover it (within the area both dates cover). NaN, an
+            inverted or an empty extent is refused (:mod:`.area`).
         mask: Polygons (GeoJSON-like geometry dicts) in T1's CRS; pixels outside all of
-            them are nodata in every output. An empty sequence masks everything.
+            them are nodata in every output. A mask that holds no polygon, holds other
+            geometries or lies outside the processing area is refused (:mod:`.area`).
         overwrite: Replace existing files at the output paths even when this tool did
             not write them. Without it only its own earlier outputs are replaced; an
             output that is an input, the model or another output is refused either way.
@@ -208,8 +211,10 @@ def run_change_detection(
                          tile_size=tile_size, overlap=overlap, batch_size=options.batch_size)
     bands_t1 = tuple(options.bands_t1 or card.bands_t1)
     bands_t2 = tuple(options.bands_t2 or card.bands_t2)
+    extent, mask = check_extent(options.extent), check_mask(options.mask)
     with RasterPair(path_t1, path_t2, bands_t1, bands_t2, needed_bands=len(card.bands_t1),
-                    extent=options.extent, mask=options.mask) as pair:
+                    extent=extent, mask=mask) as pair:
+        check_mask(mask, grid_bounds(pair.transform, pair.width, pair.height), crs=f"T1's CRS ({pair.crs})")
         grid = TileGrid(pair.height, pair.width, tile_size, overlap)
         summary.width, summary.height = pair.width, pair.height
         summary.tiles_total = len(grid)

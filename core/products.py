@@ -328,6 +328,10 @@ class ProductsStage:
         """Close the rasters, sieve, add legends, write the matrix and polygons, then move everything into place."""
         for writer in self.writers.values():
             writer.close()
+        if not self.result.valid_pixels:  # a map of nodata only is not a result
+            raise InputError("no pixel of the processing area holds data in both dates (nodata, masked or NaN "
+                             "everywhere), so nothing was written; check the mask, the extent and the nodata "
+                             "values of the inputs")
         if self.min_patch_pixels > 1:
             self._sieve()
         present = self._present_codes()
