@@ -17,7 +17,6 @@ different codes. See docs/compare-classifications.md.
 
 from __future__ import annotations
 
-import colorsys
 import csv
 import os
 import re
@@ -26,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .colors import generated_color  # noqa: F401 - the colour of a class without one, by index
 from .errors import InputError
 from .files import aux_path_for, qml_path_for
 
@@ -253,13 +253,3 @@ def _rat_legend(gdal: object, rat: object) -> tuple[dict[int, str], dict[int, RG
             if all(0 <= v <= 255 for v in rgb):
                 colors[code] = rgb  # type: ignore[assignment]
     return names, colors
-
-
-# --- generated colours -----------------------------------------------------------------------
-
-def generated_color(index: int) -> RGB:
-    """A distinct colour for the ``index``-th class without one (golden-angle hues, alternating lightness)."""
-    hue = (index * 0.618033988749895) % 1.0
-    lightness = 0.45 if index % 2 == 0 else 0.62
-    r, g, b = colorsys.hls_to_rgb(hue, lightness, 0.65)
-    return round(r * 255), round(g * 255), round(b * 255)

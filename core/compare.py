@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -36,14 +37,13 @@ import numpy as np
 
 from . import encode
 from .classtable import (
-    RGB,
     ClassInfo,
     MappingRule,
-    generated_color,
     read_class_table,
     read_mapping_table,
     read_raster_legend,
 )
+from .colors import distinct_colors
 from .errors import Cancelled, InputError
 from .io import RasterPair, check_bands, open_raster, outputs_folders, terminate_cleanly, writing_outputs
 from .matrix import TransitionRow
@@ -57,6 +57,12 @@ CHUNK_PIXELS = 1 << 22
 
 #: Codes a direct lookup table handles; wider codes go through a sorted search.
 _LOOKUP_LIMIT = 1 << 20
+
+#: Most classes a comparison takes. The from-to codes of up to 65535 classes fit uint32, but the
+#: counters and the transition matrix hold one cell per pair of classes: 4096 classes are 16.8
+#: million pairs (a 185 MB CSV, about 20 s and 1.5 GB on a 2-core machine). A map of more codes is
+#: rarely a land-cover map.
+MAX_CLASSES = 4096
 
 #: Share of the progress bar: the first pass, then the products (polygons take what is left).
 _FIRST_PASS_SHARE = 0.25
@@ -179,6 +185,9 @@ def compare_classifications(
         harmonise_t1 = _harmoniser(mapping, "t1")
         harmonise_t2 = _harmoniser(mapping, "t2")
         targets = np.union1d(harmonise_t1(codes_t1), harmonise_t2(codes_t2))
+        _check_class_count(len(targets), len(codes_t1), len(codes_t2))
+        if progress.is_cancelled():
+            raise Cancelled("cancelled by the user; no output was written")
         classes, unnamed = _classes(targets, mapping, legends_in)
         summary.classes, summary.codes, summary.unnamed_codes = classes, tuple(int(c) for c in targets), unnamed
         progress.info(f"{len(classes)} classes after harmonising ({len(codes_t1)} codes in T1, {len(codes_t2)} in "
@@ -218,6 +227,18 @@ def compare_classifications(
 
 
 # --- inputs ----------------------------------------------------------------------------------
+
+def _check_class_count(count: int, in_t1: int, in_t2: int) -> None:
+    """Refuse more classes than a comparison takes (:data:`MAX_CLASSES`), before any output is made."""
+    if count <= MAX_CLASSES:
+        return
+    raise InputError(
+        f"T1 and T2 hold {count:,} distinct class codes after harmonising ({in_t1:,} in T1, {in_t2:,} in T2); a "
+        f"comparison takes at most {MAX_CLASSES:,} classes, since its transition matrix holds a cell for each "
+        f"pair of classes ({count * count:,} pairs here). So many codes suggest a raster that is not a land-cover "
+        "map (an elevation model, a scaled index, an image band): check T1 and T2 and the band compared, or "
+        "merge codes into fewer classes with a mapping table")
+
 
 def _class_band(path: str | os.PathLike[str], band: int | None, label: str, progress: Progress) -> int:
     """The band of ``path`` that holds the class codes, checked: it exists and holds integers.
@@ -365,28 +386,24 @@ def _classes(targets: np.ndarray, mapping: list[MappingRule],
     produced = {r.target for r in mapping}
     mapped_names = {r.target: ClassInfo(r.name) for r in mapping if r.name}
     remapped = {date: set(_rules(mapping, date)) for date in ("t1", "t2")}
-    classes: list[LandCoverClass] = []
+    infos: list[ClassInfo] = []
     unnamed: list[int] = []
-    used_colors: set[RGB] = set()
-    for index, code in enumerate(int(c) for c in targets):
+    for code in (int(c) for c in targets):
         own = [legends.t1.get(code) if code not in remapped["t1"] else None,
                legends.t2.get(code) if code not in remapped["t2"] else None]
-        info = _merge(mapped_names.get(code), legends.tables.get(code), *own) if code in produced else _merge(*own)
-        name = info.name
-        if not name:
+        infos.append(_merge(mapped_names.get(code), legends.tables.get(code), *own) if code in produced
+                     else _merge(*own))
+        if not infos[-1].name:
             unnamed.append(code)
-            name = f"Class {code}"
-        color = info.color
-        step = index
-        while color is None or (info.color is None and color in used_colors):
-            color = generated_color(step)
-            step += 7
-        used_colors.add(color)
-        classes.append(LandCoverClass(name, color))
-    names = [c.name for c in classes]
-    for position, name in enumerate(names):
-        if names.count(name) > 1:  # two codes with one name: the labels must still tell them apart
-            classes[position] = LandCoverClass(f"{name} ({int(targets[position])})", classes[position].color)
+    # classes without a colour get colours no other class has, however many there are
+    generated = iter(distinct_colors(sum(info.color is None for info in infos),
+                                     taken={info.color for info in infos if info.color is not None}))
+    classes = [LandCoverClass(info.name or f"Class {code}", info.color or next(generated))
+               for code, info in zip((int(c) for c in targets), infos, strict=True)]
+    shared = {name for name, count in Counter(c.name for c in classes).items() if count > 1}
+    for position, old in enumerate(classes):
+        if old.name in shared:  # two codes with one name: the labels must still tell them apart
+            classes[position] = LandCoverClass(f"{old.name} ({int(targets[position])})", old.color)
     return tuple(classes), tuple(unnamed)
 
 

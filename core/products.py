@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import encode, matrix, pathguard, qml, rat
-from .errors import InputError
+from .errors import Cancelled, InputError
 from .io import RasterWriter, check_output_path, discard, publish, read_rows, temporary_path
 from .legend import SQUARE_METRES_PER_HECTARE, LegendEntry, binary_legend, class_legend, fromto_legend
 from .product_table import BY_NAME, COMPARE, RASTERS, SEMANTIC, code_product
@@ -334,6 +334,7 @@ class ProductsStage:
                              "values of the inputs")
         if self.min_patch_pixels > 1:
             self._sieve()
+        self._check_cancel()
         present = self._present_codes()
         warnings: list[str] = []
         for name, temporary in self.temporaries.items():
@@ -356,6 +357,7 @@ class ProductsStage:
             persistence = self.counts.persistence()
             if persistence is not None:
                 self.result.persistence_ha = (persistence.areas_m2[1:] / SQUARE_METRES_PER_HECTARE).tolist()
+        self._check_cancel()
         if self.csv is not None:
             assert self.counts.fromto is not None
             matrix.write_transition_matrix(self.csv, self.legends.classes, self.counts.fromto,
@@ -370,6 +372,11 @@ class ProductsStage:
             else:
                 discard(temporary)
         return self.result
+
+    def _check_cancel(self) -> None:
+        """Stop between the finishing steps when the user cancelled (each can take seconds on a large legend)."""
+        if self.progress.is_cancelled():
+            raise Cancelled("cancelled by the user; no output was written")
 
     def _present_codes(self) -> set[int]:
         reference = self.counts.fromto if self.legends.semantic else self.counts.mask
