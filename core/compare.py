@@ -47,7 +47,7 @@ from .colors import distinct_colors
 from .errors import Cancelled, InputError
 from .io import RasterPair, check_bands, open_raster, outputs_folders, terminate_cleanly, writing_outputs
 from .matrix import TransitionRow
-from .models.card import LandCoverClass
+from .models.card import LandCoverClass, check_class_name
 from .product_table import COMPARE
 from .products import Grid, Legends, OutputPaths, ProductsStage, check_outputs
 from .progress import Progress, ProgressSpan
@@ -395,6 +395,11 @@ def _classes(targets: np.ndarray, mapping: list[MappingRule],
                      else _merge(*own))
         if not infos[-1].name:
             unnamed.append(code)
+        else:  # tables were checked as they were read; a raster's legend or a layer's style is checked here
+            try:
+                check_class_name(infos[-1].name, f"code {code} in the legend of T1 or T2: the class")
+            except ValueError as error:
+                raise InputError(f"{error}; give a class table that names code {code}") from None
     # classes without a colour get colours no other class has, however many there are
     generated = iter(distinct_colors(sum(info.color is None for info in infos),
                                      taken={info.color for info in infos if info.color is not None}))

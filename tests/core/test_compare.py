@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ import rasterio
 from helpers import WORLDCOVER, aligned_t2, crosstab, matrix_block, write_map, write_worldcover_pair
 
 from core import compare as compare_module
+from core.classtable import ClassInfo
 from core.compare import CompareOptions, compare_classifications
 from core.errors import Cancelled, InputError
 from core.io import gdal_session
@@ -390,3 +393,29 @@ def test_a_cancel_while_the_products_are_finished_stops_and_leaves_nothing(tmp_p
         compare_classifications(*worldcover_pair, OutputPaths(fromto=out / "f.tif", transitions_csv=out / "m.csv"),
                                 progress=CancelOnceRowsAreDone())
     assert not list(out.iterdir())
+
+
+@pytest.mark.parametrize(("name", "shown"), [("Forest\x1b[31m", r"'\x1b'"), ("Water\x07", r"'\x07'"),
+                                             ("Crop\x9b31m", r"'\x9b'")], ids=["ansi-escape", "bell", "c1-csi"])
+def test_class_names_with_control_characters_are_refused_as_a_model_card_refuses_them(tmp_path: Path, name: str,
+                                                                                      shown: str) -> None:
+    # they reached report.html, report.csv, the legends and the log as they were
+    p1 = write_map(tmp_path / "a.tif", np.array([[1, 1, 2, 2]] * 2, dtype=np.uint8))
+    p2 = write_map(tmp_path / "b.tif", np.array([[1, 2, 2, 2]] * 2, dtype=np.uint8))
+    outputs = OutputPaths(fromto=tmp_path / "f.tif", transitions_csv=tmp_path / "m.csv")
+    table = tmp_path / "classes.csv"
+    with table.open("w", encoding="utf-8", newline="") as stream:
+        csv.writer(stream).writerows([["code", "name", "colour"], [1, name, "#00ff00"], [2, "Built", "#ff0000"]])
+    with pytest.raises(InputError, match=rf"class table .*classes.csv, line 2: the class name .* holds a control "
+                                         rf"character \({re.escape(shown)}\); remove it"):
+        compare_classifications(p1, p2, outputs, CompareOptions(class_table=table))
+    mapping = tmp_path / "mapping.csv"
+    with mapping.open("w", encoding="utf-8", newline="") as stream:
+        csv.writer(stream).writerows([[1, 1, name], [2, 2, "Built"]])
+    with pytest.raises(InputError, match=r"mapping table .*mapping.csv, line 1: the class name .* control character"):
+        compare_classifications(p1, p2, outputs, CompareOptions(mapping=mapping))
+    # a raster's own legend (or a layer's style) is held to the same rule
+    with pytest.raises(InputError, match=r"code 1 in the legend of T1 or T2: the class name .* control character .* "
+                                         r"give a class table that names code 1"):
+        compare_classifications(p1, p2, outputs, CompareOptions(legend_t1={1: ClassInfo(name)}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "b.tif", "classes.csv", "mapping.csv"]
