@@ -45,6 +45,7 @@ from .classtable import (
 )
 from .colors import distinct_colors
 from .errors import Cancelled, InputError
+from .files import Publication
 from .io import RasterPair, check_bands, open_raster, outputs_folders, terminate_cleanly, writing_outputs
 from .matrix import TransitionRow
 from .models.card import LandCoverClass, check_class_name
@@ -141,6 +142,7 @@ def compare_classifications(
     *,
     band_t1: int | None = None,
     band_t2: int | None = None,
+    publication: Publication | None = None,
 ) -> CompareSummary:
     """Compare two land-cover maps of one area and write the requested products.
 
@@ -154,6 +156,9 @@ def compare_classifications(
         band_t1, band_t2: The band (1-based) holding each date's class codes. None
             reads band 1 and, when the raster has more bands, logs a warning saying
             which band is compared and how to choose another.
+        publication: Stage the products here and leave the commit to the caller (who
+            adds its report), as :func:`~.engine.run_change_detection` does. None: they
+            are published when the comparison ends.
 
     Returns:
         A summary with the classes compared and the paths written.
@@ -205,14 +210,18 @@ def compare_classifications(
             min_patch_pixels=options.min_patch_pixels,
             progress=ProgressSpan(progress, _FIRST_PASS_SHARE + share, 1.0 - _FIRST_PASS_SHARE - share))
         rows_progress = ProgressSpan(progress, _FIRST_PASS_SHARE, share)
+        staged = publication or Publication()
         try:
             with writing_outputs(outputs_folders(requested)), terminate_cleanly(stage.discard):
                 for start, raw1, raw2, valid in _bands(pair, rows, rows_progress):
                     c1, c2 = lookup_t1(raw1, valid), lookup_t2(raw2, valid)
                     stage.write_rows(start, valid, c1 != c2, c1=c1, c2=c2)
-                result = stage.finish()
+                result = stage.finish(staged)
+                if publication is None:
+                    staged.commit()
         except BaseException:
             stage.discard()
+            staged.discard()
             raise
     summary.outputs.update(result.outputs)
     summary.transitions = result.transitions

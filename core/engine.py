@@ -45,6 +45,7 @@ from .backends.runtimes import runtime_available
 from .backends.select import AUTO_MEASURE_BATCHES, int8_model_path
 from .devices import cpu_has_fast_int8, select_device, select_precision
 from .errors import Cancelled, ChangeDetectionError, InputError
+from .files import Publication
 from .io import RasterPair, outputs_folders, terminate_cleanly, writing_outputs
 from .matrix import TransitionRow
 from .models.base import CHANGE_PROB, CHANGE_THRESHOLD, SEM_LOGITS_T1, SEM_LOGITS_T2
@@ -171,6 +172,8 @@ def run_change_detection(
     outputs: OutputPaths,
     options: RunOptions | None = None,
     progress: Progress | None = None,
+    *,
+    publication: Publication | None = None,
 ) -> RunSummary:
     """Detect change between two dates of one area and write the requested products.
 
@@ -181,6 +184,9 @@ def run_change_detection(
         outputs: The products to write.
         options: Run options; defaults come from the model card.
         progress: Progress, log and cancel hooks.
+        publication: Stage the products here and leave the commit to the caller, who adds
+            files of its own (the plugin's report) so that all appear together or none
+            (:class:`~.files.Publication`). None: they are published when the run ends.
 
     Returns:
         A summary of the run, including the paths written.
@@ -262,6 +268,7 @@ def run_change_detection(
             min_patch_pixels=options.min_patch_pixels, progress=ProgressSpan(progress, share, 1.0 - share))
         run = _Inference(pair, grid, card, heads, scalings, backend, device_choice.device, options,
                          ProgressSpan(progress, 0.0, share), summary, stage)
+        staged = publication or Publication()
         try:
             with writing_outputs(outputs_folders(requested)), terminate_cleanly(stage.discard):
                 run.execute()
@@ -269,10 +276,13 @@ def run_change_detection(
                     _describe_backend(summary, backend, precision_reason)
                     progress.info(f"backend: {summary.backend}; precision: {summary.precision}")
                 finishing = time.perf_counter()
-                _record(summary, stage.finish())
+                _record(summary, stage.finish(staged))
+                if publication is None:
+                    staged.commit()
                 summary.timings["finish"] = time.perf_counter() - finishing
         except BaseException:
             stage.discard()
+            staged.discard()
             raise
     summary.elapsed_seconds = time.perf_counter() - started
     progress.info(f"done: {summary.tiles_run} tiles run, {summary.tiles_skipped} skipped (no valid pixel), "

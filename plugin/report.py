@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..core.files import atomic_write_text
+from ..core.files import Publication, atomic_write_text, staged_name
 from ..core.matrix import TransitionRow
 
 #: How to read a network's numbers.
@@ -134,6 +134,13 @@ def render_report(
 def write_report(path: str | os.PathLike[str], page: str) -> Path:
     """Write the page so that it appears under its name only when complete."""
     return atomic_write_text(path, page)
+
+
+def stage_report(publication: Publication, path: str | os.PathLike[str], page: str) -> None:
+    """Write the page under a hidden name, to appear at ``path`` with the run's other files when it commits."""
+    temporary = staged_name(path)
+    write_report(temporary, page)
+    publication.stage(temporary, path)
 
 
 def _e(value: object) -> str:
