@@ -39,7 +39,8 @@ from . import encode, memory
 from .area import check_extent, check_mask, grid_bounds
 from .backends import BackendRace, InferenceBackend, select_backend
 from .backends.backend import Forward, engine_forward
-from .backends.check import CHECK_TILES, Labeller, check_int8
+from .backends.cache import BackendCacheError
+from .backends.check import CHECK_TILES, GraphMismatch, Labeller, check_int8
 from .backends.check import record_path as check_record
 from .backends.runtimes import runtime_available
 from .backends.select import AUTO_MEASURE_BATCHES, int8_model_path
@@ -252,7 +253,8 @@ def run_change_detection(
             network, card, requested=options.backend, device=device_choice.device, model_size=grid.model_size,
             batch_size=options.batch_size, int8=int8, autocast_dtype=autocast_dtype,
             precision_named=(options.precision or "auto").lower() != "auto",
-            calibration=calibration, cache_dir=options.backend_cache_dir, expected_batches=batches)
+            calibration=calibration, cache_dir=options.backend_cache_dir, expected_batches=batches,
+            warn=_warning(progress))
         _describe_backend(summary, backend, precision_reason)
         progress.info(f"backend: {summary.backend}; precision: {summary.precision}")
         # a runtime session (or a race of them) holds weights and activations of its own
@@ -266,13 +268,22 @@ def run_change_detection(
             Grid(pair.width, pair.height, pair.crs, pair.transform, pair.pixel_area_m2),
             Legends(card.task, tuple(card.classes), card.change_color), requested,
             min_patch_pixels=options.min_patch_pixels, progress=ProgressSpan(progress, share, 1.0 - share))
+
+        def pytorch_instead() -> InferenceBackend:
+            """The backend a run falls back to when its graph fails the proof on the first batch."""
+            fallback = select_backend(network, card, requested="torch", model_size=grid.model_size,
+                                      batch_size=options.batch_size, autocast_dtype=autocast_dtype)
+            assert isinstance(fallback, InferenceBackend)
+            _describe_backend(summary, fallback, precision_reason)
+            return fallback
+
         run = _Inference(pair, grid, card, heads, scalings, backend, device_choice.device, options,
-                         ProgressSpan(progress, 0.0, share), summary, stage)
+                         ProgressSpan(progress, 0.0, share), summary, stage, pytorch_instead)
         staged = publication or Publication()
         try:
             with writing_outputs(outputs_folders(requested)), terminate_cleanly(stage.discard):
                 run.execute()
-                if isinstance(backend, BackendRace):  # it decided during the run
+                if isinstance(backend, BackendRace) and not run.fell_back:  # it decided during the run
                     _describe_backend(summary, backend, precision_reason)
                     progress.info(f"backend: {summary.backend}; precision: {summary.precision}")
                 finishing = time.perf_counter()
@@ -313,6 +324,11 @@ def _check_outputs(outputs: OutputPaths, card: ModelCard, inputs: dict[str, Any]
                 f"use {describe_task('semantic')} or ask for the change mask/probability")
 
     return check_outputs(outputs.requested(), card.task, refusal, inputs=inputs, model=model, overwrite=overwrite)
+
+
+def _warning(progress: Progress) -> Callable[[str], None]:
+    """A warning line in the run's log."""
+    return lambda message: progress.info(f"warning: {message}")
 
 
 def _describe_backend(summary: RunSummary, backend: InferenceBackend | BackendRace, precision_reason: str) -> None:
@@ -447,10 +463,13 @@ class _Inference:
     def __init__(self, pair: RasterPair, grid: TileGrid, card: ModelCard, heads: _Heads,
                  scalings: tuple[BandScaling, BandScaling], network: InferenceBackend | BackendRace,
                  device: torch.device, options: RunOptions, progress: Progress, summary: RunSummary,
-                 stage: ProductsStage) -> None:
+                 stage: ProductsStage, pytorch_instead: Callable[[], InferenceBackend] | None = None) -> None:
         self.pair, self.grid, self.card, self.heads = pair, grid, card, heads
         self.scalings = scalings
         self.forward, self.device = engine_forward(network, device), device
+        self.pytorch_instead = pytorch_instead
+        #: The run's graph failed its proof and PyTorch took over.
+        self.fell_back = False
         self.options, self.progress, self.summary = options, progress, summary
         self.stage = stage
         self.accumulator: RowBandAccumulator | None = None
@@ -580,7 +599,15 @@ class _Inference:
         valid = torch.from_numpy(batch.valid).to(**to_device)
         started = time.perf_counter()
         with torch.inference_mode():
-            outputs = self.forward(x1, x2)  # in the backend's own layout and autocast
+            try:
+                outputs = self.forward(x1, x2)  # in the backend's own layout and autocast
+            except GraphMismatch as error:  # a graph that is not this model's: never use a pixel of it
+                if self.pytorch_instead is None:
+                    raise
+                self.progress.info(f"warning: {error}; running on PyTorch")
+                self.forward = engine_forward(self.pytorch_instead(), self.device)
+                self.fell_back = True
+                outputs = self.forward(x1, x2)
             stacked = self.heads.stack(outputs, valid)
         result = stacked.float().cpu().numpy()
         elapsed = time.perf_counter() - started
@@ -693,7 +720,7 @@ def _int8_keeps_labels(network: nn.Module, card: ModelCard, heads: _Heads, pair:
     def quantised() -> Forward:
         backend = select_backend(network, card, requested="onnxruntime", int8=True, model_size=grid.model_size,
                                  batch_size=options.batch_size, calibration=calibration,
-                                 cache_dir=options.backend_cache_dir)
+                                 cache_dir=options.backend_cache_dir, warn=_warning(progress))
         assert isinstance(backend, InferenceBackend)
         return backend.forward
 
@@ -702,8 +729,13 @@ def _int8_keeps_labels(network: nn.Module, card: ModelCard, heads: _Heads, pair:
     tiles = _sample_tiles(pair, grid, scalings, CHECK_TILES, between=True)
     model = int8_model_path(network, card, model_size=grid.model_size, calibration=calibration(),
                             cache_dir=options.backend_cache_dir)
-    result = check_int8(quantised, fp32, _labeller(heads), tiles, batch_size=options.batch_size,
-                        record=check_record(model), model=model)
+    try:
+        result = check_int8(quantised, fp32, _labeller(heads), tiles, batch_size=options.batch_size,
+                            record=check_record(model), model=model)
+    except (BackendCacheError, GraphMismatch) as error:  # no usable int8 graph: the run goes on without int8
+        summary.int8_check = f"int8 not used ({error})"
+        progress.info(f"warning: {summary.int8_check}")
+        return False
     summary.int8_check = result.describe()
     if result.passed:
         progress.info(summary.int8_check)
