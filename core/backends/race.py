@@ -17,7 +17,6 @@ CPU skip the race.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import math
 import time
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
+from ..memory import release_freed_memory
 from . import measure
 from .backend import Forward, InferenceBackend, engine_forward
 from .cache import BackendCacheError
@@ -185,7 +185,7 @@ class BackendRace:
     def _release(self, name: str) -> None:
         """Free a challenger's session once its turns are over: one runtime session at a time."""
         self._live.pop(name, None)
-        gc.collect()
+        release_freed_memory()  # before the next challenger's session allocates its own
 
     def _decide(self) -> None:
         seconds = {name: min(values) if values else math.inf for name, values in self._seconds.items()}
