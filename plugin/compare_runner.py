@@ -86,9 +86,18 @@ def _facts(request: RunRequest, summary: CompareSummary) -> list[tuple[str, str]
     return [
         ("Earlier map (T1)", f"{request.t1_name} ({request.t1}), band {summary.bands[0]}"),
         ("Later map (T2)", f"{request.t2_name} ({request.t2}), band {summary.bands[1]}"),
-        ("Classes compared", ", ".join(f"{code} {c.name}" for code, c in zip(summary.codes, summary.classes,
-                                                                            strict=True))),
+        ("Classes compared", _listed([f"{code} {c.name}" for code, c in zip(summary.codes, summary.classes,
+                                                                          strict=True)])),
         ("Comparison area", f"{summary.width} x {summary.height} pixels"),
         ("Time", f"{summary.elapsed_seconds:.1f} s"),
         ("Date", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),
     ]
+
+
+#: Classes named in the report's facts; a comparison of thousands of codes lists the first ones and a count.
+MAX_LISTED_CLASSES = 60
+
+
+def _listed(items: list[str]) -> str:
+    shown = ", ".join(items[:MAX_LISTED_CLASSES])
+    return shown if len(items) <= MAX_LISTED_CLASSES else f"{shown} and {len(items) - MAX_LISTED_CLASSES:,} more"
