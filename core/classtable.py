@@ -17,7 +17,6 @@ different codes. See docs/compare-classifications.md.
 
 from __future__ import annotations
 
-import colorsys
 import csv
 import os
 import re
@@ -26,8 +25,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .colors import generated_color  # noqa: F401 - the colour of a class without one, by index
 from .errors import InputError
 from .files import aux_path_for, qml_path_for
+from .models.card import check_class_name
 
 RGB = tuple[int, int, int]
 
@@ -100,6 +101,14 @@ def _is_int(text: str) -> bool:
     return bool(re.fullmatch(r"[+-]?\d+", text.strip()))
 
 
+def _checked_name(name: str, where: str) -> str:
+    """A class name from a table, refused as a model card's would be (:func:`~.models.card.check_class_name`)."""
+    try:
+        return check_class_name(name, f"{where}: the class")
+    except ValueError as error:
+        raise InputError(f"{error}; remove it from the table") from None
+
+
 def read_class_table(path: str | os.PathLike[str]) -> dict[int, ClassInfo]:
     """A class table: one row per code, ``code,name,colour`` (colour optional; ``r,g,b`` columns also work).
 
@@ -121,7 +130,7 @@ def read_class_table(path: str | os.PathLike[str]) -> dict[int, ClassInfo]:
         code = int(cells[0])
         if code in table:
             raise InputError(f"{where}: code {code} is listed twice")
-        table[code] = ClassInfo(cells[1] if len(cells) > 1 and cells[1] else None, color)
+        table[code] = ClassInfo(_checked_name(cells[1], where) if len(cells) > 1 and cells[1] else None, color)
     if not table:
         raise InputError(f"class table {path} has no rows; write one row per class: code,name,colour")
     return table
@@ -147,7 +156,8 @@ def read_mapping_table(path: str | os.PathLike[str]) -> list[MappingRule]:
             if key in seen:
                 raise InputError(f"{where}: code {code} is mapped twice")
             seen.add(key)
-        rows.append(MappingRule(code, int(cells[1]), cells[2] if len(cells) > 2 and cells[2] else None, date))
+        name = _checked_name(cells[2], where) if len(cells) > 2 and cells[2] else None
+        rows.append(MappingRule(code, int(cells[1]), name, date))
     if not rows:
         raise InputError(f"mapping table {path} has no rows; write one row per code: code,target code")
     return rows
@@ -253,13 +263,3 @@ def _rat_legend(gdal: object, rat: object) -> tuple[dict[int, str], dict[int, RG
             if all(0 <= v <= 255 for v in rgb):
                 colors[code] = rgb  # type: ignore[assignment]
     return names, colors
-
-
-# --- generated colours -----------------------------------------------------------------------
-
-def generated_color(index: int) -> RGB:
-    """A distinct colour for the ``index``-th class without one (golden-angle hues, alternating lightness)."""
-    hue = (index * 0.618033988749895) % 1.0
-    lightness = 0.45 if index % 2 == 0 else 0.62
-    r, g, b = colorsys.hls_to_rgb(hue, lightness, 0.65)
-    return round(r * 255), round(g * 255), round(b * 255)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -36,18 +37,18 @@ import numpy as np
 
 from . import encode
 from .classtable import (
-    RGB,
     ClassInfo,
     MappingRule,
-    generated_color,
     read_class_table,
     read_mapping_table,
     read_raster_legend,
 )
+from .colors import distinct_colors
 from .errors import Cancelled, InputError
+from .files import Publication
 from .io import RasterPair, check_bands, open_raster, outputs_folders, terminate_cleanly, writing_outputs
 from .matrix import TransitionRow
-from .models.card import LandCoverClass
+from .models.card import LandCoverClass, check_class_name
 from .product_table import COMPARE
 from .products import Grid, Legends, OutputPaths, ProductsStage, check_outputs
 from .progress import Progress, ProgressSpan
@@ -57,6 +58,12 @@ CHUNK_PIXELS = 1 << 22
 
 #: Codes a direct lookup table handles; wider codes go through a sorted search.
 _LOOKUP_LIMIT = 1 << 20
+
+#: Most classes a comparison takes. The from-to codes of up to 65535 classes fit uint32, but the
+#: counters and the transition matrix hold one cell per pair of classes: 4096 classes are 16.8
+#: million pairs (a 185 MB CSV, about 20 s and 1.5 GB on a 2-core machine). A map of more codes is
+#: rarely a land-cover map.
+MAX_CLASSES = 4096
 
 #: Share of the progress bar: the first pass, then the products (polygons take what is left).
 _FIRST_PASS_SHARE = 0.25
@@ -135,6 +142,7 @@ def compare_classifications(
     *,
     band_t1: int | None = None,
     band_t2: int | None = None,
+    publication: Publication | None = None,
 ) -> CompareSummary:
     """Compare two land-cover maps of one area and write the requested products.
 
@@ -148,6 +156,9 @@ def compare_classifications(
         band_t1, band_t2: The band (1-based) holding each date's class codes. None
             reads band 1 and, when the raster has more bands, logs a warning saying
             which band is compared and how to choose another.
+        publication: Stage the products here and leave the commit to the caller (who
+            adds its report), as :func:`~.engine.run_change_detection` does. None: they
+            are published when the comparison ends.
 
     Returns:
         A summary with the classes compared and the paths written.
@@ -179,6 +190,9 @@ def compare_classifications(
         harmonise_t1 = _harmoniser(mapping, "t1")
         harmonise_t2 = _harmoniser(mapping, "t2")
         targets = np.union1d(harmonise_t1(codes_t1), harmonise_t2(codes_t2))
+        _check_class_count(len(targets), len(codes_t1), len(codes_t2))
+        if progress.is_cancelled():
+            raise Cancelled("cancelled by the user; no output was written")
         classes, unnamed = _classes(targets, mapping, legends_in)
         summary.classes, summary.codes, summary.unnamed_codes = classes, tuple(int(c) for c in targets), unnamed
         progress.info(f"{len(classes)} classes after harmonising ({len(codes_t1)} codes in T1, {len(codes_t2)} in "
@@ -196,14 +210,18 @@ def compare_classifications(
             min_patch_pixels=options.min_patch_pixels,
             progress=ProgressSpan(progress, _FIRST_PASS_SHARE + share, 1.0 - _FIRST_PASS_SHARE - share))
         rows_progress = ProgressSpan(progress, _FIRST_PASS_SHARE, share)
+        staged = publication or Publication()
         try:
             with writing_outputs(outputs_folders(requested)), terminate_cleanly(stage.discard):
                 for start, raw1, raw2, valid in _bands(pair, rows, rows_progress):
                     c1, c2 = lookup_t1(raw1, valid), lookup_t2(raw2, valid)
                     stage.write_rows(start, valid, c1 != c2, c1=c1, c2=c2)
-                result = stage.finish()
+                result = stage.finish(staged)
+                if publication is None:
+                    staged.commit()
         except BaseException:
             stage.discard()
+            staged.discard()
             raise
     summary.outputs.update(result.outputs)
     summary.transitions = result.transitions
@@ -218,6 +236,18 @@ def compare_classifications(
 
 
 # --- inputs ----------------------------------------------------------------------------------
+
+def _check_class_count(count: int, in_t1: int, in_t2: int) -> None:
+    """Refuse more classes than a comparison takes (:data:`MAX_CLASSES`), before any output is made."""
+    if count <= MAX_CLASSES:
+        return
+    raise InputError(
+        f"T1 and T2 hold {count:,} distinct class codes after harmonising ({in_t1:,} in T1, {in_t2:,} in T2); a "
+        f"comparison takes at most {MAX_CLASSES:,} classes, since its transition matrix holds a cell for each "
+        f"pair of classes ({count * count:,} pairs here). So many codes suggest a raster that is not a land-cover "
+        "map (an elevation model, a scaled index, an image band): check T1 and T2 and the band compared, or "
+        "merge codes into fewer classes with a mapping table")
+
 
 def _class_band(path: str | os.PathLike[str], band: int | None, label: str, progress: Progress) -> int:
     """The band of ``path`` that holds the class codes, checked: it exists and holds integers.
@@ -365,28 +395,29 @@ def _classes(targets: np.ndarray, mapping: list[MappingRule],
     produced = {r.target for r in mapping}
     mapped_names = {r.target: ClassInfo(r.name) for r in mapping if r.name}
     remapped = {date: set(_rules(mapping, date)) for date in ("t1", "t2")}
-    classes: list[LandCoverClass] = []
+    infos: list[ClassInfo] = []
     unnamed: list[int] = []
-    used_colors: set[RGB] = set()
-    for index, code in enumerate(int(c) for c in targets):
+    for code in (int(c) for c in targets):
         own = [legends.t1.get(code) if code not in remapped["t1"] else None,
                legends.t2.get(code) if code not in remapped["t2"] else None]
-        info = _merge(mapped_names.get(code), legends.tables.get(code), *own) if code in produced else _merge(*own)
-        name = info.name
-        if not name:
+        infos.append(_merge(mapped_names.get(code), legends.tables.get(code), *own) if code in produced
+                     else _merge(*own))
+        if not infos[-1].name:
             unnamed.append(code)
-            name = f"Class {code}"
-        color = info.color
-        step = index
-        while color is None or (info.color is None and color in used_colors):
-            color = generated_color(step)
-            step += 7
-        used_colors.add(color)
-        classes.append(LandCoverClass(name, color))
-    names = [c.name for c in classes]
-    for position, name in enumerate(names):
-        if names.count(name) > 1:  # two codes with one name: the labels must still tell them apart
-            classes[position] = LandCoverClass(f"{name} ({int(targets[position])})", classes[position].color)
+        else:  # tables were checked as they were read; a raster's legend or a layer's style is checked here
+            try:
+                check_class_name(infos[-1].name, f"code {code} in the legend of T1 or T2: the class")
+            except ValueError as error:
+                raise InputError(f"{error}; give a class table that names code {code}") from None
+    # classes without a colour get colours no other class has, however many there are
+    generated = iter(distinct_colors(sum(info.color is None for info in infos),
+                                     taken={info.color for info in infos if info.color is not None}))
+    classes = [LandCoverClass(info.name or f"Class {code}", info.color or next(generated))
+               for code, info in zip((int(c) for c in targets), infos, strict=True)]
+    shared = {name for name, count in Counter(c.name for c in classes).items() if count > 1}
+    for position, old in enumerate(classes):
+        if old.name in shared:  # two codes with one name: the labels must still tell them apart
+            classes[position] = LandCoverClass(f"{old.name} ({int(targets[position])})", old.color)
     return tuple(classes), tuple(unnamed)
 
 

@@ -367,8 +367,14 @@ class CodeCounter:
         return float(self._areas[value])
 
     def stats(self) -> dict[int, tuple[int, float]]:
-        """``value -> (pixel count, area in m²)`` for every value, the form legend writers take."""
-        return {v: (int(c), float(a)) for v, (c, a) in enumerate(zip(self._counts, self._areas, strict=True))}
+        """``value -> (pixel count, area in m²)`` for every value that has pixels, the form legend writers take.
+
+        Values without pixels are left out (a comparison of thousands of classes has
+        millions of codes, few of them present); a writer takes them as ``(0, 0.0)``.
+        """
+        present = np.flatnonzero(self._counts)
+        return dict(zip(present.tolist(), zip(self._counts[present].tolist(), self._areas[present].tolist(),
+                                              strict=True), strict=True))
 
 
 class TransitionCounter(CodeCounter):

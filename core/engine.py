@@ -36,14 +36,17 @@ import torch
 from torch import nn
 
 from . import encode, memory
+from .area import check_extent, check_mask, grid_bounds
 from .backends import BackendRace, InferenceBackend, select_backend
 from .backends.backend import Forward, engine_forward
-from .backends.check import CHECK_TILES, Labeller, check_int8
+from .backends.cache import BackendCacheError
+from .backends.check import CHECK_TILES, GraphMismatch, Labeller, check_int8
 from .backends.check import record_path as check_record
 from .backends.runtimes import runtime_available
 from .backends.select import AUTO_MEASURE_BATCHES, int8_model_path
 from .devices import cpu_has_fast_int8, select_device, select_precision
 from .errors import Cancelled, ChangeDetectionError, InputError
+from .files import Publication
 from .io import RasterPair, outputs_folders, terminate_cleanly, writing_outputs
 from .matrix import TransitionRow
 from .models.base import CHANGE_PROB, CHANGE_THRESHOLD, SEM_LOGITS_T1, SEM_LOGITS_T2
@@ -83,9 +86,11 @@ class RunOptions:
         min_patch_pixels: Minimum mapping unit: connected change patches smaller than
             this many pixels become "no change" in every output (0 keeps all).
         extent: Process only this part of the scene: ``(left, bottom, right, top)`` in
-            T1's CRS; the outputs cover it (within the area both dates cover).
+            T1's CRS; the outputs cover it (within the area both dates cover). NaN, an
+            inverted or an empty extent is refused (:mod:`.area`).
         mask: Polygons (GeoJSON-like geometry dicts) in T1's CRS; pixels outside all of
-            them are nodata in every output. An empty sequence masks everything.
+            them are nodata in every output. A mask that holds no polygon, holds other
+            geometries or lies outside the processing area is refused (:mod:`.area`).
         overwrite: Replace existing files at the output paths even when this tool did
             not write them. Without it only its own earlier outputs are replaced; an
             output that is an input, the model or another output is refused either way.
@@ -168,6 +173,8 @@ def run_change_detection(
     outputs: OutputPaths,
     options: RunOptions | None = None,
     progress: Progress | None = None,
+    *,
+    publication: Publication | None = None,
 ) -> RunSummary:
     """Detect change between two dates of one area and write the requested products.
 
@@ -178,6 +185,9 @@ def run_change_detection(
         outputs: The products to write.
         options: Run options; defaults come from the model card.
         progress: Progress, log and cancel hooks.
+        publication: Stage the products here and leave the commit to the caller, who adds
+            files of its own (the plugin's report) so that all appear together or none
+            (:class:`~.files.Publication`). None: they are published when the run ends.
 
     Returns:
         A summary of the run, including the paths written.
@@ -208,8 +218,10 @@ def run_change_detection(
                          tile_size=tile_size, overlap=overlap, batch_size=options.batch_size)
     bands_t1 = tuple(options.bands_t1 or card.bands_t1)
     bands_t2 = tuple(options.bands_t2 or card.bands_t2)
+    extent, mask = check_extent(options.extent), check_mask(options.mask)
     with RasterPair(path_t1, path_t2, bands_t1, bands_t2, needed_bands=len(card.bands_t1),
-                    extent=options.extent, mask=options.mask) as pair:
+                    extent=extent, mask=mask) as pair:
+        check_mask(mask, grid_bounds(pair.transform, pair.width, pair.height), crs=f"T1's CRS ({pair.crs})")
         grid = TileGrid(pair.height, pair.width, tile_size, overlap)
         summary.width, summary.height = pair.width, pair.height
         summary.tiles_total = len(grid)
@@ -220,34 +232,47 @@ def run_change_detection(
         progress.info(f"processing area: {pair.width} x {pair.height} px on T1's grid ({pair.crs}); "
                       f"{len(grid)} tiles of {tile_size} px, overlap {overlap} px, batch {options.batch_size}")
         progress.info(f"input scaling: T1 {scalings[0].description}; T2 {scalings[1].description}")
-        memory.refuse_if_short(estimate_memory(grid, card, options.batch_size, network, heads.channels,
-                                               options.prefetch_batches), device_choice.device.type, tile_size,
-                               options.batch_size)
+        # read once: the int8 check and the run's backend use the same calibration tiles
+        calibration = functools.cache(lambda: _calibration_tiles(pair, grid, scalings))
+        batches = -(-len(grid) // options.batch_size)
+        declined = _int8_declined(options, device_choice.device, batches)
+        checks_int8 = options.int8 is not False and not declined and not _int8_impossible(options,
+                                                                                          device_choice.device)
+        # the int8 check quantises the network when no int8 graph of it is cached for these calibration tiles:
+        # its own peak comes before the run's (estimate_int8_check)
+        check_bytes = estimate_int8_check(grid, options.batch_size, network) if checks_int8 and not int8_model_path(
+            network, card, model_size=grid.model_size, calibration=calibration(),
+            cache_dir=options.backend_cache_dir).exists() else 0
+        memory.refuse_if_short(max(check_bytes, estimate_memory(grid, card, options.batch_size, network,
+                                                                heads.channels, options.prefetch_batches)),
+                               device_choice.device.type, tile_size, options.batch_size)
+        memory.release_freed_memory()
         held_bytes = memory.process_rss_bytes()
 
         network = network.to(device_choice.device).eval()
         if device_choice.device.type != "mps":
             network = network.to(memory_format=torch.channels_last)
-        # read once: the int8 check and the run's backend use the same calibration tiles
-        calibration = functools.cache(lambda: _calibration_tiles(pair, grid, scalings))
-        batches = -(-len(grid) // options.batch_size)
-        declined = _int8_declined(options, device_choice.device, batches)
         if declined:
             summary.int8_check = f"int8 not used (auto: {declined})"
             progress.info(summary.int8_check)
-        int8 = options.int8 is not False and not declined and _int8_keeps_labels(
+        int8 = checks_int8 and _int8_keeps_labels(
             network, card, heads, pair, grid, scalings, options, device_choice.device, calibration, summary, progress)
+        if checks_int8:  # its sessions and the quantiser's copies are gone: give their memory back before the run's
+            memory.release_freed_memory()
+        run_held_bytes = memory.process_rss_bytes()
         backend = select_backend(
             network, card, requested=options.backend, device=device_choice.device, model_size=grid.model_size,
             batch_size=options.batch_size, int8=int8, autocast_dtype=autocast_dtype,
             precision_named=(options.precision or "auto").lower() != "auto",
-            calibration=calibration, cache_dir=options.backend_cache_dir, expected_batches=batches)
+            calibration=calibration, cache_dir=options.backend_cache_dir, expected_batches=batches,
+            warn=_warning(progress))
         _describe_backend(summary, backend, precision_reason)
         progress.info(f"backend: {summary.backend}; precision: {summary.precision}")
-        # a runtime session (or a race of them) holds weights and activations of its own
-        summary.memory_estimate_bytes = held_bytes + estimate_memory(
+        # a runtime session (or a race of them) holds weights and activations of its own; the peak is the
+        # int8 check's or the run's, whichever is higher
+        summary.memory_estimate_bytes = max(held_bytes + check_bytes, run_held_bytes + estimate_memory(
             grid, card, options.batch_size, network, heads.channels, options.prefetch_batches,
-            runtime_session=backend.name != "torch")
+            runtime_session=backend.name != "torch"))
         progress.info(f"estimated memory: {summary.memory_estimate_bytes / 2**20:.0f} MiB")
         # Polygons take the last part of the bar; everything else in the products stage is quick.
         share = INFERENCE_SHARE_WITH_POLYGONS if outputs.polygons is not None else 1.0
@@ -255,19 +280,32 @@ def run_change_detection(
             Grid(pair.width, pair.height, pair.crs, pair.transform, pair.pixel_area_m2),
             Legends(card.task, tuple(card.classes), card.change_color), requested,
             min_patch_pixels=options.min_patch_pixels, progress=ProgressSpan(progress, share, 1.0 - share))
+
+        def pytorch_instead() -> InferenceBackend:
+            """The backend a run falls back to when its graph fails the proof on the first batch."""
+            fallback = select_backend(network, card, requested="torch", model_size=grid.model_size,
+                                      batch_size=options.batch_size, autocast_dtype=autocast_dtype)
+            assert isinstance(fallback, InferenceBackend)
+            _describe_backend(summary, fallback, precision_reason)
+            return fallback
+
         run = _Inference(pair, grid, card, heads, scalings, backend, device_choice.device, options,
-                         ProgressSpan(progress, 0.0, share), summary, stage)
+                         ProgressSpan(progress, 0.0, share), summary, stage, pytorch_instead)
+        staged = publication or Publication()
         try:
             with writing_outputs(outputs_folders(requested)), terminate_cleanly(stage.discard):
                 run.execute()
-                if isinstance(backend, BackendRace):  # it decided during the run
+                if isinstance(backend, BackendRace) and not run.fell_back:  # it decided during the run
                     _describe_backend(summary, backend, precision_reason)
                     progress.info(f"backend: {summary.backend}; precision: {summary.precision}")
                 finishing = time.perf_counter()
-                _record(summary, stage.finish())
+                _record(summary, stage.finish(staged))
+                if publication is None:
+                    staged.commit()
                 summary.timings["finish"] = time.perf_counter() - finishing
         except BaseException:
             stage.discard()
+            staged.discard()
             raise
     summary.elapsed_seconds = time.perf_counter() - started
     progress.info(f"done: {summary.tiles_run} tiles run, {summary.tiles_skipped} skipped (no valid pixel), "
@@ -298,6 +336,11 @@ def _check_outputs(outputs: OutputPaths, card: ModelCard, inputs: dict[str, Any]
                 f"use {describe_task('semantic')} or ask for the change mask/probability")
 
     return check_outputs(outputs.requested(), card.task, refusal, inputs=inputs, model=model, overwrite=overwrite)
+
+
+def _warning(progress: Progress) -> Callable[[str], None]:
+    """A warning line in the run's log."""
+    return lambda message: progress.info(f"warning: {message}")
 
 
 def _describe_backend(summary: RunSummary, backend: InferenceBackend | BackendRace, precision_reason: str) -> None:
@@ -408,6 +451,26 @@ def estimate_memory(grid: TileGrid, card: ModelCard, batch_size: int, network: n
     return int(accumulators + batches + outputs + params + activations + runtime)
 
 
+#: The int8 check's peak, in copies of the network's fp32 weights: the exported ONNX graph, ONNX Runtime's
+#: quantiser (which loads, pre-processes, augments and rewrites the graph, several copies of it at once, and
+#: runs the augmented graph on the calibration tiles) and the sessions the check runs. Measured on a 2-core
+#: machine, GAPL-SCD (28 M weights) at 256 px tiles, batch 4: the check peaked 1.1 GB above the run's start,
+#: 9 copies of the weights and a batch's activations (counted apart); with 8 the estimate fell 5 % short.
+INT8_CHECK_WEIGHT_COPIES = 9
+
+
+def estimate_int8_check(grid: TileGrid, batch_size: int, network: nn.Module) -> int:
+    """Bytes the int8 check adds at its peak when it quantises the network (what the process holds comes on top).
+
+    The check runs before the run and frees what it used (:func:`.memory.release_freed_memory`),
+    so a run's peak is this or :func:`estimate_memory`'s, whichever is higher.
+    """
+    size = grid.model_size
+    params = sum(p.numel() * p.element_size() for p in network.parameters())
+    activations = batch_size * size * size * 4 * 120
+    return int(INT8_CHECK_WEIGHT_COPIES * params + activations)
+
+
 # --- the run itself ----------------------------------------------------------------------------
 
 
@@ -432,10 +495,13 @@ class _Inference:
     def __init__(self, pair: RasterPair, grid: TileGrid, card: ModelCard, heads: _Heads,
                  scalings: tuple[BandScaling, BandScaling], network: InferenceBackend | BackendRace,
                  device: torch.device, options: RunOptions, progress: Progress, summary: RunSummary,
-                 stage: ProductsStage) -> None:
+                 stage: ProductsStage, pytorch_instead: Callable[[], InferenceBackend] | None = None) -> None:
         self.pair, self.grid, self.card, self.heads = pair, grid, card, heads
         self.scalings = scalings
         self.forward, self.device = engine_forward(network, device), device
+        self.pytorch_instead = pytorch_instead
+        #: The run's graph failed its proof and PyTorch took over.
+        self.fell_back = False
         self.options, self.progress, self.summary = options, progress, summary
         self.stage = stage
         self.accumulator: RowBandAccumulator | None = None
@@ -565,7 +631,15 @@ class _Inference:
         valid = torch.from_numpy(batch.valid).to(**to_device)
         started = time.perf_counter()
         with torch.inference_mode():
-            outputs = self.forward(x1, x2)  # in the backend's own layout and autocast
+            try:
+                outputs = self.forward(x1, x2)  # in the backend's own layout and autocast
+            except GraphMismatch as error:  # a graph that is not this model's: never use a pixel of it
+                if self.pytorch_instead is None:
+                    raise
+                self.progress.info(f"warning: {error}; running on PyTorch")
+                self.forward = engine_forward(self.pytorch_instead(), self.device)
+                self.fell_back = True
+                outputs = self.forward(x1, x2)
             stacked = self.heads.stack(outputs, valid)
         result = stacked.float().cpu().numpy()
         elapsed = time.perf_counter() - started
@@ -678,7 +752,7 @@ def _int8_keeps_labels(network: nn.Module, card: ModelCard, heads: _Heads, pair:
     def quantised() -> Forward:
         backend = select_backend(network, card, requested="onnxruntime", int8=True, model_size=grid.model_size,
                                  batch_size=options.batch_size, calibration=calibration,
-                                 cache_dir=options.backend_cache_dir)
+                                 cache_dir=options.backend_cache_dir, warn=_warning(progress))
         assert isinstance(backend, InferenceBackend)
         return backend.forward
 
@@ -687,8 +761,13 @@ def _int8_keeps_labels(network: nn.Module, card: ModelCard, heads: _Heads, pair:
     tiles = _sample_tiles(pair, grid, scalings, CHECK_TILES, between=True)
     model = int8_model_path(network, card, model_size=grid.model_size, calibration=calibration(),
                             cache_dir=options.backend_cache_dir)
-    result = check_int8(quantised, fp32, _labeller(heads), tiles, batch_size=options.batch_size,
-                        record=check_record(model), model=model)
+    try:
+        result = check_int8(quantised, fp32, _labeller(heads), tiles, batch_size=options.batch_size,
+                            record=check_record(model), model=model)
+    except (BackendCacheError, GraphMismatch) as error:  # no usable int8 graph: the run goes on without int8
+        summary.int8_check = f"int8 not used ({error})"
+        progress.info(f"warning: {summary.int8_check}")
+        return False
     summary.int8_check = result.describe()
     if result.passed:
         progress.info(summary.int8_check)

@@ -22,8 +22,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -106,3 +107,109 @@ def atomic_write_with(path: str | os.PathLike[str], write: Callable[[IO[bytes]],
     with atomic_write(path, "wb", fsync=fsync) as stream:
         write(stream)
     return Path(path)
+
+
+# --- publishing the files of one run together -------------------------------------------------------
+
+def staged_name(final: str | os.PathLike[str]) -> Path:
+    """A hidden name beside ``final`` that never looks like a finished output (its suffix is kept for GDAL)."""
+    path = Path(final)
+    return path.with_name(f".{path.stem}.partial-{secrets.token_hex(4)}{path.suffix}")
+
+
+@dataclass(frozen=True)
+class _Staged:
+    temporary: Path
+    final: Path
+    #: Files that belong to ``final`` and must go when it is replaced (stale sidecars the new file lacks).
+    replaces: tuple[Path, ...] = ()
+
+
+class Publication:
+    """The files of one run, written complete under hidden names and moved into place together, or not at all.
+
+    A run writes several products (rasters with their sidecars, the transitions CSV,
+    polygons, the report). Each is staged: written whole under a hidden name beside
+    its final name (:func:`staged_name`) and registered with :meth:`stage`. Nothing
+    under a final name changes until :meth:`commit`, so a cancel, an error or a
+    signal at any point before it leaves every final name as it was, an earlier
+    run's outputs included; :meth:`discard` then removes what was staged.
+
+    :meth:`commit` first renames every file it will replace (and every stale
+    companion, such as a legend the new raster lacks) to a hidden backup name, then
+    renames every staged file to its final name, in the order staged (a raster's
+    sidecars before the raster, so a reader never finds the raster without its
+    legend). Renames within one folder do not fail for want of space; if one fails
+    anyway (or the process is interrupted), the files already placed are removed and
+    the backups renamed back, so the folder is as it was. Only then are the backups
+    deleted. See docs/output-safety.md.
+    """
+
+    def __init__(self) -> None:
+        self._staged: list[_Staged] = []
+        self.committed = False
+
+    def stage(self, temporary: str | os.PathLike[str], final: str | os.PathLike[str], *,
+              replaces: Iterable[str | os.PathLike[str]] = ()) -> None:
+        """Register the complete file ``temporary`` to become ``final`` at :meth:`commit`.
+
+        Args:
+            temporary: The file, written whole (usually at :func:`staged_name` of ``final``).
+            final: Where it goes.
+            replaces: Further files removed (after a backup) at the commit: parts of an earlier
+                ``final`` that the new one does not have.
+        """
+        if self.committed:
+            raise RuntimeError("this run's files were already published")
+        self._staged.append(_Staged(Path(temporary), Path(final), tuple(Path(p) for p in replaces)))
+
+    def where(self, final: str | os.PathLike[str]) -> Path:
+        """Where the product bound for ``final`` is now: its staged file before the commit, else ``final``."""
+        wanted = Path(final)
+        if not self.committed:
+            for staged in self._staged:
+                if staged.final == wanted:
+                    return staged.temporary
+        return wanted
+
+    @property
+    def finals(self) -> list[Path]:
+        """The final names of the staged files, in order."""
+        return [staged.final for staged in self._staged]
+
+    def commit(self) -> None:
+        """Move every staged file into place; on any failure leave every final name as it was."""
+        if self.committed:
+            raise RuntimeError("this run's files were already published")
+        backups: list[tuple[Path, Path]] = []
+        placed: list[_Staged] = []
+        try:
+            for final in dict.fromkeys(p for staged in self._staged for p in (staged.final, *staged.replaces)):
+                if os.path.lexists(final):
+                    backup = final.with_name(f".{final.name}.previous-{secrets.token_hex(4)}")
+                    os.replace(final, backup)
+                    backups.append((final, backup))
+            for staged in self._staged:
+                os.replace(staged.temporary, staged.final)
+                placed.append(staged)
+        except BaseException:
+            for staged in reversed(placed):
+                with contextlib.suppress(OSError):
+                    os.replace(staged.final, staged.temporary)
+            for final, backup in reversed(backups):
+                with contextlib.suppress(OSError):
+                    os.replace(backup, final)
+            self.discard()
+            raise
+        self.committed = True
+        for _, backup in backups:
+            with contextlib.suppress(OSError):
+                os.unlink(backup)
+
+    def discard(self) -> None:
+        """Remove every staged file (after an error or a cancel); the final names are left alone."""
+        if self.committed:
+            return
+        for staged in self._staged:
+            with contextlib.suppress(OSError):
+                staged.temporary.unlink()

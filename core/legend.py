@@ -109,9 +109,10 @@ def fromto_legend(classes: Sequence[LandCoverClass], present: Collection[int] | 
     palette = tuple((int(r), int(g), int(b)) for r, g, b in (c.color for c in classes))
     colors = transition_colors(palette) if n <= MAX_SPREAD_CLASSES else None
     entries = [no_change_entry()]
-    for code, f, t in iter_fromto(n):
-        if present is not None and code not in present:
-            continue
+    # only the codes present are visited: a comparison of thousands of classes has millions of pairs
+    pairs = iter_fromto(n) if present is None else (
+        (code, (code - 1) // n + 1, (code - 1) % n + 1) for code in sorted(present) if 1 <= code <= n * n)
+    for code, f, t in pairs:
         src, dst = classes[f - 1], classes[t - 1]
         color = colors[(f - 1, t - 1)] if colors is not None else shade_of(palette[t - 1], f - 1, n)
         entries.append(LegendEntry(code, transition_label(src.name, dst.name), color,

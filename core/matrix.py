@@ -11,12 +11,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
 from .encode import NO_CHANGE, CodeCounter, TransitionCounter
-from .files import atomic_write_text
+from .files import atomic_write
 from .legend import SQUARE_METRES_PER_HECTARE, fromto_legend
 
 if TYPE_CHECKING:
@@ -32,6 +32,15 @@ def _format_ha(area_m2: float) -> str:
     return f"{area_m2 / SQUARE_METRES_PER_HECTARE:.6f}"
 
 
+def _format_ha_row(areas_m2: np.ndarray) -> list[str]:
+    """:func:`_format_ha` of a whole row at once (a matrix of thousands of classes has millions of cells)."""
+    return list(map("{:.6f}".format, (areas_m2 / SQUARE_METRES_PER_HECTARE).tolist()))
+
+
+def _format_pixels_row(pixels: np.ndarray) -> list[str]:
+    return list(map(str, pixels.tolist()))
+
+
 def _full_matrices(counter: TransitionCounter, persistence: CodeCounter | None) -> tuple[np.ndarray, np.ndarray]:
     pixels, areas = counter.pixel_matrix(), counter.area_matrix_m2()
     if persistence is not None:
@@ -44,27 +53,33 @@ def _full_matrices(counter: TransitionCounter, persistence: CodeCounter | None) 
 def transition_matrix_csv(classes: Sequence[LandCoverClass], counter: TransitionCounter,
                           persistence: CodeCounter | None = None) -> str:
     """The text :func:`write_transition_matrix` writes."""
+    buffer = io.StringIO()
+    _write_matrix(buffer, classes, counter, persistence)
+    return buffer.getvalue()
+
+
+def _write_matrix(stream: IO[str], classes: Sequence[LandCoverClass], counter: TransitionCounter,
+                  persistence: CodeCounter | None) -> None:
+    """Write the matrix row by row (thousands of classes give hundreds of MB: never held as one string)."""
     _check_counter(classes, counter)
     names = [c.name for c in classes]
     pixels, areas = _full_matrices(counter, persistence)
     blocks = (
-        ("pixels", pixels, counter.unchanged_pixels, str),
-        ("hectares", areas, counter.unchanged_area_m2, _format_ha),
+        ("pixels", pixels, counter.unchanged_pixels, str, _format_pixels_row),
+        ("hectares", areas, counter.unchanged_area_m2, _format_ha, _format_ha_row),
     )
     off_diagonal = ~np.eye(len(names), dtype=bool) if persistence is not None else np.ones((len(names),) * 2, bool)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(stream, lineterminator="\n")
     writer.writerow(["unit", "from", *names, "total"])
     blank = [""] * len(names)
-    for unit, matrix, unchanged, fmt in blocks:
+    for unit, matrix, unchanged, fmt, fmt_row in blocks:
         for name, row in zip(names, matrix, strict=True):
-            writer.writerow([unit, name, *(fmt(v) for v in row), fmt(row.sum())])
+            writer.writerow([unit, name, *fmt_row(row), fmt(row.sum())])
         changes = np.where(off_diagonal, matrix, 0)
         changed = changes.sum()
-        writer.writerow([unit, "Total changed", *(fmt(v) for v in changes.sum(axis=0)), fmt(changed)])
+        writer.writerow([unit, "Total changed", *fmt_row(changes.sum(axis=0)), fmt(changed)])
         writer.writerow([unit, NO_CHANGE, *blank, fmt(unchanged)])
         writer.writerow([unit, "All valid pixels", *blank, fmt(changed + unchanged)])
-    return buffer.getvalue()
 
 
 def write_transition_matrix(
@@ -95,7 +110,8 @@ def write_transition_matrix(
         ``csv_path``.
     """
     path = Path(csv_path)
-    atomic_write_text(path, transition_matrix_csv(classes, counter, persistence))
+    with atomic_write(path) as stream:
+        _write_matrix(stream, classes, counter, persistence)
     return path
 
 

@@ -14,8 +14,11 @@ tasks offer it, its Processing parameter and how QGIS styles it. The engine, the
 plugin's parameters and the styling all read that table, so adding a product touches
 it, the stage's row writer and its tests.
 
-Every file is written under a hidden temporary name and moved into place only when
-all of them are complete, so nothing half-written ever looks finished.
+Every file is written under a hidden temporary name and staged in a
+:class:`~.files.Publication`; the run's files are moved into place together at its end
+(with the plugin's report, when the plugin runs it), or not at all, so nothing
+half-written ever looks finished and a cancelled or failed run leaves an earlier run's
+outputs as they were.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import encode, matrix, pathguard, qml, rat
-from .errors import InputError
-from .io import RasterWriter, check_output_path, discard, publish, read_rows, temporary_path
+from .errors import Cancelled, InputError
+from .files import Publication, sidecars, staged_name
+from .io import RasterWriter, check_output_path, read_rows
 from .legend import SQUARE_METRES_PER_HECTARE, LegendEntry, binary_legend, class_legend, fromto_legend
 from .product_table import BY_NAME, COMPARE, RASTERS, SEMANTIC, code_product
 from .progress import Progress, ProgressSpan
@@ -234,10 +238,11 @@ _GUARD_KIND = {"transitions_csv": "table", "polygons": "vector"}
 
 
 class ProductsStage:
-    """Writes every requested product from decoded rows, then finishes and publishes them.
+    """Writes every requested product from decoded rows, then finishes and stages them for publication.
 
-    Use: :meth:`write_rows` for each band of rows in order, then :meth:`finish`; on
-    any error :meth:`discard` removes everything written so far.
+    Use: :meth:`write_rows` for each band of rows in order, then :meth:`finish`, which
+    stages every file in a :class:`~.files.Publication` that the caller commits; on any
+    error :meth:`discard` removes everything written so far.
 
     Args:
         grid: Where the products lie.
@@ -256,7 +261,9 @@ class ProductsStage:
         self.finals = {name: Path(path) for name, path in outputs.items() if BY_NAME[name].is_raster}
         self.csv = Path(outputs["transitions_csv"]) if outputs.get("transitions_csv") else None
         self.polygons = Path(outputs["polygons"]) if outputs.get("polygons") else None
-        self.temporaries = {name: temporary_path(path) for name, path in self.finals.items()}
+        self.temporaries = {name: staged_name(path) for name, path in self.finals.items()}
+        #: Files written beside the outputs other than the rasters (the CSV, the polygons' parts), for discard().
+        self.others: list[Path] = []
         self.polygon_source = polygon_source(legends.task, self.finals)
         needed = {code_product(legends.task)} if min_patch_pixels > 1 else set()
         needed |= {self.polygon_source} if self.polygons is not None else set()
@@ -264,7 +271,7 @@ class ProductsStage:
             # The sieve and the polygons work on this raster and every count is taken from it afterwards:
             # write it beside the outputs even when it was not asked for, and never publish it.
             beside = next(iter([*self.finals.values(), *[p for p in (self.csv, self.polygons) if p]]))
-            self.temporaries[reference] = temporary_path(beside.with_suffix(".tif"))
+            self.temporaries[reference] = staged_name(beside.with_suffix(".tif"))
         self.code_dtype = legends.code_dtype
         self.counts = Counts.empty(legends)
         self.result = StageResult()
@@ -322,12 +329,27 @@ class ProductsStage:
             writer.write_rows(start, rows[name])
 
     # -- finishing --------------------------------------------------------------------------------
-    def finish(self) -> StageResult:
-        """Close the rasters, sieve, add legends, write the matrix and polygons, then move everything into place."""
+    def finish(self, publication: Publication | None = None) -> StageResult:
+        """Close the rasters, sieve, add legends, write the matrix and polygons, and stage every file.
+
+        Given ``publication``, nothing is moved into place here: the caller commits it
+        (with any file of its own, such as the plugin's report) once the whole run
+        succeeded. Without one, the files are published together at the end.
+        """
+        if publication is None:
+            own = Publication()
+            result = self.finish(own)
+            own.commit()
+            return result
         for writer in self.writers.values():
             writer.close()
+        if not self.result.valid_pixels:  # a map of nodata only is not a result
+            raise InputError("no pixel of the processing area holds data in both dates (nodata, masked or NaN "
+                             "everywhere), so nothing was written; check the mask, the extent and the nodata "
+                             "values of the inputs")
         if self.min_patch_pixels > 1:
             self._sieve()
+        self._check_cancel()
         present = self._present_codes()
         warnings: list[str] = []
         for name, temporary in self.temporaries.items():
@@ -350,37 +372,70 @@ class ProductsStage:
             persistence = self.counts.persistence()
             if persistence is not None:
                 self.result.persistence_ha = (persistence.areas_m2[1:] / SQUARE_METRES_PER_HECTARE).tolist()
+        self._check_cancel()
+        staged: list[tuple[Path, Path, tuple[Path, ...]]] = []
         if self.csv is not None:
             assert self.counts.fromto is not None
-            matrix.write_transition_matrix(self.csv, self.legends.classes, self.counts.fromto,
+            temporary = staged_name(self.csv)
+            self.others.append(temporary)
+            matrix.write_transition_matrix(temporary, self.legends.classes, self.counts.fromto,
                                            persistence=self.counts.persistence())
+            staged.append((temporary, self.csv, ()))
             self.result.outputs["transitions_csv"] = str(self.csv)
         if self.polygons is not None:
-            self._polygonize(present)
+            staged.extend(self._polygonize(present))
+        self._check_cancel()
         for name, temporary in self.temporaries.items():
-            if name in self.finals:
-                publish(temporary, self.finals[name])
-                self.result.outputs[name] = str(self.finals[name])
-            else:
-                discard(temporary)
+            if name not in self.finals:
+                continue
+            final = self.finals[name]
+            stale = []
+            for part, final_part in zip(sidecars(temporary), sidecars(final), strict=True):
+                if part.exists():
+                    staged.append((part, final_part, ()))
+                else:
+                    stale.append(final_part)  # a legend of an earlier run would describe other data
+            staged.append((temporary, final, tuple(stale)))  # the raster after its sidecars
+            self.result.outputs[name] = str(final)
+        for name, temporary in self.temporaries.items():
+            if name not in self.finals:
+                _remove_raster(temporary)
+        for temporary, final, replaces in staged:
+            publication.stage(temporary, final, replaces=replaces)
         return self.result
+
+    def _check_cancel(self) -> None:
+        """Stop between the finishing steps when the user cancelled (each can take seconds on a large legend)."""
+        if self.progress.is_cancelled():
+            raise Cancelled("cancelled by the user; no output was written")
 
     def _present_codes(self) -> set[int]:
         reference = self.counts.fromto if self.legends.semantic else self.counts.mask
         assert reference is not None
         return {0} | {int(v) for v in np.flatnonzero(reference.counts)}
 
-    def _polygonize(self, present: set[int]) -> None:
+    def _polygonize(self, present: set[int]) -> list[tuple[Path, Path, tuple[Path, ...]]]:
+        """Write the polygons under a hidden name; returns each file with its final name (a Shapefile has several)."""
+        from .pathguard import vector_sidecars
         from .postprocess import polygonize_changes
 
+        assert self.polygons is not None
         name = self.polygon_source
         kind = BY_NAME[name].legend
         assert kind is not None
         self.progress.info("vectorising change patches ...")
-        self.result.polygons = polygonize_changes(self.temporaries[name], self.polygons,
+        temporary = staged_name(self.polygons)
+        parts = list(zip([temporary, *vector_sidecars(temporary)], [self.polygons, *vector_sidecars(self.polygons)],
+                         strict=True))
+        self.others.extend(part for part, _ in parts)
+        self.result.polygons = polygonize_changes(self.temporaries[name], temporary,
                                                   self.legends.entries(kind, present), progress=self.progress)
         self.result.outputs["polygons"] = str(self.polygons)
-        self.progress.info(f"polygons: {self.result.polygons} change patches written to {self.polygons}")
+        self.progress.info(f"polygons: {self.result.polygons} change patches for {self.polygons}")
+        written = [(part, final) for part, final in parts if part.exists()]
+        stale = tuple(final for part, final in parts if not part.exists())
+        # the main file last, so that it is never found without its parts
+        return [(part, final, ()) for part, final in written[1:]] + [(written[0][0], written[0][1], stale)]
 
     def _sieve(self) -> None:
         """Remove change patches below the minimum mapping unit, then count again."""
@@ -415,14 +470,21 @@ class ProductsStage:
         self.counts = fresh
 
     def discard(self) -> None:
-        """Remove everything this stage wrote (after an error or a cancel)."""
+        """Remove everything this stage wrote (after an error or a cancel); no final name is touched."""
         for writer in self.writers.values():
             try:
                 writer.abort()
             except Exception:  # noqa: BLE001 - cleaning up after another error
                 log.debug("could not close %s", writer.path, exc_info=True)
         for temporary in self.temporaries.values():
-            discard(temporary)
+            _remove_raster(temporary)
+        for path in self.others:
+            path.unlink(missing_ok=True)
+
+
+def _remove_raster(path: Path) -> None:
+    for part in (path, *sidecars(path)):
+        part.unlink(missing_ok=True)
 
 
 def _with_nodata(values: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -47,10 +47,11 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorDestination,
     QgsProcessingUtils,
-    QgsRectangle,
 )
 from qgis.PyQt.QtGui import QIcon
 
+from ..core.area import check_extent, check_mask, mask_bounds
+from ..core.errors import ChangeDetectionError
 from ..core.product_table import BY_NAME, Product
 from .dependencies import diagnostics, require_engine
 from .destinations import check_destinations
@@ -227,6 +228,7 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         self.sources: list[LayerSource] = []
         self.refusal: QgsProcessingException | None = None
         self.t1_crs = QgsCoordinateReferenceSystem()
+        self.t1_bounds: tuple[float, float, float, float] | None = None
 
     def createInstance(self) -> QgsProcessingAlgorithm:
         return type(self)()
@@ -313,6 +315,8 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
             self.sources = [describe_layer(t1, "T1"), describe_layer(t2, "T2")]
             refuse_same_input(t1, t2)
             self.t1_crs = QgsCoordinateReferenceSystem(t1.crs())
+            box = t1.extent()
+            self.t1_bounds = (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum())
         except QgsProcessingException as error:
             self.refusal = error
         return True
@@ -394,38 +398,52 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
 
     def add_area(self, request: RunRequest, parameters: dict[str, Any], context: QgsProcessingContext,
                  feedback: QgsProcessingFeedback) -> None:
-        """The optional processing extent and mask polygons, in T1's CRS, onto ``request``."""
+        """The optional processing extent and mask polygons, in T1's CRS, onto ``request``.
+
+        Both are checked here by :mod:`core.area`, with the names the user gave them: an
+        extent that is not a number or has no area, a mask layer without polygons, with
+        other geometries, or away from T1 is refused instead of running the whole scene
+        or writing a map of nodata.
+        """
         notes = []
+        crs = f"T1's CRS ({self.t1_crs.authid()})"
         if parameters.get(self.EXTENT) not in (None, ""):
             extent = self.parameterAsExtent(parameters, self.EXTENT, context, self.t1_crs)
-            if not extent.isNull() and not extent.isEmpty():
-                request.extent = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
-                notes.append("extent " + ", ".join(f"{v:.6g}" for v in request.extent))
+            try:
+                request.extent = check_extent((extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
+                                               extent.yMaximum()), label="the processing extent (EXTENT)")
+            except ChangeDetectionError as error:
+                raise QgsProcessingException(str(error)) from error
+            notes.append("extent " + ", ".join(f"{v:.6g}" for v in request.extent))
         source = self.parameterAsSource(parameters, self.MASK, context)
         if source is not None:
+            label = f"the mask layer {source.sourceName()}"
             transform = QgsCoordinateTransform(source.sourceCrs(), self.t1_crs, context.transformContext())
-            polygons, bounds = [], QgsRectangle()
-            bounds.setMinimal()
+            polygons = []
             for feature in source.getFeatures():
                 geometry = QgsGeometry(feature.geometry())
                 if geometry.isEmpty() or geometry.transform(transform) != 0:
                     continue
                 polygons.append(json.loads(geometry.asJson()))
-                bounds.combineExtentWith(geometry.boundingBox())
-            request.mask = polygons
-            if polygons:
-                box = (bounds.xMinimum(), bounds.yMinimum(), bounds.xMaximum(), bounds.yMaximum())
-                request.extent = box if request.extent is None else (
-                    max(box[0], request.extent[0]), max(box[1], request.extent[1]),
-                    min(box[2], request.extent[2]), min(box[3], request.extent[3]))
-            notes.append(f"mask {source.sourceName()} ({len(polygons)} polygons)")
             if not polygons:
                 raise QgsProcessingException(
-                    f"the mask layer {source.sourceName()} has no polygons (or none selected); choose a layer with "
-                    "polygons or leave the mask empty")
+                    f"{label} has no polygons (or none selected); choose a layer with polygons or leave the mask "
+                    "empty")
+            try:
+                request.mask = check_mask(polygons, self.t1_bounds, label=label, crs=crs, item="feature")
+                if request.extent is not None:
+                    check_mask(polygons, request.extent, label=label, crs=f"the processing extent, {crs}",
+                               item="feature")
+            except ChangeDetectionError as error:
+                raise QgsProcessingException(str(error)) from error
+            box = mask_bounds(request.mask)
+            request.extent = box if request.extent is None else (
+                max(box[0], request.extent[0]), max(box[1], request.extent[1]),
+                min(box[2], request.extent[2]), min(box[3], request.extent[3]))
+            notes.append(f"mask {source.sourceName()} ({len(polygons)} polygons)")
         request.area_note = "; ".join(notes)
         if notes:
-            feedback.pushInfo(f"processing area limited to: {request.area_note} (T1's CRS {self.t1_crs.authid()})")
+            feedback.pushInfo(f"processing area limited to: {request.area_note} ({crs})")
 
     def forget_outputs(self, context: QgsProcessingContext, request: RunRequest) -> None:
         """Take this run's outputs off the layers QGIS loads when the algorithm completes."""

@@ -1,27 +1,28 @@
-"""What a run wrote is removed again when a later step fails or is cancelled.
+"""A run's files appear together when it succeeds, and a failed or cancelled run leaves none.
 
 Shared by :mod:`.runner` (the networks) and :mod:`.compare_runner` (two land-cover
-maps); imports neither torch nor the engine.
+maps); imports neither torch nor the engine. Every file of a run (the engine's
+products and the plugin's report) is staged in one :class:`~core.files.Publication`
+and committed at the very end; until then no final name is touched, so a cancel or a
+failure leaves an earlier run's outputs exactly as they were.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from qgis.core import QgsProcessingException
 
 from ..core.errors import Cancelled, ChangeDetectionError
-from ..core.files import sidecars
+from ..core.files import Publication
 from ..core.io import terminate_cleanly
-from ..core.pathguard import vector_sidecars
 from .change_algorithm import RunCancelled
 
 
 @contextmanager
-def removed_on_failure(written: list[Path]) -> Iterator[None]:
-    """Delete every file in ``written`` (as the run appends to it) if the block does not finish.
+def removed_on_failure(publication: Publication) -> Iterator[None]:
+    """Discard every file staged in ``publication`` if the block does not finish (it commits at its end).
 
     A cancel becomes :class:`~.change_algorithm.RunCancelled`, any problem the user can
     fix a ``QgsProcessingException`` with the core's message; SIGTERM (qgis_process runs
@@ -31,22 +32,22 @@ def removed_on_failure(written: list[Path]) -> Iterator[None]:
         RunCancelled: the user cancelled.
         QgsProcessingException: the core refused or failed with a message for the user.
     """
-    with terminate_cleanly(lambda: remove_outputs(written)):
+    with terminate_cleanly(publication.discard):
         try:
             yield
         except Cancelled as error:
-            remove_outputs(written)
+            publication.discard()
             raise RunCancelled(str(error)) from error
         except ChangeDetectionError as error:
-            remove_outputs(written)
+            publication.discard()
             raise QgsProcessingException(str(error)) from error
         except BaseException:
-            remove_outputs(written)
+            publication.discard()
             raise
 
 
-def remove_outputs(paths: list[Path]) -> None:
-    """Delete outputs with their legend sidecars (or the other files of a Shapefile)."""
-    for path in paths:
-        for file in (path, *sidecars(path), *vector_sidecars(path)):
-            file.unlink(missing_ok=True)
+def publish(publication: Publication, feedback: object) -> None:
+    """Commit the run's files, unless the user cancelled after the last step that checks for it."""
+    if getattr(feedback, "isCanceled", lambda: False)():
+        raise Cancelled("cancelled by the user; no output was written")
+    publication.commit()

@@ -14,14 +14,15 @@ from qgis.core import QgsProcessingFeedback
 
 from ..core.classtable import ClassInfo
 from ..core.compare import CompareOptions, CompareSummary, compare_classifications
+from ..core.files import Publication
 from ..core.product_table import COMPARE
 from ..core.products import Legends, OutputPaths
 from .change_algorithm import RunRequest
-from .cleanup import removed_on_failure
+from .cleanup import publish, removed_on_failure
 from .destinations import csv_beside_report
 from .feedback import FeedbackProgress
 from .product_styles import styles_for
-from .report import COMPARISON_NOTE, render_report, write_report
+from .report import COMPARISON_NOTE, render_report, stage_report
 from .styling import Style
 
 Palette = dict[int, tuple[str, tuple[int, int, int]]]
@@ -46,16 +47,15 @@ def run(request: RunRequest, class_table: str | None, class_table_t2: str | None
     Raises:
         QgsProcessingException: with the core's message for anything the user can fix, including a cancel.
     """
-    written: list[Path] = []
-    with removed_on_failure(written):
+    publication = Publication()
+    with removed_on_failure(publication):
         csv_path = csv_beside_report(request.report) if request.report else None
         outputs = OutputPaths(**request.rasters, transitions_csv=csv_path, polygons=request.polygons)
         options = CompareOptions(class_table=class_table, class_table_t2=class_table_t2, mapping=mapping,
                                  legend_t1=_legend(palettes[0]), legend_t2=_legend(palettes[1]),
                                  min_patch_pixels=request.min_area, overwrite=True)  # checked by check_destinations
         summary = compare_classifications(request.t1, request.t2, outputs, options, FeedbackProgress(feedback),
-                                          band_t1=bands[0], band_t2=bands[1])
-        written.extend(Path(p) for p in summary.outputs.values())
+                                          band_t1=bands[0], band_t2=bands[1], publication=publication)
         outcome = Outcome(summary, written=dict(summary.outputs))
         legends = Legends(COMPARE, summary.classes, classes_inside_change_only=False, present_only=True)
         outcome.styles = styles_for(outcome.written, legends, summary.transitions)
@@ -71,9 +71,9 @@ def run(request: RunRequest, class_table: str | None, class_table_t2: str | None
                 note=COMPARISON_NOTE,
                 persistence_ha=summary.persistence_ha,
             )
-            write_report(request.report, page)
-            written.append(Path(request.report))
+            stage_report(publication, request.report, page)
             outcome.written["report"] = request.report
+        publish(publication, feedback)  # every file of the comparison at once, the report included
     feedback.setProgress(100.0)
     return outcome
 
@@ -86,9 +86,18 @@ def _facts(request: RunRequest, summary: CompareSummary) -> list[tuple[str, str]
     return [
         ("Earlier map (T1)", f"{request.t1_name} ({request.t1}), band {summary.bands[0]}"),
         ("Later map (T2)", f"{request.t2_name} ({request.t2}), band {summary.bands[1]}"),
-        ("Classes compared", ", ".join(f"{code} {c.name}" for code, c in zip(summary.codes, summary.classes,
-                                                                            strict=True))),
+        ("Classes compared", _listed([f"{code} {c.name}" for code, c in zip(summary.codes, summary.classes,
+                                                                          strict=True)])),
         ("Comparison area", f"{summary.width} x {summary.height} pixels"),
         ("Time", f"{summary.elapsed_seconds:.1f} s"),
         ("Date", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),
     ]
+
+
+#: Classes named in the report's facts; a comparison of thousands of codes lists the first ones and a count.
+MAX_LISTED_CLASSES = 60
+
+
+def _listed(items: list[str]) -> str:
+    shown = ", ".join(items[:MAX_LISTED_CLASSES])
+    return shown if len(items) <= MAX_LISTED_CLASSES else f"{shown} and {len(items) - MAX_LISTED_CLASSES:,} more"

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..core.files import atomic_write_text
+from ..core.files import Publication, atomic_write_text, staged_name
 from ..core.matrix import TransitionRow
 
 #: How to read a network's numbers.
@@ -28,6 +28,11 @@ COMPARISON_NOTE = ("Areas are on the ground, in hectares (1 ha = 10,000 m²). Th
 
 #: Bars in the chart; the rest are summed as "other transitions".
 MAX_BARS = 15
+#: Classes up to which the page shows the from x to matrix: a comparison of thousands of classes has millions
+#: of cells (the CSV beside the page holds them all), which no one reads on a page and which took a viewer down.
+MAX_MATRIX_CLASSES = 60
+#: Rows of the transitions table; the rest are summed in one row.
+MAX_TABLE_ROWS = 500
 
 _STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }
@@ -121,7 +126,9 @@ def render_report(
         "<h2>Transitions by area</h2>",
         _chart(changed, colors) if changed else "<p>No change was detected.</p>",
         "<h2>Transition matrix (hectares; rows: from T1, columns: to T2)</h2>",
-        _matrix(changed, class_names, unchanged, persistence_ha),
+        _matrix(changed, class_names, unchanged, persistence_ha) if len(class_names) <= MAX_MATRIX_CLASSES else
+        f'<p class="note">The matrix of {len(class_names):,} classes ({len(class_names) ** 2:,} cells) is too large '
+        f"for this page{f'; it is in {_e(csv_name)}' if csv_name else ''}.</p>",
         _table(changed, colors, changed_ha),
         f'<p class="note">{_e(note)}</p>',
     ]
@@ -134,6 +141,13 @@ def render_report(
 def write_report(path: str | os.PathLike[str], page: str) -> Path:
     """Write the page so that it appears under its name only when complete."""
     return atomic_write_text(path, page)
+
+
+def stage_report(publication: Publication, path: str | os.PathLike[str], page: str) -> None:
+    """Write the page under a hidden name, to appear at ``path`` with the run's other files when it commits."""
+    temporary = staged_name(path)
+    write_report(temporary, page)
+    publication.stage(temporary, path)
 
 
 def _e(value: object) -> str:
@@ -192,11 +206,18 @@ def _matrix(changed: Sequence[TransitionRow], class_names: Sequence[str],
 def _table(changed: Sequence[TransitionRow], colors: Mapping[int, str], changed_ha: float) -> str:
     rows = ['<h2>Transitions</h2><table><tr><th>Code</th><th class="name">Transition</th><th>Pixels</th>'
             "<th>Area (ha)</th><th>Share of change</th></tr>"]
-    for t in sorted(changed, key=lambda t: -float(t.area_ha)):
+    ranked = sorted(changed, key=lambda t: -float(t.area_ha))
+    for t in ranked[:MAX_TABLE_ROWS]:
         color = colors.get(int(t.value), "#888888")
         share = 100 * float(t.area_ha) / changed_ha if changed_ha else 0.0
         rows.append(f'<tr><td>{int(t.value)}</td><td class="name"><span class="swatch" '
                     f'style="background:{_e(color)}"></span>{_e(t.label)}</td><td>{int(t.pixels):,}</td>'
                     f'<td>{format_hectares(float(t.area_ha))}</td><td>{share:.1f} %</td></tr>')
+    rest = ranked[MAX_TABLE_ROWS:]
+    if rest:
+        area = sum(float(t.area_ha) for t in rest)
+        rows.append(f'<tr><td></td><td class="name">{len(rest):,} other transitions</td>'
+                    f"<td>{sum(int(t.pixels) for t in rest):,}</td><td>{format_hectares(area)}</td>"
+                    f"<td>{100 * area / changed_ha if changed_ha else 0.0:.1f} %</td></tr>")
     rows.append("</table>")
     return "\n".join(rows)

@@ -16,17 +16,18 @@ from pathlib import Path
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
 from ..core import engine
+from ..core.files import Publication
 from ..core.models.card import ModelCard
 from ..core.models.checkpoint import read_card
 from ..core.products import Legends
 from ..core.tiling import default_tile_size
 from .bands import contradictions, expected_bands, read_bands
 from .change_algorithm import RunRequest
-from .cleanup import removed_on_failure
+from .cleanup import publish, removed_on_failure
 from .destinations import csv_beside_report
 from .feedback import FeedbackProgress
 from .product_styles import present_codes, styles_for
-from .report import format_hectares, raster_grid, render_report, write_report
+from .report import format_hectares, raster_grid, render_report, stage_report
 from .styling import Style
 
 
@@ -47,10 +48,10 @@ def run(request: RunRequest, feedback: QgsProcessingFeedback) -> Outcome:
         QgsProcessingException: with the engine's message for anything the user can fix,
             including a cancel.
     """
-    written: list[Path] = []
-    with removed_on_failure(written):
+    publication = Publication()
+    with removed_on_failure(publication):
         card = _checked_card(request)
-        outcome = _run(request, card, feedback, written)
+        outcome = _run(request, card, feedback, publication)
     return outcome
 
 
@@ -66,7 +67,7 @@ def _checked_card(request: RunRequest) -> ModelCard:
     return card
 
 
-def _run(request: RunRequest, card: ModelCard, feedback: QgsProcessingFeedback, written: list[Path]) -> Outcome:
+def _run(request: RunRequest, card: ModelCard, feedback: QgsProcessingFeedback, publication: Publication) -> Outcome:
     tile = request.tile_size or default_tile_size(card.tile_size)
     overlap = round(tile * request.overlap_percent / 100.0)
     options = engine.RunOptions(bands_t1=request.bands_t1, bands_t2=request.bands_t2, tile_size=tile,
@@ -93,8 +94,8 @@ def _run(request: RunRequest, card: ModelCard, feedback: QgsProcessingFeedback, 
 
     engine_progress = FeedbackProgress(feedback)
     engine_progress.set_progress(0.0)  # a determinate bar from the start, not QGIS's "busy" one
-    summary = engine.run_change_detection(request.t1, request.t2, request.model, outputs, options, engine_progress)
-    written.extend(Path(p) for p in summary.outputs.values())
+    summary = engine.run_change_detection(request.t1, request.t2, request.model, outputs, options, engine_progress,
+                                          publication=publication)
     outcome = Outcome(card, summary, written={name: str(path) for name, path in summary.outputs.items()})
     legends = Legends(card.task, tuple(card.classes), card.change_color)
     outcome.styles = styles_for(outcome.written, legends, summary.transitions)
@@ -110,16 +111,16 @@ def _run(request: RunRequest, card: ModelCard, feedback: QgsProcessingFeedback, 
     if request.report and csv_path:
         page = render_report(
             title=f"Semantic change: {request.t1_name} -> {request.t2_name}",
-            facts=_facts(request, card, summary, bands_used),
+            facts=_facts(request, card, summary, bands_used, publication),
             warnings=warnings,
             transitions=summary.transitions,
             colors={e.value: e.hex_color for e in legends.entries("fromto", present_codes(summary.transitions))},
             class_names=card.class_names,
             csv_name=Path(csv_path).name,
         )
-        write_report(request.report, page)
-        written.append(Path(request.report))
+        stage_report(publication, request.report, page)
         outcome.written["report"] = request.report
+    publish(publication, feedback)  # every file of the run at once, the report included
 
     feedback.setProgress(100.0)
     feedback.pushInfo(
@@ -154,8 +155,8 @@ def _warn(feedback: QgsProcessingFeedback, message: str) -> None:
 
 
 def _facts(request: RunRequest, card: ModelCard, summary: engine.RunSummary,
-           bands_used: dict[str, str]) -> list[tuple[str, str]]:
-    crs, pixel = raster_grid(summary.outputs.get("fromto") or summary.outputs["change_mask"])
+           bands_used: dict[str, str], publication: Publication) -> list[tuple[str, str]]:
+    crs, pixel = raster_grid(publication.where(summary.outputs.get("fromto") or summary.outputs["change_mask"]))
     return [
         ("Earlier image (T1)", f"{request.t1_name} ({request.t1})"),
         ("Later image (T2)", f"{request.t2_name} ({request.t2})"),

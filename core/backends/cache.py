@@ -19,10 +19,18 @@ kernels (see :mod:`core.backends.runtimes`), each about the size of the ONNX fil
 
 The folder is the user's cache (``SCD_CACHE_DIR``, else the platform's cache
 folder): nothing in it is precious, deleting it only costs one export per model.
+The folders this module creates there are private to the user (mode 0700): a graph
+in the cache is run as the model. A hash that matches its record only proves the
+file is whole, not that it is the model's graph (anyone who can write the folder
+can write both), so every run from a graph first proves it reproduces the model
+(:class:`~.check.ProvenGraph`). A cache that cannot be written (read-only, full, a
+file where the folder should be) raises :class:`BackendCacheError`, and the run goes
+on with PyTorch, saying why.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -32,12 +40,42 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import InputError
 from ..files import atomic_write_text, atomic_write_with
 
 log = logging.getLogger(__name__)
 
 #: Environment variable naming the cache folder (the engine option wins over it).
 CACHE_ENV = "SCD_CACHE_DIR"
+
+#: Mode of the folders the cache creates: readable and writable by the user alone.
+PRIVATE_FOLDER_MODE = 0o700
+
+
+class BackendCacheError(InputError):
+    """The backend cache cannot be written: read-only, full, or a file where its folder should be."""
+
+
+def private_folder(folder: Path, *, root: Path | None = None) -> Path:
+    """Create ``folder`` (and ``root`` above it, the cache folder itself) with mode 0700 where missing.
+
+    Folders that exist keep their permissions (a cache folder the user shares on purpose stays shared).
+
+    Raises:
+        OSError: the folder cannot be created (a file stands in its way, a read-only disk ...).
+    """
+    for path in (root, folder):
+        if path is not None and not path.is_dir():
+            path.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
+    return folder
+
+
+def unavailable(folder: Path, error: OSError) -> BackendCacheError:
+    """The message for a cache folder that cannot be written, with what to do about it."""
+    said = error.strerror or str(error)
+    return BackendCacheError(
+        f"the backend cache {folder} cannot be written ({said}); free some space there, make it writable, or point "
+        f"{CACHE_ENV} at a folder of your own")
 
 
 def default_cache_dir() -> Path:
@@ -87,8 +125,8 @@ class OnnxCache:
     """Exported graphs under ``folder/onnx``; see the module docstring for the rules."""
 
     def __init__(self, folder: str | os.PathLike[str] | None = None) -> None:
-        self.folder = Path(folder).expanduser() if folder is not None else default_cache_dir()
-        self.folder = self.folder / "onnx"
+        self.root = Path(folder).expanduser() if folder is not None else default_cache_dir()
+        self.folder = self.root / "onnx"
 
     def paths(self, key: str) -> tuple[Path, Path]:
         return self.folder / f"{key}.onnx", self.folder / f"{key}.json"
@@ -109,18 +147,30 @@ class OnnxCache:
             return None
 
     def store(self, key: str, model: bytes, output_names: tuple[str, ...]) -> CacheEntry:
-        """Write ``model`` and its record for ``key`` atomically and return the entry."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Write ``model`` and its record for ``key`` atomically and return the entry.
+
+        Raises:
+            BackendCacheError: the folder cannot be created or written (nothing half-written is left).
+        """
         model_path, record_path = self.paths(key)
-        atomic_write_with(model_path, lambda stream: stream.write(model))
-        record = {"key": key, "sha256": hashlib.sha256(model).hexdigest(), "output_names": list(output_names)}
-        atomic_write_text(record_path, json.dumps(record, indent=1))
+        try:
+            private_folder(self.folder, root=self.root)
+            atomic_write_with(model_path, lambda stream: stream.write(model))
+            record = {"key": key, "sha256": hashlib.sha256(model).hexdigest(), "output_names": list(output_names)}
+            atomic_write_text(record_path, json.dumps(record, indent=1))
+        except OSError as error:
+            with contextlib.suppress(OSError):  # a graph without its record would never be used: no litter
+                model_path.unlink(missing_ok=True)
+            raise unavailable(self.folder, error) from error
         return CacheEntry(model_path, output_names, rebuilt=True)
 
     def remove(self, key: str) -> None:
         """Forget ``key`` (both files), e.g. when its graph turned out not to reproduce the network."""
         for path in self.paths(key):
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as error:  # a read-only cache: the next run proves the graph again
+                log.info("could not remove %s (%s)", path, error)
 
     def get_or_build(self, key: str, build: Callable[[], tuple[bytes, tuple[str, ...]]],
                      load_check: Callable[[CacheEntry], object]) -> tuple[CacheEntry, object]:

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..files import atomic_write_text
+from .cache import private_folder
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def remembered(path: Path, candidates: list[str]) -> tuple[str, dict[str, float]
 def remember(path: Path, runtime: str, seconds: dict[str, float]) -> None:
     """Store the ranking; a cache folder that cannot be written only means measuring again next time."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(path.parent)
         atomic_write_text(path, json.dumps({"runtime": runtime, "seconds": seconds, "cpu": cpu_signature()},
                                            indent=1))
     except OSError as error:

@@ -17,7 +17,6 @@ CPU skip the race.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import math
 import time
@@ -28,8 +27,10 @@ from typing import Any
 import torch
 
 from ..errors import InputError
+from ..memory import release_freed_memory
 from . import measure
 from .backend import Forward, InferenceBackend, engine_forward
+from .cache import BackendCacheError
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,9 @@ class BackendRace:
     channels_last = False
 
     def __init__(self, candidates: Sequence[str], *, build: Build, fallback: Fallback, device: torch.device,
-                 batch_size: int, record: Path, int8: bool) -> None:
+                 batch_size: int, record: Path, int8: bool, warn: Callable[[str], None] | None = None) -> None:
         self._build, self._fallback, self._device = build, fallback, device
+        self._warn = warn or (lambda message: log.warning("%s", message))
         self._batch_size, self._record, self.int8 = batch_size, record, int8
         self._seconds: dict[str, list[float]] = {name: [] for name in candidates}
         self._live: dict[str, tuple[InferenceBackend, Forward]] = {}
@@ -131,8 +133,12 @@ class BackendRace:
         except Exception as error:  # a runtime that fails on real data must not end the analyst's run
             if name == self._reference:
                 raise
-            log.warning("%s failed on this run's batch (%s); it is left out of the race", name, error)
-            self._failures.append(f"{name} failed on a batch ({type(error).__name__})")
+            if isinstance(error, InputError):  # a graph that failed its proof: the user should know
+                self._warn(f"{error}; {name} is left out of the race")
+                self._failures.append(f"{name} failed on a batch ({error})")
+            else:
+                log.warning("%s failed on this run's batch (%s); it is left out of the race", name, error)
+                self._failures.append(f"{name} failed on a batch ({type(error).__name__})")
             self._seconds[name] = [math.inf]
             self._release(name)
             self._skip(name)
@@ -159,7 +165,10 @@ class BackendRace:
         try:
             backend = self._build(name)
         except InputError as error:
-            log.warning("%s", error)
+            if isinstance(error, BackendCacheError):
+                self._warn(f"{error}; {name} is left out of the race")
+            else:
+                log.warning("%s", error)
             self._failures.append(f"{name} could not be used ({error})")
             self._seconds[name] = [math.inf]
             return False
@@ -176,7 +185,7 @@ class BackendRace:
     def _release(self, name: str) -> None:
         """Free a challenger's session once its turns are over: one runtime session at a time."""
         self._live.pop(name, None)
-        gc.collect()
+        release_freed_memory()  # before the next challenger's session allocates its own
 
     def _decide(self) -> None:
         seconds = {name: min(values) if values else math.inf for name, values in self._seconds.items()}

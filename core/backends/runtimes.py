@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..files import atomic_write_text
-from .cache import file_sha256, recorded_sha256
+from .cache import file_sha256, private_folder, recorded_sha256
 from .export import INPUT_NAMES
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ def _compile_openvino(core: Any, path: Path, shape: list[int], config: dict[str,
         del compiled
         for stale in fresh:
             stale.unlink(missing_ok=True)
-    folder.mkdir(parents=True, exist_ok=True)
+    private_folder(folder)
     temporary = ir.with_name(f"{ir.stem}.{os.getpid()}.tmp.xml")
     try:
         import openvino as ov

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -20,7 +21,9 @@ from ..models.card import ModelCard
 from ..version import __version__
 from . import measure
 from .backend import Forward, InferenceBackend
-from .cache import CacheEntry, OnnxCache, default_cache_dir
+from .cache import BackendCacheError, CacheEntry, OnnxCache, default_cache_dir
+from .check import ProvenGraph
+from .check import record_path as check_record
 from .export import OPSET, export_onnx
 from .quantize import INT8_RECIPE, CalibrationSample, calibration_digest, quantize_int8
 from .race import BackendRace
@@ -49,7 +52,8 @@ def select_backend(network: nn.Module, card: ModelCard, *, requested: str = "aut
                    autocast_dtype: torch.dtype | None = None, precision_named: bool = False, int8: bool = False,
                    calibration: Callable[[], CalibrationSample] | None = None,
                    cache_dir: str | os.PathLike[str] | None = None,
-                   expected_batches: int | None = None) -> InferenceBackend | BackendRace:
+                   expected_batches: int | None = None,
+                   warn: Callable[[str], None] | None = None) -> InferenceBackend | BackendRace:
     """Resolve ``requested`` to a backend for ``network`` at ``model_size`` px tiles.
 
     Args:
@@ -67,6 +71,8 @@ def select_backend(network: nn.Module, card: ModelCard, *, requested: str = "aut
         calibration: Gives the calibration tiles, called only when no int8 file is cached.
         cache_dir: Cache folder (default: :func:`~.cache.default_cache_dir`).
         expected_batches: Batches the run will need; ``auto`` measures only on long runs (None: measure).
+        warn: Receives what the user should know for the run's log: a backend cache that cannot be
+            written (the run then goes on with PyTorch), a cached graph that failed its proof.
 
     Returns:
         The backend; its ``reason`` says why it was chosen (or why the others were not). Where ``auto``
@@ -76,6 +82,8 @@ def select_backend(network: nn.Module, card: ModelCard, *, requested: str = "aut
     Raises:
         InputError: for an unknown choice, a runtime that is not installed or cannot run
             here, or a network that cannot be exported, when the user asked for it by name.
+            A backend cache that cannot be written is no reason to stop: PyTorch runs instead,
+            with a warning (int8, which PyTorch cannot run, raises :class:`~.cache.BackendCacheError`).
     """
     requested = (requested or "auto").strip().lower()
     if requested not in BACKEND_CHOICES:
@@ -86,10 +94,21 @@ def select_backend(network: nn.Module, card: ModelCard, *, requested: str = "aut
             raise InputError("int8 runs on ONNX Runtime or OpenVINO; choose backend 'auto', 'onnxruntime' "
                              "or 'openvino', or turn int8 off")
         return _torch(network, "requested", autocast_dtype)
-    run = _Run(network, card, device, model_size, batch_size, autocast_dtype, int8, _once(calibration), cache_dir)
+    run = _Run(network, card, device, model_size, batch_size, autocast_dtype, int8, _once(calibration), cache_dir,
+               warn or _log_warning)
     if requested != "auto":
-        return run.runtime(requested, reason="requested")
+        try:
+            return run.runtime(requested, reason="requested")
+        except BackendCacheError as error:
+            if int8:
+                raise
+            run.warn(f"{error}; running on PyTorch instead of {requested}")
+            return run.torch(f"{requested} was requested, but {error}")
     return _auto(run, precision_named, expected_batches)
+
+
+def _log_warning(message: str) -> None:
+    log.warning("%s", message)
 
 
 def _torch(network: nn.Module, reason: str, autocast: torch.dtype | None) -> InferenceBackend:
@@ -110,6 +129,7 @@ class _Run:
     int8: bool
     calibration: Callable[[], CalibrationSample] | None
     cache_dir: str | os.PathLike[str] | None
+    warn: Callable[[str], None]
 
     def torch(self, reason: str) -> InferenceBackend:
         return _torch(self.network, reason, self.autocast)
@@ -150,7 +170,7 @@ def _auto(run: _Run, precision_named: bool, expected_batches: int | None) -> Inf
     if expected_batches is None or expected_batches >= AUTO_MEASURE_BATCHES:
         return BackendRace(candidates, build=lambda name: _candidate(run, name),
                            fallback=lambda order, reason: _built(run, order, reason), device=run.device,
-                           batch_size=run.batch_size, record=record, int8=run.int8)
+                           batch_size=run.batch_size, record=record, int8=run.int8, warn=run.warn)
     reason = (f"auto: {candidates[0]} until a run of {AUTO_MEASURE_BATCHES} batches or more has measured which of "
               f"{', '.join(candidates)} is fastest here ({expected_batches} batches now)")
     return _built(run, candidates, reason)
@@ -176,12 +196,21 @@ def _built(run: _Run, order: list[str], reason: str) -> InferenceBackend:
         try:
             return run.runtime(name, reason=reason + "".join(f"; {failure}" for failure in failures))
         except InputError as error:
-            log.warning("%s", error)
+            if isinstance(error, BackendCacheError):
+                run.warn(f"{error}; running on {_next_after(name, order)} instead of {name}")
+            else:
+                log.warning("%s", error)
             failures.append(f"{name} could not be used ({error})")
     if run.int8:
         raise InputError("int8: no installed runtime could run the quantised graph (" + "; ".join(failures)
                          + "); turn int8 off")
     return run.torch("auto: " + "; ".join(failures))
+
+
+def _next_after(name: str, order: list[str]) -> str:
+    """What runs when ``name`` cannot: the next in ``order``, PyTorch at the end."""
+    rest = order[order.index(name) + 1:]
+    return {"torch": "PyTorch"}.get(rest[0], rest[0]) if rest else "PyTorch"
 
 
 def _once(make: Callable[[], CalibrationSample] | None) -> Callable[[], CalibrationSample] | None:
@@ -354,6 +383,7 @@ def _runtime_backend(name: str, run: _Run, *, reason: str) -> InferenceBackend:
 
     if not run.int8:
         entry, forward = fp32_entry(precision)
+        entry_key = key
     else:
         if run.calibration is None:
             raise InputError("int8 needs calibration tiles")
@@ -364,11 +394,20 @@ def _runtime_backend(name: str, run: _Run, *, reason: str) -> InferenceBackend:
             fp32, _ = fp32_entry(None)
             return quantize_int8(fp32.path, sample), fp32.output_names
 
-        int8_key = _int8_key(key, sample)
-        entry, forward = cache.get_or_build(int8_key, quantised,
+        entry_key = _int8_key(key, sample)
+        entry, forward = cache.get_or_build(entry_key, quantised,
                                             lambda cached: load(cached.path, cached.output_names, "int8"))
+
+    def forget() -> None:
+        """Remove a graph that failed its proof, and the int8 check recorded for it."""
+        cache.remove(entry_key)
+        with contextlib.suppress(OSError):
+            check_record(entry.path).unlink(missing_ok=True)
+
+    # whatever the cache holds, every run first proves on its own data that the graph is this model's
+    proven = ProvenGraph(forward, network, precision=precision, path=entry.path, forget=forget)
     built = " (exported now)" if entry.rebuilt else " (cached export)"
-    return InferenceBackend(name, f"{reason}; {name} {runtime_version(name)}{built}", forward, int8=run.int8,
+    return InferenceBackend(name, f"{reason}; {name} {runtime_version(name)}{built}", proven, int8=run.int8,
                             model_path=entry.path, precision=precision)
 
 

@@ -28,6 +28,31 @@ class LandCoverClass:
     color: RGB
 
 
+def control_characters(text: str) -> list[str]:
+    """The characters of ``text`` that no class name may hold.
+
+    Control characters (C0, DEL and C1: a terminal's ANSI escape sequences start with
+    ESC, a CSV row ends at a line break) and lone surrogates (not text at all) would
+    reach every legend, the report, the CSV matrix and the log as they are.
+    """
+    return [c for c in text if unicodedata.category(c) in ("Cc", "Cs")]
+
+
+def check_class_name(name: object, where: str) -> str:
+    """``name`` if it can name a class: the one rule for model cards, class tables and map legends.
+
+    Raises:
+        ValueError: for a name that is not text, is blank, or holds a control character
+            (:func:`control_characters`); the message starts with ``where``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{where} has no name")
+    control = control_characters(name)
+    if control:
+        raise ValueError(f"{where} name {name!r} holds a control character ({control[0]!r})")
+    return name
+
+
 @dataclass(frozen=True)
 class InputScaling:
     """How non-8-bit input is brought to the 0-255 range the statistics are in.
@@ -225,12 +250,7 @@ def _check_card_numbers(card: ModelCard) -> None:
     if card.training_resize is not None and not isinstance(card.training_resize, TrainingResize):
         raise ValueError(f"training_resize must be a TrainingResize or None, got {card.training_resize!r}")
     for index, land_cover in enumerate(card.classes, start=1):
-        name = land_cover.name
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"class {index} has no name")
-        control = [c for c in name if unicodedata.category(c) in ("Cc", "Cs")]
-        if control:
-            raise ValueError(f"class {index} name {name!r} holds a control character ({control[0]!r})")
+        name = check_class_name(land_cover.name, f"class {index}")
         _check_color(f"class {index} ({name})", land_cover.color)
     if len(set(card.class_names)) != len(card.classes):
         raise ValueError("two classes have the same name")

@@ -45,6 +45,7 @@ import os
 import pickle
 import pickletools
 import re
+import stat
 import warnings
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -369,8 +370,11 @@ def _read_payload(path: Path, *, mmap: bool) -> Any:
     """``torch.load`` with ``weights_only=True``, every failure turned into a clear refusal."""
     if not path.exists():
         raise CheckpointError(f"model file not found: {path}. Check the path. {_INIT_HINT}.")
-    if not path.is_file():
+    if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a model file; choose the checkpoint file inside it")
+    if not path.is_file():  # never opened: reading a pipe would wait for a writer for ever
+        raise CheckpointError(f"{path} is {_special_file_kind(path)}, not a model file; choose the model file "
+                              "(.pt) itself")
     try:
         with path.open("rb") as stream:
             head = stream.read(4)
@@ -388,6 +392,19 @@ def _read_payload(path: Path, *, mmap: bool) -> Any:
         raise CheckpointError(_refusal_message(path, kind, error)) from None
     except Exception as error:  # noqa: BLE001 - torch.load fails in arbitrary ways on arbitrary bytes
         raise CheckpointError(_unreadable_message(path, kind, error)) from None
+
+
+def _special_file_kind(path: Path) -> str:
+    """What a path that is neither a regular file nor a folder is, in words."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return "not a regular file"
+    for test, kind in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 def _refusal_message(path: Path, kind: str, error: Exception) -> str:

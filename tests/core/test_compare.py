@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import re
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +14,10 @@ import pytest
 import rasterio
 from helpers import WORLDCOVER, aligned_t2, crosstab, matrix_block, write_map, write_worldcover_pair
 
+from core import compare as compare_module
+from core.classtable import ClassInfo
 from core.compare import CompareOptions, compare_classifications
-from core.errors import InputError
+from core.errors import Cancelled, InputError
 from core.io import gdal_session
 from core.products import OutputPaths
 from core.progress import Progress
@@ -323,3 +330,92 @@ def test_the_legend_is_read_from_the_chosen_band(tmp_path: Path, stack_and_map) 
     summary = compare_classifications(t1, t2, OutputPaths(transitions_csv=tmp_path / "m.csv"), band_t1=2,
                                       options=CompareOptions(overwrite=True))
     assert summary.classes[0].name == "Styled band 1"
+
+
+@contextlib.contextmanager
+def _fails_after(seconds: int) -> Iterator[None]:
+    """Turn a hang into a failure: SIGALRM raises in the test's own thread after ``seconds``."""
+
+    def hung(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _many_codes(folder: Path, count: int) -> tuple[Path, Path]:
+    """Two maps of ``count`` codes without any legend, each code on one pixel at least."""
+    side = int(np.ceil(np.sqrt(count)))
+    t1 = (np.arange(side * side) % count + 1).reshape(side, side).astype(np.uint16)
+    t2 = np.random.default_rng(1).permutation(t1.ravel()).reshape(side, side)
+    return write_map(folder / "a.tif", t1), write_map(folder / "b.tif", t2)
+
+
+def test_thousands_of_codes_without_a_legend_get_distinct_colours_and_finish(tmp_path: Path) -> None:
+    # 1,651 codes or more used to loop for ever: the generated colours repeat after 1,650
+    p1, p2 = _many_codes(tmp_path, 1699)
+    with _fails_after(120):
+        summary = compare_classifications(p1, p2, OutputPaths(fromto=tmp_path / "f.tif"))
+    assert len(summary.classes) == 1699
+    assert len({c.color for c in summary.classes}) == 1699
+
+
+def test_more_classes_than_a_comparison_takes_are_refused_saying_why(tmp_path: Path) -> None:
+    most = compare_module.MAX_CLASSES
+    p1, p2 = _many_codes(tmp_path, most + 1)
+    with _fails_after(60), pytest.raises(InputError, match=rf"hold {most + 1:,} distinct class codes .* at most "
+                                                           rf"{most:,} classes.* mapping table"):
+        compare_classifications(p1, p2, OutputPaths(fromto=tmp_path / "f.tif"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "b.tif"]
+
+
+def test_a_cancel_while_the_products_are_finished_stops_and_leaves_nothing(tmp_path: Path, worldcover_pair) -> None:
+    class CancelOnceRowsAreDone(Progress):
+        """Cancels when the bar passes the rows' share, i.e. while legends, matrix and polygons are made."""
+
+        def __init__(self) -> None:
+            self.value = 0.0
+
+        def set_progress(self, fraction: float) -> None:
+            self.value = fraction
+
+        def is_cancelled(self) -> bool:
+            return self.value >= 0.99
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(Cancelled):
+        compare_classifications(*worldcover_pair, OutputPaths(fromto=out / "f.tif", transitions_csv=out / "m.csv"),
+                                progress=CancelOnceRowsAreDone())
+    assert not list(out.iterdir())
+
+
+@pytest.mark.parametrize(("name", "shown"), [("Forest\x1b[31m", r"'\x1b'"), ("Water\x07", r"'\x07'"),
+                                             ("Crop\x9b31m", r"'\x9b'")], ids=["ansi-escape", "bell", "c1-csi"])
+def test_class_names_with_control_characters_are_refused_as_a_model_card_refuses_them(tmp_path: Path, name: str,
+                                                                                      shown: str) -> None:
+    # they reached report.html, report.csv, the legends and the log as they were
+    p1 = write_map(tmp_path / "a.tif", np.array([[1, 1, 2, 2]] * 2, dtype=np.uint8))
+    p2 = write_map(tmp_path / "b.tif", np.array([[1, 2, 2, 2]] * 2, dtype=np.uint8))
+    outputs = OutputPaths(fromto=tmp_path / "f.tif", transitions_csv=tmp_path / "m.csv")
+    table = tmp_path / "classes.csv"
+    with table.open("w", encoding="utf-8", newline="") as stream:
+        csv.writer(stream).writerows([["code", "name", "colour"], [1, name, "#00ff00"], [2, "Built", "#ff0000"]])
+    with pytest.raises(InputError, match=rf"class table .*classes.csv, line 2: the class name .* holds a control "
+                                         rf"character \({re.escape(shown)}\); remove it"):
+        compare_classifications(p1, p2, outputs, CompareOptions(class_table=table))
+    mapping = tmp_path / "mapping.csv"
+    with mapping.open("w", encoding="utf-8", newline="") as stream:
+        csv.writer(stream).writerows([[1, 1, name], [2, 2, "Built"]])
+    with pytest.raises(InputError, match=r"mapping table .*mapping.csv, line 1: the class name .* control character"):
+        compare_classifications(p1, p2, outputs, CompareOptions(mapping=mapping))
+    # a raster's own legend (or a layer's style) is held to the same rule
+    with pytest.raises(InputError, match=r"code 1 in the legend of T1 or T2: the class name .* control character .* "
+                                         r"give a class table that names code 1"):
+        compare_classifications(p1, p2, outputs, CompareOptions(legend_t1={1: ClassInfo(name)}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "b.tif", "classes.csv", "mapping.csv"]

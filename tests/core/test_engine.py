@@ -205,6 +205,43 @@ def test_progress_is_reported_and_cancel_leaves_nothing(tmp_path: Path, scene_pa
     assert threading.active_count() < 5  # the reader thread is gone
 
 
+def _state(folder: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Every file of ``folder`` (hidden ones too) with its inode, modification time and bytes."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("step", ["vectorising change patches", "polygons:"])
+def test_a_cancelled_rerun_leaves_the_earlier_runs_outputs_exactly_as_they_were(tmp_path: Path, scene_pair, pointwise,
+                                                                                step: str) -> None:
+    # the products stage used to publish the CSV before polygonising: a cancel there left the new CSV beside the
+    # earlier run's maps, though the log said "no output was written"
+    t1, t2, _ = scene_pair
+    folder = tmp_path / "out"
+    out = OutputPaths(**vars(_outputs(folder, "fromto", "change_mask", "transitions_csv")) | {
+        "polygons": folder / "changes.gpkg"})
+    run_change_detection(t1, t2, pointwise, out, RunOptions(tile_size=64))
+    before = _state(folder)
+    assert sorted(before) == ["change_mask.qml", "change_mask.tif", "change_mask.tif.aux.xml", "changes.gpkg",
+                              "fromto.qml", "fromto.tif", "fromto.tif.aux.xml", "transitions.csv"]
+
+    class CancelAt(Progress):
+        """Cancels once the run logs ``step`` (while the polygons are written, or just after)."""
+
+        def __init__(self) -> None:
+            self.cancelled = False
+
+        def info(self, message: str) -> None:
+            self.cancelled = self.cancelled or message.startswith(step)
+
+        def is_cancelled(self) -> bool:
+            return self.cancelled
+
+    with pytest.raises(Cancelled, match="no output was written"):
+        run_change_detection(t1, t2, pointwise, out, RunOptions(tile_size=64, min_patch_pixels=4, overwrite=True),
+                             CancelAt())
+    assert _state(folder) == before
+
+
 # --- refusals: each says what is wrong and leaves nothing behind ------------------------------
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.engine import OutputPaths, run_change_detection
-from core.files import atomic_write, atomic_write_text, default_file_mode
+from core.files import Publication, atomic_write, atomic_write_text, default_file_mode, staged_name
 
 
 @pytest.fixture
@@ -51,3 +51,44 @@ def test_every_engine_output_has_the_same_mode_as_its_geotiff(tmp_path: Path, sc
     files = sorted(out.iterdir())
     assert {p.name for p in files} >= {"fromto.tif", "fromto.qml", "fromto.tif.aux.xml", "prob.qml", "matrix.csv"}
     assert {p.name: _mode(p) for p in files} == {p.name: 0o640 for p in files}
+
+
+def _state(folder: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Every file of ``folder`` with its inode, modification time and bytes: "exactly as it was"."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.iterdir())}
+
+
+def test_a_publication_moves_every_staged_file_into_place_together(tmp_path: Path) -> None:
+    (tmp_path / "map.tif").write_text("old map")
+    (tmp_path / "map.qml").write_text("old style")  # the new map has no style: the old one must not describe it
+    publication = Publication()
+    for name, text in (("map.tif", "new map"), ("report.csv", "new table")):
+        staged = staged_name(tmp_path / name)
+        staged.write_text(text)
+        publication.stage(staged, tmp_path / name, replaces=[tmp_path / "map.qml"] if name == "map.tif" else ())
+    assert publication.where(tmp_path / "map.tif").name.startswith(".map.partial-")
+    assert (tmp_path / "map.tif").read_text() == "old map"  # nothing moves before the commit
+    publication.commit()
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"map.tif": "new map", "report.csv": "new table"}
+    assert publication.where(tmp_path / "map.tif") == tmp_path / "map.tif"
+
+
+def test_a_publication_that_fails_midway_or_is_discarded_leaves_the_earlier_files_exactly(tmp_path: Path) -> None:
+    for name in ("a.tif", "b.csv", "c.html"):
+        (tmp_path / name).write_text(f"earlier {name}")
+    before = _state(tmp_path)
+    publication = Publication()
+    for name in ("a.tif", "b.csv", "c.html"):
+        staged = staged_name(tmp_path / name)
+        staged.write_text(f"new {name}")
+        publication.stage(staged, tmp_path / name)
+    publication.where(tmp_path / "c.html").unlink()  # the last rename fails, after two files were placed
+    with pytest.raises(FileNotFoundError):
+        publication.commit()
+    assert _state(tmp_path) == before  # the same files (inode, time, bytes), nothing hidden left over
+    discarded = Publication()
+    staged = staged_name(tmp_path / "a.tif")
+    staged.write_text("new")
+    discarded.stage(staged, tmp_path / "a.tif")
+    discarded.discard()
+    assert _state(tmp_path) == before

@@ -105,6 +105,47 @@ def test_the_memory_estimate_is_within_30_percent_of_the_measured_peak(tmp_path:
     assert abs(measured["estimate"] - measured["peak"]) <= 0.3 * measured["peak"], measured
 
 
+MEASURE_INT8_AND_RACE = """
+import json, sys
+sys.path.insert(0, {repo!r})
+import torch
+torch.set_num_threads(1)
+from core import engine
+from core.backends import select
+# a small scene that still checks int8 and races the backends, as a long run on an int8-fast CPU does
+engine.AUTO_MEASURE_BATCHES = select.AUTO_MEASURE_BATCHES = 1
+engine.cpu_has_fast_int8 = lambda: True
+summary = engine.run_change_detection({t1!r}, {t2!r}, {model!r}, engine.OutputPaths(fromto={out!r}),
+                                      engine.RunOptions(batch_size=4, tile_size=64, backend_cache_dir={cache!r}))
+peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({{"estimate": summary.memory_estimate_bytes, "peak": peak, "int8": summary.int8_check,
+                  "backend": summary.backend}}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak memory is read from Linux's /proc")
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="int8 needs onnxruntime")
+def test_the_memory_estimate_counts_the_int8_check_and_the_backend_race(tmp_path: Path):
+    # the int8 check (ONNX Runtime's quantiser holds several copies of the weights) and the race's sessions
+    # came on top of the estimate: a 512 x 20000 run peaked at 2066 MiB against an estimate of 1671 MiB, and
+    # this case at 1340 MiB against 1031 MiB (77 %)
+    model = tmp_path / "gapl.pt"
+    assert training_cli(["init", "--model", "gapl_scd", "--preset", "second", "--tile-size", "64",
+                         "--backbone", "resnet18", "--out", str(model)]) == 0
+    t1, t2, _ = synthetic.write_pair(tmp_path / "in", [c.color for c in SECOND_CLASSES], height=160, width=160)
+    script = MEASURE_INT8_AND_RACE.format(repo=str(REPO), t1=str(t1), t2=str(t2), model=str(model),
+                                          out=str(tmp_path / "f.tif"), cache=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=_child_env(), capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    assert measured["int8"].startswith("int8 kept") and "in turns" in measured["backend"]  # both happened
+    ratio = measured["estimate"] / measured["peak"]
+    print(f"estimate {measured['estimate'] / 2**20:.0f} MiB, peak {measured['peak'] / 2**20:.0f} MiB ({ratio:.2f})")
+    # never promise less than the run takes (a refusal relies on it), nor far more
+    assert 0.9 <= ratio <= 1.3, measured
+
+
 FULL_DISK = """
 import resource, signal, sys
 sys.path[:0] = [{repo!r}, {tests!r}]

@@ -495,3 +495,40 @@ def test_processing_extent_and_mask_layer(scd_provider, semantic_model, image_pa
     assert abs(codes.shape[1] - 32) <= 1 and abs(codes.shape[0] - 24) <= 1
     # the triangle's upper-right half (top-left, top-right, bottom-right corners) holds data
     assert codes[1, -2] != NODATA_UINT8 and codes[-2, 1] == NODATA_UINT8
+
+
+def _mask_file(folder: Path, crs: str, geometry: dict) -> Path:
+    path = folder / "mask.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": crs}},
+                                "features": [{"type": "Feature", "properties": {}, "geometry": geometry}]}))
+    return path
+
+
+def test_an_extent_or_mask_that_cannot_limit_the_area_is_refused_naming_it(scd_provider, semantic_model, image_pair,
+                                                                           tmp_path):
+    with rasterio.open(image_pair[0]) as src:
+        transform, crs = src.transform, src.crs.to_string()
+    (x0, y0), (x1, y1) = transform * (8, 8), transform * (72, 56)
+    out = tmp_path / "fromto.tif"
+
+    def refused(**area: object) -> str:
+        with pytest.raises(QgsProcessingException) as error:
+            processing.run("scd:semanticchange", inputs(image_pair, semantic_model, MIN_AREA=0,
+                                                        OUTPUT_FROMTO=str(out), **area))
+        assert not out.exists()
+        return str(error.value)
+
+    # a NaN extent used to be dropped: the whole scene ran
+    assert "the processing extent (EXTENT) (nan, nan, nan, nan) is not a number" in refused(
+        EXTENT=f"nan,nan,nan,nan [{crs}]")
+    far = [[x0 + 100_000, y0], [x1 + 100_000, y0], [x1 + 100_000, y1], [x0 + 100_000, y0]]  # 100 km east
+    said = refused(MASK=str(_mask_file(tmp_path, crs, {"type": "Polygon", "coordinates": [far]})))
+    assert "the mask layer mask (1 polygon within" in said and "does not overlap the processing area" in said
+    assert "processing extent" not in said  # the user gave no extent
+    point = {"type": "Point", "coordinates": [x0 + 10, y0 - 10]}
+    assert "the mask layer mask: feature 1 is a Point geometry; a mask is polygons" in refused(
+        MASK=str(_mask_file(tmp_path, crs, point)))
+    inside = [[x0, y0], [x1, y0], [x1, y1], [x0, y0]]
+    mask = _mask_file(tmp_path, crs, {"type": "Polygon", "coordinates": [inside]})
+    (ex0, ey0), (ex1, ey1) = transform * (80, 60), transform * (90, 70)  # beside the mask, inside T1
+    assert "does not overlap the processing area" in refused(MASK=str(mask), EXTENT=f"{ex0},{ex1},{ey1},{ey0} [{crs}]")

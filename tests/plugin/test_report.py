@@ -60,3 +60,15 @@ def test_warnings_come_first(report):
     page = report.render_report(title="t", facts=[], transitions=ROWS, colors={}, class_names=CLASSES,
                                 warnings=["The model m.pt is untrained <random>"])
     assert page.index("untrained &lt;random&gt;") < page.index("<table>")
+
+
+def test_a_comparison_of_thousands_of_classes_gives_a_page_one_can_open(report):
+    # 1,699 classes gave a matrix of 2.9 million cells (about 30 MB of HTML); the CSV holds them, the page says so
+    names = [f"Class {i}" for i in range(1, 1700)]
+    rows = [ROWS[0]] + [TransitionRow(1 + i * 1700, names[i], names[i + 1], f"{names[i]} -> {names[i + 1]}", 1,
+                                      0.01) for i in range(1698)]
+    page = report.render_report(title="t", facts=[], transitions=rows, colors={}, class_names=names,
+                                csv_name="report.csv")
+    assert "The matrix of 1,699 classes (2,886,601 cells) is too large for this page; it is in report.csv" in page
+    assert "1,198 other transitions" in page  # the table shows the largest 500
+    assert len(page) < 500_000

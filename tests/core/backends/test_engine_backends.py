@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -224,3 +227,108 @@ def test_int8_by_default_only_where_it_pays(tmp_path: Path, scene_pair, any_int8
         assert summary.int8_check in lines
     else:  # int8=False: never tried, nothing to say
         assert "int8" not in summary.backend and summary.int8_check == ""
+
+
+# --- the backend cache: never trusted blindly, never a reason to stop ---------------------------------
+
+
+def _plant(cache: Path, model: torch.nn.Module, other: torch.nn.Module, *, int8: bool = False) -> Path:
+    """Put ``other``'s graph where ``model``'s belongs, with a record whose hash matches (as anyone could)."""
+    card = make_card("binary")
+    sample = [(np.zeros((3, 64, 64), np.float32), np.ones((3, 64, 64), np.float32))]
+    paths = []
+    for network in (model, other):
+        backend = backend_select.select_backend(network, card, requested="onnxruntime", model_size=64, batch_size=3,
+                                                int8=int8, calibration=lambda: sample, cache_dir=cache)
+        paths.append(backend.model_path)
+        del backend
+    target, planted = paths
+    assert target != planted
+    target.write_bytes(planted.read_bytes())
+    record = json.loads(target.with_suffix(".json").read_text())
+    record["sha256"] = backend_cache.file_sha256(target)
+    target.with_suffix(".json").write_text(json.dumps(record))
+    return target
+
+
+def _other_network() -> torch.nn.Module:
+    other = LocalConvModel().eval()
+    with torch.no_grad():
+        other.body[-1].weight.mul_(-3.0)  # the same architecture, other weights: another model's graph
+    return other
+
+
+@needs_ort
+def test_a_graph_planted_in_the_cache_is_caught_on_the_first_batch_and_pytorch_runs_instead(tmp_path: Path,
+                                                                                           scene_pair) -> None:
+    # a graph of another model with a record whose hash matched it used to be run silently ("cached export")
+    prob_torch, mask_torch, _, _ = _run(scene_pair, tmp_path / "torch", backend="torch", precision="fp32")
+    planted = _plant(tmp_path / "cache", LocalConvModel().eval(), _other_network())
+    prob, mask, summary, lines = _run(scene_pair, tmp_path / "planted", backend="onnxruntime", precision="fp32")
+    assert any(line.startswith(f"warning: the graph {planted.name} in the backend cache does not compute what the "
+                               "model file's network computes") for line in lines)
+    assert summary.backend.startswith("torch fp32")
+    np.testing.assert_allclose(prob, prob_torch, atol=1e-5)
+    np.testing.assert_array_equal(mask, mask_torch)
+    assert not planted.exists()  # removed: the next run exports the model's own graph
+    _, _, again, _ = _run(scene_pair, tmp_path / "again", backend="onnxruntime", precision="fp32")
+    assert again.backend.startswith("onnxruntime fp32") and "exported now" in again.backend
+
+
+@needs_ort
+def test_a_planted_int8_graph_with_a_planted_check_is_caught_too(tmp_path: Path, scene_pair,
+                                                                 any_int8: None) -> None:
+    prob_torch, _, _, _ = _run(scene_pair, tmp_path / "torch", backend="torch")  # the precision PyTorch falls back to
+    _, _, first, _ = _run(scene_pair, tmp_path / "first", backend="onnxruntime", int8=True)
+    assert "int8" in first.backend
+    (own,) = (tmp_path / "cache" / "onnx").glob("*-int8-*.onnx")
+    (record,) = (tmp_path / "cache" / "onnx").glob("*-int8-*.check.json")
+    other = _other_network()
+    stranger = backend_select.select_backend(other, make_card("binary"), requested="onnxruntime", model_size=64,
+                                             batch_size=3, cache_dir=tmp_path / "elsewhere")
+    own.write_bytes(stranger.model_path.read_bytes())
+    saved = json.loads(own.with_suffix(".json").read_text())
+    saved["sha256"] = backend_cache.file_sha256(own)
+    own.with_suffix(".json").write_text(json.dumps(saved))
+    check = json.loads(record.read_text())
+    check.update(model_sha256=saved["sha256"], agreement=1.0)  # "int8 kept every label"
+    record.write_text(json.dumps(check))
+    prob, _, summary, lines = _run(scene_pair, tmp_path / "planted", backend="onnxruntime", int8=True)
+    assert any(line.startswith("warning: the graph ") and "does not compute what" in line for line in lines)
+    assert summary.backend.startswith("torch")
+    np.testing.assert_allclose(prob, prob_torch, atol=1e-6)
+
+
+@needs_ort
+def test_the_backend_cache_folders_are_private_to_the_user(tmp_path: Path, scene_pair) -> None:
+    _run(scene_pair, tmp_path / "run", backend="onnxruntime")
+    for folder in (tmp_path / "cache", tmp_path / "cache" / "onnx"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+def _break_cache(how: str, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if how == "a file":
+        cache.write_text("a file where the cache folder should be")
+        return
+    code = {"read-only": errno.EROFS, "full": errno.ENOSPC}[how]
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(backend_cache, "atomic_write_with", refuse)  # as root, permissions alone cannot refuse
+
+
+@needs_ort
+@pytest.mark.parametrize("how", ["a file", "read-only", "full"])
+def test_a_backend_cache_that_cannot_be_written_means_pytorch_with_a_warning(tmp_path: Path, scene_pair, how: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # it raised a raw OSError, and failed every default run of 24 batches or more (the race exports a graph)
+    _break_cache(how, tmp_path / "cache", monkeypatch)
+    long_run = {"precision": "fp32", "batch_size": 1, "overlap": 32}  # 24 batches: auto races the backends
+    prob_torch, _, _, _ = _run(scene_pair, tmp_path / "torch", backend="torch", **long_run)
+    for backend in ("auto", "onnxruntime"):
+        prob, _, summary, lines = _run(scene_pair, tmp_path / backend, backend=backend, **long_run)
+        warnings = [line for line in lines if line.startswith(f"warning: the backend cache {tmp_path / 'cache'}")]
+        assert warnings and "cannot be written" in warnings[0] and "SCD_CACHE_DIR" in warnings[0], lines
+        assert summary.backend.startswith("torch fp32")
+        np.testing.assert_allclose(prob, prob_torch, atol=1e-6)

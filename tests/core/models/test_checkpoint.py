@@ -220,6 +220,16 @@ def test_empty_file_and_folder_are_refused(tmp_path: Path) -> None:
     assert "folder" in _refusal(tmp_path)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_device_or_a_pipe_is_refused_for_what_it_is_not_called_a_folder(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.pt"
+    os.mkfifo(fifo)  # opening it to read would wait for a writer for ever
+    message = _refusal(fifo)
+    assert "is a named pipe (FIFO), not a model file" in message and "folder" not in message
+    message = _refusal(Path(os.devnull))
+    assert f"{os.devnull} is a character device, not a model file" in message and "folder" not in message
+
+
 class _RunsShell:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
