@@ -348,6 +348,29 @@ def test_the_installer_runs_without_qgis_numpy_or_torch_and_has_no_import_circle
         visit(name, ())
 
 
+def test_an_install_without_the_disk_space_it_needs_is_refused_before_anything_is_written(
+        tmp_path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "site-old").mkdir()
+    (tmp_path / installer.POINTER).write_text("site-old\n")
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=int(1.5e9)))
+    job = installer.Installer(tmp_path, python=sys.executable, options=installer.Options(variant="cpu"))
+    with pytest.raises(installer.InstallError, match=r"CPU build needs about 2 GB free .* only 1\.5 GB are free"):
+        job.run()
+    assert installer.active_folder(tmp_path) == tmp_path / "site-old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([installer.POINTER, "site-old", "last-install.log"])
+    assert "FAILED" in installer.last_log(tmp_path)
+
+
+def test_checks_of_qgis_python_never_see_the_private_folder(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    """A probe asks what QGIS's own Python has: an earlier install on PYTHONPATH would answer for it."""
+    from plugin.installer.processes import clean_env
+
+    private = tmp_path / installer.FOLDER_NAME / "site-1"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(private), "/opt/qgis/python"]))
+    assert clean_env()["PYTHONPATH"] == "/opt/qgis/python"
+
+
 def test_one_requirements_file_pins_the_runtime_packages_for_setup_and_installer():
     setup = [line for line in (REPO / "requirements.txt").read_text(encoding="utf-8").splitlines()
              if line and not line.startswith("#")]
