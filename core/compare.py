@@ -237,7 +237,7 @@ def _class_band(path: str | os.PathLike[str], band: int | None, label: str, prog
                 "Conversion > Translate, type Byte)")
         if src.count > 1:
             _say_which_band(label, path, number, src.count, band is not None,
-                            {"red", "green", "blue"} <= {c.name for c in src.colorinterp}, progress)
+                            {"red", "green", "blue"} <= set(src.colorinterp), progress)
     return number
 
 

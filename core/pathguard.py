@@ -260,10 +260,9 @@ def is_own_output(path: str | os.PathLike[str], kind: str = "raster") -> bool:
     path = Path(path)
     try:
         if kind == "raster":
-            import rasterio
+            from .io import raster_tags  # core.io imports this module
 
-            with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(path) as src:
-                return PRODUCT_TAG in src.tags()
+            return PRODUCT_TAG in raster_tags(path, sidecar=False)
         if kind == "table":
             with path.open("r", encoding="utf-8", errors="replace") as stream:
                 return stream.read(len(CSV_HEADER) + 1).lstrip("\ufeff").startswith(CSV_HEADER)

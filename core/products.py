@@ -38,9 +38,7 @@ from .product_table import BY_NAME, COMPARE, RASTERS, SEMANTIC, code_product
 from .progress import Progress, ProgressSpan
 
 if TYPE_CHECKING:
-    import rasterio
-    from affine import Affine
-
+    from .io import CRS, GeoTransform
     from .models.card import LandCoverClass
 
 log = logging.getLogger(__name__)
@@ -176,8 +174,8 @@ class Grid:
 
     width: int
     height: int
-    crs: rasterio.crs.CRS
-    transform: Affine
+    crs: CRS
+    transform: GeoTransform
     pixel_area_m2: Callable[[np.ndarray], np.ndarray]
 
 

@@ -2,8 +2,8 @@
 
 GeoTIFF has no place for category names or a RAT, and its colour maps have no alpha,
 so all three go to GDAL's PAM sidecar ``<raster>.aux.xml``, which GDAL, QGIS 3.30+
-and ArcGIS read; the ``.qml`` style beside it (:mod:`.qml`) is what QGIS uses. GDAL
-(``osgeo``) is used because rasterio cannot write RATs; it runs inside
+and ArcGIS read; the ``.qml`` style beside it (:mod:`.qml`) is what QGIS uses. It is
+written with GDAL (``osgeo``), like every file of the plugin, inside
 :func:`core.io.gdal_session`, so other code sharing the process is unaffected.
 See docs/legends.md for the conventions.
 """

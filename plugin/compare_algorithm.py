@@ -3,18 +3,17 @@
 Same outputs and styling as ``scd:semanticchange`` (from-to map with its legend,
 per-date maps, change mask, polygons, report and CSV matrix), computed by
 :func:`core.compare.compare_classifications` from two categorical rasters. It needs
-rasterio but not PyTorch.
+nothing QGIS does not ship: no PyTorch, and no rasterio (rasters are read and written
+with QGIS's own GDAL).
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, ClassVar
 
 from qgis.core import (
     QgsPalettedRasterRenderer,
     QgsProcessingContext,
-    QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterBand,
     QgsProcessingParameterFile,
@@ -30,7 +29,7 @@ from .change_algorithm import (
     RunRequest,
     help_text,
 )
-from .dependencies import diagnostics, install_instructions
+from .dependencies import diagnostics
 from .destinations import check_destinations
 from .inputs import CLASS_MAPS, default_inputs
 
@@ -157,13 +156,7 @@ class CompareClassificationsAlgorithm(ChangeAlgorithm):
         feedback.pushInfo(diagnostics(engine=False))  # no network runs here: no torch, CUDA or device
         if self.refusal is not None:
             raise self.refusal
-        try:
-            importlib.import_module("rasterio")
-        except Exception as error:
-            raise QgsProcessingException(
-                f"Comparing land-cover maps needs rasterio in the Python QGIS uses, but it cannot be imported "
-                f"({error}). To install: {install_instructions(['rasterio'])} and start QGIS again.") from error
-        from . import compare_runner  # imports rasterio, only now that it is known to be there
+        from . import compare_runner  # core.compare and QGIS's GDAL, never torch
 
         request = self.build_request(parameters, context)
         tables = {key: self.parameterAsFile(parameters, key, context) or None

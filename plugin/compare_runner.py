@@ -1,6 +1,6 @@
 """One comparison of two land-cover maps for ``scd:compareclassifications``, with its report and styles.
 
-Imports :mod:`core.compare` (and so rasterio), never torch. Whatever this run wrote
+Imports :mod:`core.compare` (QGIS's own GDAL), never torch. Whatever this run wrote
 is removed again when a later step fails or is cancelled, as in :mod:`.runner`.
 """
 

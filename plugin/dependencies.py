@@ -19,7 +19,7 @@ from pathlib import Path
 from . import installer
 
 #: (module to import, package name for pip), in the order the message lists them.
-REQUIRED = (("torch", "torch"), ("torchvision", "torchvision"), ("rasterio", "rasterio"))
+REQUIRED = (("torch", "torch"), ("torchvision", "torchvision"))
 
 PYTORCH_URL = "https://pytorch.org/get-started/locally/"
 REQUIREMENTS_FILE = installer.REQUIREMENTS_FILE
@@ -234,7 +234,7 @@ def require_engine() -> None:
 
 
 def diagnostics(engine: bool = True) -> str:
-    """One line for every run's log: QGIS, Python, torch, CUDA, GDAL and rasterio versions, and the device found.
+    """One line for every run's log: QGIS, Python, torch, CUDA and GDAL versions, and the device found.
 
     ``engine=False`` is the line of an algorithm that runs no network (the comparison of two
     maps): without torch, CUDA and the device, and without importing torch, which takes seconds
@@ -254,7 +254,6 @@ def diagnostics(engine: bool = True) -> str:
             parts.append(_cuda(torch))
             device = _device()
     parts.append(f"GDAL {_gdal_version()}")
-    parts.append(f"rasterio {_module_version('rasterio')}")
     if device is not None:
         parts.append(f"device found: {device}")
     return "Diagnostics: " + "; ".join(parts)
@@ -272,14 +271,6 @@ def _gdal_version() -> str:
     except ImportError:
         return "not installed"
     return gdal.__version__
-
-
-def _module_version(name: str) -> str:
-    try:
-        module = importlib.import_module(name)
-    except Exception:  # noqa: BLE001 - a broken package is as good as absent here
-        return "not installed"
-    return str(getattr(module, "__version__", "unknown version"))
 
 
 def _cuda(torch: object) -> str:

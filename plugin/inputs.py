@@ -1,6 +1,6 @@
 """From a QGIS raster layer to a file the engine can open.
 
-The engine reads rasters with GDAL (through rasterio), so each input layer is
+The engine reads rasters with QGIS's own GDAL (``osgeo.gdal``), so each input layer is
 turned into something GDAL opens:
 
 * a GDAL layer on a plain file: the file itself;

@@ -28,13 +28,19 @@ def test_each_system_gets_the_index_of_the_build_asked_for():
     assert pip_install_command("Linux", "cu128", venv, TORCH).endswith(f" --index-url {INDEX}/cu128")
 
 
-def test_debian_python_is_told_to_break_system_packages_and_rasterio_needs_no_index():
+def test_debian_python_is_told_to_break_system_packages_and_other_packages_need_no_index():
     command = pip_install_command("Linux", "cpu", "/usr/bin/python3", TORCH)
     assert " --break-system-packages --index-url " in command
-    rasterio = pip_install_command("Linux", "cpu", "/usr/bin/python3", ["rasterio"])
-    pin = dependencies.runtime_requirements()["rasterio"]
-    assert rasterio == f'"/usr/bin/python3" -m pip install --user "rasterio{pin}" --break-system-packages'
-    assert "--index-url" not in pip_install_command("Windows", "cu128", "python", ["rasterio"])
+    runtime = pip_install_command("Linux", "cpu", "/usr/bin/python3", ["onnxruntime"])
+    assert runtime == '"/usr/bin/python3" -m pip install --user onnxruntime --break-system-packages'
+    assert "--index-url" not in pip_install_command("Windows", "cu128", "python", ["onnxruntime"])
+
+
+def test_the_plugin_needs_no_rasterio_and_the_installer_adds_none():
+    """Rasters go through QGIS's own GDAL: a rasterio wheel would bring a second GDAL into QGIS's process."""
+    assert "rasterio" not in dependencies.runtime_requirements()
+    assert "rasterio" not in [module for module, _ in dependencies.REQUIRED]
+    assert "rasterio" not in installer.PROBED
 
 
 def test_impossible_builds_are_refused():

@@ -375,7 +375,7 @@ def test_one_requirements_file_pins_the_runtime_packages_for_setup_and_installer
     setup = [line for line in (REPO / "requirements.txt").read_text(encoding="utf-8").splitlines()
              if line and not line.startswith("#")]
     assert "-r plugin/runtime-requirements.txt" in setup and not [line for line in setup if "torch" in line]
-    assert installer.requirement_modules() == ["torch", "torchvision", "rasterio"]
+    assert installer.requirement_modules() == ["torch", "torchvision"]
     assert "plugin/runtime-requirements.txt" in (REPO / "scripts" / "setup.sh").read_text(encoding="utf-8")
 
 

@@ -168,8 +168,6 @@ def test_install_instructions_give_cpu_and_cuda_commands_per_platform(plugin_pac
     assert f'for the CPU build:  "{python}" -m pip install --user {packages}' in linux
     assert f"--index-url {index}/cpu  or, for an NVIDIA GPU" in linux  # plain pip would give the CUDA build
     assert "CPU build of PyTorch" not in linux
-    rasterio = dependencies.install_instructions(["rasterio"])
-    assert f'-m pip install --user "rasterio{pins["rasterio"]}"' in rasterio and "--index-url" not in rasterio
 
 
 def test_a_too_old_python_is_explained(scd_provider, plugin_package, semantic_model, monkeypatch: pytest.MonkeyPatch):

@@ -65,6 +65,27 @@ def no_torch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def _unimportable(folder: Path, *names: str) -> Path:
+    """``folder`` holding packages ``names`` that fail to import, to put first on ``PYTHONPATH``."""
+    for name in names:
+        (folder / name).mkdir()
+        (folder / name / "__init__.py").write_text(f'raise ModuleNotFoundError("No module named \'{name}\'")\n')
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bare_qgis(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A QGIS with nothing added: the Windows and macOS installers ship GDAL's own bindings and numpy, but
+    neither torch nor rasterio (nor affine, which comes with rasterio)."""
+    return _unimportable(tmp_path_factory.mktemp("bare-qgis"), "torch", "rasterio", "affine")
+
+
+@pytest.fixture(scope="module")
+def torch_only(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """This venv's packages (torch) with rasterio and affine unimportable: what the installer gives a QGIS."""
+    return f"{_unimportable(tmp_path_factory.mktemp('no-rasterio'), 'rasterio', 'affine')}{os.pathsep}{VENV}"
+
+
 def qgis_process(*args: str, plugins: Path, profile: Path, python_path: Path | str) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "QGIS_OPTIONS_PATH")}
     env.update(QT_QPA_PLATFORM="offscreen", QGIS_PLUGINPATH=str(plugins), QGIS_CUSTOM_CONFIG_PATH=str(profile),
@@ -87,15 +108,15 @@ def test_zip_holds_the_plugin_and_nothing_else(plugin_zip: Path):
 
 
 @requires_qgis_process
-def test_qgis_process_runs_the_installed_zip(installed, profile, semantic_model, image_pair, tmp_path):
-    enable = qgis_process("plugins", "enable", PLUGIN, plugins=installed, profile=profile, python_path=VENV)
+def test_qgis_process_runs_the_installed_zip(installed, profile, semantic_model, image_pair, torch_only, tmp_path):
+    enable = qgis_process("plugins", "enable", PLUGIN, plugins=installed, profile=profile, python_path=torch_only)
     assert enable.returncode == 0, enable.stderr
     target = tmp_path / "fromto.tif"
 
     run = qgis_process("--json", "run", "scd:semanticchange", "--", f"INPUT_T1={image_pair[0]}",
                        f"INPUT_T2={image_pair[1]}", f"MODEL={semantic_model}", f"OUTPUT_FROMTO={target}",
                        f"OUTPUT_REPORT={tmp_path / 'report.html'}", plugins=installed, profile=profile,
-                       python_path=VENV)
+                       python_path=torch_only)  # rasterio unimportable: QGIS's GDAL is all the engine needs
 
     assert run.returncode == 0, run.stdout + run.stderr
     answer = json.loads(run.stdout[run.stdout.index("{"):])
@@ -226,17 +247,19 @@ def test_sigterm_to_qgis_process_leaves_no_temporary_files(enabled, profile, sem
     assert child.returncode != 0
     assert list(out.iterdir()) == [], (tmp_path / "log.txt").read_text()
 @requires_qgis_process
-def test_qgis_process_compares_two_land_cover_maps_without_torch(installed, profile, no_torch, tmp_path):
+def test_qgis_process_compares_two_land_cover_maps_with_nothing_added_to_qgis(installed, profile, bare_qgis,
+                                                                              tmp_path):
     from helpers import move_to_band_2, write_worldcover_pair
 
     t1, t2 = write_worldcover_pair(tmp_path / "in")
     move_to_band_2(t1)  # T1 is a stack: its land-cover map is band 2
-    qgis_process("plugins", "enable", PLUGIN, plugins=installed, profile=profile, python_path=no_torch)
+    qgis_process("plugins", "enable", PLUGIN, plugins=installed, profile=profile, python_path=bare_qgis)
     target = tmp_path / "fromto.tif"
     run = qgis_process("--json", "run", "scd:compareclassifications", "--", f"INPUT_T1={t1}", "BAND_T1=2",
                        f"INPUT_T2={t2}", f"OUTPUT_FROMTO={target}", f"OUTPUT_REPORT={tmp_path / 'report.html'}",
-                       "MIN_AREA=4", plugins=installed, profile=profile, python_path=no_torch)
+                       "MIN_AREA=4", plugins=installed, profile=profile, python_path=bare_qgis)
     assert run.returncode == 0, run.stdout + run.stderr
+    assert "rasterio" not in run.stdout + run.stderr
     answer = json.loads(run.stdout[run.stdout.index("{"):])
     assert not [line for line in answer["log"]["info"] if "no band was chosen" in line]
     assert answer["results"]["OUTPUT_FROMTO"] == str(target) and answer["results"]["CHANGED_PIXELS"] > 0

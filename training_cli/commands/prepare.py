@@ -23,12 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rasterio.enums import Resampling
-from rasterio.vrt import WarpedVRT
-from rasterio.windows import Window
 
 from core.errors import InputError
-from core.io import RasterPair, open_raster
+from core.io import RasterPair, Window, dataset_mask, gdal_session, open_raster, read_bands, warp_onto
 from core.models.card import InputScaling
 from core.preprocess import BandScaling, plan_scaling
 from core.synthetic import LAYOUT_FOLDERS
@@ -111,16 +108,14 @@ class _Labels:
             self._src.close()
             raise InputError(f"{path} has no coordinate reference system, so it cannot be placed on the images; "
                              "assign its CRS and run again")
-        options: dict[str, Any] = {"crs": pair.crs, "transform": pair.transform, "width": pair.width,
-                                   "height": pair.height, "resampling": Resampling.nearest}
-        if self._src.nodata is None:
-            options["add_alpha"] = True
-        self._vrt = WarpedVRT(self._src, **options)
+        self._vrt = warp_onto(self._src, pair.crs, pair.transform, pair.width, pair.height, nearest=True,
+                              add_alpha=self._src.nodata is None)
 
     def read(self, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         window = Window(col, row, size, size)
-        values = self._vrt.read(1, window=window)
-        valid = self._vrt.dataset_mask(window=window) > 0
+        with gdal_session():
+            values = read_bands(self._vrt, (1,), window)[0]
+            valid = dataset_mask(self._vrt, window) > 0
         return values.astype(np.int64), valid
 
     def close(self) -> None:
