@@ -38,7 +38,6 @@ def diagnostics_text(root: str | Path, python: str | None, qgis_version: str = "
         f"torch: {version('torch')}" + (f" (from {probed['torch']['file']})" if "file" in probed.get("torch", {})
                                         else ""),
         f"torchvision: {version('torchvision')}",
-        f"rasterio: {version('rasterio')}",
         f"numpy: {version('numpy')}",
         f"CUDA build of torch: {cuda or 'none (CPU build)'}",
         f"CUDA usable: {probed.get('cuda_available', False)}" + (f" ({probed['cuda_error']})"

@@ -46,11 +46,11 @@ print("PROBE" + json.dumps(out))
 """
 
 
-PROBED = ("torch", "torchvision", "rasterio", "numpy")
+PROBED = ("torch", "torchvision", "numpy")
 
 
 def requirement_modules(requirements: Path = REQUIREMENTS_FILE) -> list[str]:
-    """The modules the packages of a requirements file provide (``torch``, ``torchvision``, ``rasterio``)."""
+    """The modules the packages of a requirements file provide (``torch``, ``torchvision``)."""
     modules = []
     for line in requirements.read_text(encoding="utf-8").splitlines():
         match = re.match(r"\s*([A-Za-z0-9_.-]+)", line.split("#", 1)[0])
@@ -85,5 +85,5 @@ def probe(python: str, folder: str | Path | None, modules: Sequence[str] = PROBE
 def missing_from_probe(result: dict) -> list[str]:
     """The required modules the probe could not import."""
     if "error" in result:
-        return [*VERIFY_MODULES, "rasterio"]
-    return [name for name in (*VERIFY_MODULES, "rasterio") if "error" in result.get(name, {"error": ""})]
+        return list(VERIFY_MODULES)
+    return [name for name in VERIFY_MODULES if "error" in result.get(name, {"error": ""})]
