@@ -12,6 +12,13 @@ while the GeoTIFF beside it (created by GDAL with ``0666 & ~umask``) can. The
 temporary file here is created with ``os.open(..., 0o666)`` instead, so the umask
 decides, exactly as for any file a program creates.
 
+The project's temporary names come from here too (:func:`partial_path`, recognised
+by :func:`is_partial`): hidden, unique, beside the final name (so the last step is a
+rename on the same drive) and marked ``.partial``, so that no temporary file or
+folder is ever taken for a finished one and a leftover of a killed process can be
+found and removed. Nothing here imports more than the standard library: the
+plugin's dependency installer uses it where numpy and torch are not installed yet.
+
 The names of a raster's sidecars (:func:`aux_path_for`, :func:`qml_path_for`,
 :func:`sidecars`) live here too, so every module that moves or removes a raster
 moves or removes the same files.
@@ -30,6 +37,26 @@ from typing import IO
 
 #: Mode a new file is created with before the umask applies (the POSIX default for data files).
 NEW_FILE_MODE = 0o666
+#: The mark at the end of every temporary name.
+PARTIAL_SUFFIX = ".partial"
+
+
+def partial_path(final: str | os.PathLike[str]) -> Path:
+    """A fresh temporary name for ``final`` (a file or a folder): ``.<name>.<random>.partial`` beside it.
+
+    Beside it, so that moving the finished result into place is a rename on the same
+    drive; hidden and marked, so that nobody takes it for the finished result and
+    :func:`is_partial` finds it when a killed process left it behind; random, so that
+    two processes writing the same name never share a temporary one.
+    """
+    path = Path(final)
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}{PARTIAL_SUFFIX}")
+
+
+def is_partial(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a temporary name of :func:`partial_path` (a file or folder that never finished)."""
+    name = Path(path).name
+    return name.startswith(".") and name.endswith(PARTIAL_SUFFIX)
 
 
 def aux_path_for(raster_path: str | os.PathLike[str]) -> Path:
@@ -77,7 +104,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", *,
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write opens files for writing only ('w' or 'wb'), not {mode!r}")
     final = Path(path)
-    temporary = final.with_name(f".{final.name}.{secrets.token_hex(6)}.partial")
+    temporary = partial_path(final)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     descriptor = os.open(temporary, flags, NEW_FILE_MODE)
     try:

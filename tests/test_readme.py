@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import importlib
 import os
+import platform
 import re
 import shlex
 import socket
@@ -301,10 +302,10 @@ def test_install_commands_are_what_the_plugin_prints(monkeypatch: pytest.MonkeyP
 
 def test_the_readme_pythons_are_where_the_plugin_looks(monkeypatch: pytest.MonkeyPatch) -> None:
     """The interpreters the table shows are the ones the plugin finds for a default install of QGIS."""
-    monkeypatch.setattr(installer.platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
     monkeypatch.setattr(sys, "executable", "/Applications/QGIS.app/Contents/MacOS/QGIS")
     assert Path(README_PYTHON["Darwin"]) in installer.python_candidates()
-    monkeypatch.setattr(installer.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
     monkeypatch.setattr(sys, "executable", "/usr/bin/qgis")
     for name in ("prefix", "exec_prefix", "base_exec_prefix"):
         monkeypatch.setattr(sys, name, "/usr")

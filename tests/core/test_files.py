@@ -1,16 +1,27 @@
-"""Atomic writes: whole files or none, with the permissions the user's umask gives any new file."""
+"""Atomic writes: whole files or none, with the permissions the user's umask gives any new file; temporary names."""
 
 from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from core import files
 from core.engine import OutputPaths, run_change_detection
-from core.files import Publication, atomic_write, atomic_write_text, default_file_mode, staged_name
+from core.files import (
+    PARTIAL_SUFFIX,
+    Publication,
+    atomic_write,
+    atomic_write_text,
+    default_file_mode,
+    is_partial,
+    partial_path,
+    staged_name,
+)
 
 
 @pytest.fixture
@@ -92,3 +103,31 @@ def test_a_publication_that_fails_midway_or_is_discarded_leaves_the_earlier_file
     discarded.stage(staged, tmp_path / "a.tif")
     discarded.discard()
     assert _state(tmp_path) == before
+
+
+def test_a_temporary_name_is_hidden_unique_beside_its_final_name_and_recognised(tmp_path: Path) -> None:
+    final = tmp_path / "site-20250101-120000-abcdef"
+    first, second = partial_path(final), partial_path(final)
+    assert first != second and first.parent == tmp_path
+    assert first.name.startswith(f".{final.name}.") and first.name.endswith(PARTIAL_SUFFIX)
+    assert is_partial(first) and not is_partial(final) and not is_partial(tmp_path / "report.partial")
+
+
+def test_an_atomic_write_uses_the_one_temporary_name(tmp_path: Path) -> None:
+    path = tmp_path / "active.txt"
+    with atomic_write(path) as stream:
+        stream.write("site-1\n")
+        assert [p for p in tmp_path.iterdir() if is_partial(p)], "written under a temporary name first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["active.txt"]
+
+
+def test_the_file_helpers_import_only_the_standard_library() -> None:
+    """The plugin's installer uses them in a QGIS without numpy's or torch's help (nothing installed yet)."""
+    import ast
+
+    tree = ast.parse(Path(files.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+    assert imported <= sys.stdlib_module_names, imported - sys.stdlib_module_names

@@ -10,11 +10,14 @@ tests of this module and removed at the end; it takes about two minutes on two c
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import os
 import platform
+import shutil
 import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -231,7 +234,7 @@ def test_gpu_detection_reads_nvidia_smi(tmp_path):
 
 
 def test_gpu_detection_without_a_driver_says_so(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(installer.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     gpu = installer.detect_gpu()
     assert gpu.gpus == () and "no NVIDIA driver" in gpu.describe()
     assert installer.choose_variant(gpu) == "cpu"
@@ -241,14 +244,14 @@ def test_the_python_is_found_when_sys_executable_is_qgis_itself(monkeypatch: pyt
     """Inside QGIS ``sys.executable`` is qgis(-bin.exe); the interpreter is found and checked by running it."""
     fake_qgis = tmp_path / "qgis"
     fake_qgis.write_text("")
-    monkeypatch.setattr(installer.sys, "executable", str(fake_qgis))
+    monkeypatch.setattr(sys, "executable", str(fake_qgis))
     found = installer.find_python()
     assert Path(found.executable).name.startswith("python") and found.version == platform.python_version()
     assert found.pip  # this Python has pip
 
 
 def test_the_plan_must_match_the_chosen_build(monkeypatch: pytest.MonkeyPatch, tmp_path):
-    monkeypatch.setattr(installer.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
     cuda_plan = [installer.Planned("torch", "2.14.1", "file:///t.whl", None),
                  installer.Planned("triton", "3.8.0", "file:///tr.whl", None)]
     cpu_plan = [installer.Planned("torch", "2.14.1+cpu", "file:///t.whl", None)]
@@ -272,29 +275,100 @@ def test_pytorch_index_per_platform_and_build(monkeypatch: pytest.MonkeyPatch):
                 ("Windows", "cuda", "cu128"): f"{installer.PYTORCH_INDEX}/cu128",
                 ("Darwin", "cpu", None): None}
     for (system, variant, build), index in expected.items():
-        monkeypatch.setattr(installer.platform, "system", lambda system=system: system)
+        monkeypatch.setattr(platform, "system", lambda system=system: system)
         assert installer.Options(variant=variant, cuda_build=build).torch_index() == index, (system, variant)
     offline = installer.Options(variant="cpu", no_index=True, find_links=["/wheels"], proxy="http://p:8080")
     assert offline.pip_source_args() == ["--no-index", "--find-links", "/wheels", "--proxy", "http://p:8080"]
 
 
 def test_activate_puts_only_the_active_folder_on_sys_path(tmp_path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(installer.sys, "path", list(installer.sys.path))
+    monkeypatch.setattr(sys, "path", list(sys.path))
     (tmp_path / "site-old").mkdir()
     (tmp_path / ".staging-x").mkdir()  # a cancelled install, a day old
     os.utime(tmp_path / ".staging-x", (time.time() - 86400, time.time() - 86400))
-    installer.sys.path.insert(0, str(tmp_path / "site-old"))
+    sys.path.insert(0, str(tmp_path / "site-old"))
     assert installer.activate(tmp_path) is None  # nothing active: nothing added, the stale entry and folders gone
-    assert not [p for p in installer.sys.path if str(tmp_path) in p]
+    assert not [p for p in sys.path if str(tmp_path) in p]
     assert list(tmp_path.iterdir()) == []
     (tmp_path / ".staging-running").mkdir()  # another QGIS window installing now: left alone
     (tmp_path / "site-new").mkdir()
     (tmp_path / installer.POINTER).write_text("site-new\n")
     assert installer.activate(tmp_path) == tmp_path / "site-new"
     assert installer.activate(tmp_path) == tmp_path / "site-new"
-    assert [p for p in installer.sys.path if str(tmp_path) in p] == [str(tmp_path / "site-new")]
-    assert installer.sys.path[0] == str(tmp_path / "site-new")
+    assert [p for p in sys.path if str(tmp_path) in p] == [str(tmp_path / "site-new")]
+    assert sys.path[0] == str(tmp_path / "site-new")
     assert (tmp_path / ".staging-running").is_dir()
+
+
+def test_leftovers_of_a_killed_install_are_found_by_their_temporary_names(tmp_path):
+    """Staging folder, pip's work files and pointer under core.files' temporary names: old ones go, young ones stay."""
+    from core.files import partial_path
+
+    (tmp_path / "site-new").mkdir()
+    (tmp_path / installer.POINTER).write_text("site-new\n")
+    old = [partial_path(tmp_path / "site-20250101-120000-abcdef"), partial_path(tmp_path / "constraints.txt"),
+           partial_path(tmp_path / installer.POINTER)]
+    old[0].mkdir()
+    for path in old[1:]:
+        path.write_text("x")
+    for path in old:
+        os.utime(path, (time.time() - 86400, time.time() - 86400))
+    running = partial_path(tmp_path / "site-20250102-120000-abcdef")  # another QGIS window installing now
+    running.mkdir()
+    assert installer.activate(tmp_path) == tmp_path / "site-new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, installer.POINTER, "site-new"])
+    assert installer.check_folder(tmp_path).active == tmp_path / "site-new"
+
+
+def test_the_installer_runs_without_qgis_numpy_or_torch_and_has_no_import_circle():
+    """It installs torch where there is none, from QGIS's Python or a terminal: it imports nothing heavy. No
+    module of the package imports the package back or a module that imports it."""
+    loaded = subprocess.run([sys.executable, "-c", "import sys, plugin.installer; print(' '.join(sys.modules))"],
+                            cwd=REPO, env=_system_env(), capture_output=True, text=True, check=True).stdout.split()
+    assert not {"numpy", "torch", "rasterio", "osgeo", "qgis", "PyQt5"} & {name.split(".")[0] for name in loaded}
+    folder = REPO / "plugin" / "installer"
+    graph = {}
+    for module in folder.glob("*.py"):
+        tree = ast.parse(module.read_text(encoding="utf-8"))
+        graph[module.stem] = {node.module or "__init__" for node in ast.walk(tree)
+                              if isinstance(node, ast.ImportFrom) and node.level == 1}
+    for name, imported in graph.items():
+        if name not in ("__init__", "__main__"):
+            assert "__init__" not in imported, f"{name} imports the package that imports it"
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"import circle: {' -> '.join((*path, name))}"
+        if name not in done:
+            for child in graph.get(name, ()):
+                visit(child, (*path, name))
+            done.add(name)
+
+    for name in graph:
+        visit(name, ())
+
+
+def test_an_install_without_the_disk_space_it_needs_is_refused_before_anything_is_written(
+        tmp_path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "site-old").mkdir()
+    (tmp_path / installer.POINTER).write_text("site-old\n")
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=int(1.5e9)))
+    job = installer.Installer(tmp_path, python=sys.executable, options=installer.Options(variant="cpu"))
+    with pytest.raises(installer.InstallError, match=r"CPU build needs about 2 GB free .* only 1\.5 GB are free"):
+        job.run()
+    assert installer.active_folder(tmp_path) == tmp_path / "site-old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([installer.POINTER, "site-old", "last-install.log"])
+    assert "FAILED" in installer.last_log(tmp_path)
+
+
+def test_checks_of_qgis_python_never_see_the_private_folder(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    """A probe asks what QGIS's own Python has: an earlier install on PYTHONPATH would answer for it."""
+    from plugin.installer.processes import clean_env
+
+    private = tmp_path / installer.FOLDER_NAME / "site-1"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(private), "/opt/qgis/python"]))
+    assert clean_env()["PYTHONPATH"] == "/opt/qgis/python"
 
 
 def test_one_requirements_file_pins_the_runtime_packages_for_setup_and_installer():
