@@ -324,6 +324,12 @@ class RasterPair:
         d2 = tuple(self._src2.dtypes[b - 1] for b in self.bands_t2)
         return d1, d2
 
+    def file_scales(self) -> tuple[tuple[tuple[float, float], ...], tuple[tuple[float, float], ...]]:
+        """``(scale, offset)`` each selected band's file declares (GDAL's ``value = raw * scale + offset``)."""
+        s1 = tuple((self._src1.scales[b - 1], self._src1.offsets[b - 1]) for b in self.bands_t1)
+        s2 = tuple((self._src2.scales[b - 1], self._src2.offsets[b - 1]) for b in self.bands_t2)
+        return s1, s2
+
     def pixel_area_m2(self, rows: np.ndarray) -> np.ndarray:
         """Ground area of one pixel in each of ``rows`` (processing-area rows), in m²."""
         return pixel_area_m2(self.crs, self.transform, rows)
