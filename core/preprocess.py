@@ -49,10 +49,11 @@ class BandScaling:
         return image
 
 
-#: A band whose typical value lies this many of the model's standard deviations from the model's mean is
-#: almost certainly in other units than the training imagery (reflectance 0..1 against 0..10000, 8-bit
-#: against 16-bit), not merely another season.
+#: A band whose typical value lies this many of the model's standard deviations from the model's mean, or
+#: whose spread is this many times larger or smaller than the model's, is almost certainly in other units
+#: than the training imagery (reflectance 0..1 against 0..10000), not merely of another season or place.
 FAR_FROM_TRAINING = 10.0
+OTHER_SPREAD = 100.0
 
 
 def plan_scaling(
@@ -134,13 +135,14 @@ def far_from_training(plan: BandScaling, sample: np.ndarray, valid: np.ndarray, 
     warnings = []
     scaled = plan.apply(sample.astype(np.float32, copy=True))
     for band in range(sample.shape[0]):
-        values = sample[band][valid]
-        typical = float(np.median(scaled[band][valid]))
-        if abs(typical) > FAR_FROM_TRAINING:
+        values, normalised = sample[band][valid], scaled[band][valid]
+        typical, spread = float(np.median(normalised)), float(np.std(normalised))
+        if abs(typical) > FAR_FROM_TRAINING or (spread > 0 and not 1 / OTHER_SPREAD < spread < OTHER_SPREAD):
             trained = plan.mean[band] / plan.factor[band] + plan.offset[band]
+            trained_spread = plan.std[band] / plan.factor[band]
             warnings.append(
-                f"{label}: input band {band + 1} has typical value {float(np.median(values)):.6g}, "
-                f"{abs(typical):.0f} standard deviations from the {trained:.6g} the model was trained on; the "
-                "image is probably in other units (reflectance 0-1 against 0-10000, 8-bit against 16-bit) or "
-                "the bands are not the model's. Give the imagery the model was trained on")
+                f"{label}: input band {band + 1} has typical value {float(np.median(values)):.6g} and spread "
+                f"{float(np.std(values)):.3g}, but the model was trained on {trained:.6g} +- {trained_spread:.3g}; "
+                "the image is probably in other units (reflectance 0-1 against 0-10000, 8-bit against 16-bit) "
+                "or the bands are not the model's. Give the imagery the model was trained on")
     return warnings

@@ -85,9 +85,9 @@ def adapt_input_weights(weight: torch.Tensor, channels: int) -> torch.Tensor:
       the response the colour image of the same brightness gave);
     * any other count: the kernels repeated cyclically (band ``i`` gets kernel ``i mod C``,
       so bands 1..3 in red, green, blue order keep ImageNet's red, green and blue
-      filters) and scaled by ``C / channels``, so that an input of equal value in every
-      band gives the same activation as before and the following batch norm sees
-      the statistics it was trained with.
+      filters) and scaled by ``C / channels``, so that the activations keep the magnitude
+      the following batch norm was trained with (exactly, for an input of one value in
+      every band, when ``channels`` is a multiple of ``C``; on average otherwise).
 
     Also used by ``train --init-from`` to carry a model's first convolution to another
     band count (``C`` is then that model's band count).
