@@ -24,7 +24,6 @@ import argparse
 import csv
 import json
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ import numpy as np
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
 
 from core.errors import InputError
 from core.io import RasterPair, open_raster
@@ -197,8 +197,9 @@ class TileImages:
     def eight_bit(self) -> bool:
         return bool(self.dtype == np.uint8)
 
-    def write(self, path: Path, image: np.ndarray, valid: np.ndarray) -> None:
-        """Write one tile (``image`` float32 ``[bands, H, W]`` as :meth:`RasterPair.read` gives it)."""
+    def write(self, path: Path, image: np.ndarray, valid: np.ndarray, crs: Any, transform: Any) -> None:
+        """Write one tile (``image`` float32 ``[bands, H, W]`` as :meth:`RasterPair.read` gives it); a GeoTIFF
+        tile is georeferenced (``crs``, ``transform``), so it can be looked at over the scene in QGIS."""
         values = np.where(valid, image, 0)
         if np.issubdtype(self.dtype, np.integer):
             info = np.iinfo(self.dtype)
@@ -209,16 +210,13 @@ class TileImages:
             _save(path, values.transpose(1, 2, 0))
             return
         import rasterio
-        from rasterio.errors import NotGeoreferencedWarning
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path, "w", driver="GTiff", width=values.shape[2], height=values.shape[1],
-                               count=values.shape[0], dtype=values.dtype, compress="deflate",
-                               interleave="pixel") as dst:
-                dst.write(values)
-                dst.scales = [scale for scale, _ in self.scales]
-                dst.offsets = [offset for _, offset in self.scales]
+        with rasterio.open(path, "w", driver="GTiff", width=values.shape[2], height=values.shape[1],
+                           count=values.shape[0], dtype=values.dtype, crs=crs, transform=transform,
+                           compress="deflate", interleave="pixel") as dst:
+            dst.write(values)
+            dst.scales = [scale for scale, _ in self.scales]
+            dst.offsets = [offset for _, offset in self.scales]
 
     def add_statistics(self, image: np.ndarray, valid: np.ndarray) -> None:
         """Add the valid pixels of a training tile to the per-band sums."""
@@ -335,7 +333,8 @@ def _write_tiles(args: argparse.Namespace, pair: RasterPair, label_views: list[_
         name = f"r{row:06d}_c{col:06d}.png"
         base = staging / split
         for folder, image, writer in ((folders[0], image1, images[0]), (folders[1], image2, images[1])):
-            writer.write((base / folder / name).with_suffix(writer.suffix), image, valid)
+            writer.write((base / folder / name).with_suffix(writer.suffix), image, valid, pair.crs,
+                         window_transform(Window(col, row, tile, tile), pair.transform))
             if split == "train" or not has_train:
                 writer.add_statistics(image, valid)
         label_valid = valid & np.logical_and.reduce([v for _, v in labels])
