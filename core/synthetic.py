@@ -638,6 +638,11 @@ def write_multispectral_scene(folder: str | os.PathLike[str], *, size: int = 256
     t1, t2 = (write_geotiff(folder / f"t{n}.tif", render_multispectral(labels, signatures, seed=seed + n), crs=crs,
                             transform=transform, nodata=0)
               for n, labels in ((1, scene.labels_t1), (2, scene.labels_t2)))
+    names = ("Red", "Green", "Blue", "NIR", *(f"Extra {n}" for n in range(5, bands + 1)))[:bands]
+    for path in (t1, t2):  # described as a multispectral product describes its bands
+        with rasterio.open(path, "r+") as dst:
+            for band, name in enumerate(names, start=1):
+                dst.set_band_description(band, name)
     changed = scene.changed
     fromto = fromto_codes(scene.labels_t1, scene.labels_t2, changed, 6)
     paths = ScenePaths(

@@ -103,6 +103,7 @@ def test_an_n_band_model_trains_exports_and_runs_on_every_backend(tiny: None, tm
     assert card.options["in_channels"] == bands and card.scaling.method == "statistics"
     assert list(card.mean_t1) == record["mean_t1"] and list(card.std_t2) == record["std_t2"]
     assert card.training["data"]["bands"] == bands
+    assert [d[0] for d in card.training["data"]["band_descriptions"]["t2"][:4]] == ["Red", "Green", "Blue", "NIR"]
     assert "computed by prepare on the train split" in card.training["data"]["normalisation"]
     network, _ = load_checkpoint(model)
     assert network.encoder[0].in_channels == bands

@@ -135,6 +135,7 @@ def test_prepare_keeps_any_bands_in_their_own_units_and_records_training_statist
     record = json.loads((out / "prepare.json").read_text())
     assert record["bands_t1"] == record["bands_t2"] == [4, 3, 2, 5]  # T2 takes T1's numbers unless told
     assert record["scaling"] == "statistics" and record["dtype_t1"] == "uint16"
+    assert [d[0] for d in record["band_descriptions_t1"]] == ["NIR", "Blue", "Green", "Extra 5"]
     tiles = _tiles(out)
     with rasterio.open(multispectral.t1) as src:
         source = src.read([4, 3, 2, 5])

@@ -362,24 +362,34 @@ def _write_tiles(args: argparse.Namespace, pair: RasterPair, label_views: list[_
         "split": list(shares), "seed": args.seed, "min_valid": args.min_valid,
         "classes": args.classes if format == "second" else None,
         "crs": pair.crs.to_string(), "transform": list(pair.transform)[:6],
-        **_bands_record(pair, images, has_train),
+        **_bands_record(pair, images, has_train, (args.t1, args.t2)),
     }, indent=2), encoding="utf-8")
     return records
 
 
-def _bands_record(pair: RasterPair, images: tuple[TileImages, TileImages], has_train: bool) -> dict[str, Any]:
+def _bands_record(pair: RasterPair, images: tuple[TileImages, TileImages], has_train: bool,
+                  paths: tuple[Path, Path]) -> dict[str, Any]:
     """What ``train`` needs to know of the bands: which, in what units, and their training statistics."""
     mean_t1, std_t1 = images[0].statistics()
     mean_t2, std_t2 = images[1].statistics()
     eight_bit = images[0].eight_bit and images[1].eight_bit
     return {
         "bands_t1": list(pair.bands_t1), "bands_t2": list(pair.bands_t2),
+        "band_descriptions_t1": _described(paths[0], pair.bands_t1),
+        "band_descriptions_t2": _described(paths[1], pair.bands_t2),
         "dtype_t1": str(images[0].dtype), "dtype_t2": str(images[1].dtype),
         # 8-bit imagery keeps the default rule (taken as is); anything else is taken in its own units
         "scaling": "percentile" if eight_bit else "statistics",
         "statistics": {"mean_t1": mean_t1, "std_t1": std_t1, "mean_t2": mean_t2, "std_t2": std_t2,
                        "split": "train" if has_train else "all", "pixels": images[0].pixels},
     }
+
+
+def _described(path: Path, bands: tuple[int, ...]) -> list[list[str]]:
+    """``[description, colour interpretation]`` of each band, as the file states them (for the model card, so that
+    the plugin can check a scene's bands against the ones the model learned from)."""
+    with open_raster(path) as src:
+        return [[src.descriptions[b - 1] or "", src.colorinterp[b - 1].name] for b in bands]
 
 
 def _save(path: Path, array: np.ndarray) -> None:

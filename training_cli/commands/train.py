@@ -181,6 +181,9 @@ def open_training_data(recipe: dict[str, Any], root: Path, data_format: str | No
                                scaling=InputScaling(method="statistics") if own_units else card.scaling)
     description = {"root": str(root), "format": data_format, "train_pairs": len(train), "val_pairs": len(val),
                    "bands": bands, "normalisation": source}
+    if prepared is not None and prepared.descriptions_t1:  # what the bands were, for the plugin's band check
+        description["band_descriptions"] = {"t1": [list(d) for d in prepared.descriptions_t1],
+                                            "t2": [list(d) for d in prepared.descriptions_t2]}
     return TrainingData(train, val, card, description)
 
 

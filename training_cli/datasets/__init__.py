@@ -44,6 +44,8 @@ class PreparedBands:
         scaling: The model card's scaling method for such imagery (``"statistics"`` unless it is 8-bit).
         mean_t1, std_t1, mean_t2, std_t2: Per-band statistics of the training split, in the imagery's units.
         source: Where the statistics come from, in words.
+        descriptions_t1, descriptions_t2: ``[description, colour interpretation]`` the source files give each
+            band (empty when the record has none).
     """
 
     bands_t1: tuple[int, ...]
@@ -54,6 +56,8 @@ class PreparedBands:
     mean_t2: tuple[float, ...]
     std_t2: tuple[float, ...]
     source: str
+    descriptions_t1: tuple[tuple[str, str], ...] = ()
+    descriptions_t2: tuple[tuple[str, str], ...] = ()
 
 
 def prepared_bands(root: str | os.PathLike[str]) -> PreparedBands | None:
@@ -74,7 +78,9 @@ def prepared_bands(root: str | os.PathLike[str]) -> PreparedBands | None:
         return PreparedBands(tuple(int(b) for b in record["bands_t1"]), tuple(int(b) for b in record["bands_t2"]),
                              str(record["scaling"]), **values,
                              source=f"computed by prepare on the {statistics.get('split', 'train')} split "
-                                    f"({statistics.get('pixels', '?')} valid pixels)")
+                                    f"({statistics.get('pixels', '?')} valid pixels)",
+                             descriptions_t1=tuple(tuple(map(str, d)) for d in record.get("band_descriptions_t1", ())),
+                             descriptions_t2=tuple(tuple(map(str, d)) for d in record.get("band_descriptions_t2", ())))
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise InputError(f"{path} is damaged ({error.__class__.__name__}: {error}); run prepare again") from None
 
