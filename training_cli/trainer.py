@@ -218,10 +218,9 @@ def init_from_model(model: nn.Module, card: ModelCard, path: Path) -> dict[str, 
     its classes and bands), so that the copied weights mean what they meant there.
 
     Returns:
-        What was done, for the log and the model card: ``file``, ``sha256`` (of the file's weights),
-        ``model``, ``dataset``, ``classes``, ``bands``, ``copied``, ``adapted`` and ``new`` (tensor
-        names) and a one-line ``description``. ``sha256`` is the digest of the file's bytes, so the
-        model started from can be identified later.
+        What was done, for the log and the model card: ``file``, ``sha256`` (of the file's bytes, so the
+        model started from can be identified later), ``model``, ``dataset``, ``classes``, ``bands``,
+        ``copied`` (a count), ``adapted`` and ``new`` (tensor names) and a one-line ``description``.
 
     Raises:
         InputError: The file cannot be read, or holds another network or one built otherwise.

@@ -195,7 +195,8 @@ class TileImages:
 
     @property
     def eight_bit(self) -> bool:
-        return bool(self.dtype == np.uint8)
+        """8-bit values that mean what they say (no declared scale or offset): the 0..255 rule applies."""
+        return bool(self.dtype == np.uint8) and all(v == (1.0, 0.0) for v in self.scales)
 
     def write(self, path: Path, image: np.ndarray, valid: np.ndarray, crs: Any, transform: Any) -> None:
         """Write one tile (``image`` float32 ``[bands, H, W]`` as :meth:`RasterPair.read` gives it); a GeoTIFF
@@ -378,7 +379,7 @@ def _bands_record(pair: RasterPair, images: tuple[TileImages, TileImages], has_t
         "band_descriptions_t1": _described(paths[0], pair.bands_t1),
         "band_descriptions_t2": _described(paths[1], pair.bands_t2),
         "dtype_t1": str(images[0].dtype), "dtype_t2": str(images[1].dtype),
-        # 8-bit imagery keeps the default rule (taken as is); anything else is taken in its own units
+        # plain 8-bit imagery keeps the default rule (taken as is); anything else is taken in its own units
         "scaling": "percentile" if eight_bit else "statistics",
         "statistics": {"mean_t1": mean_t1, "std_t1": std_t1, "mean_t2": mean_t2, "std_t2": std_t2,
                        "split": "train" if has_train else "all", "pixels": images[0].pixels},
