@@ -51,7 +51,7 @@ from .io import RasterPair, outputs_folders, terminate_cleanly, writing_outputs
 from .matrix import TransitionRow
 from .models.base import CHANGE_PROB, CHANGE_THRESHOLD, SEM_LOGITS_T1, SEM_LOGITS_T2
 from .models.card import ModelCard
-from .preprocess import BandScaling, plan_scaling
+from .preprocess import BandScaling, far_from_training, plan_scaling
 from .products import Grid, Legends, OutputPaths, ProductsStage, StageResult, check_outputs
 from .progress import Progress, ProgressSpan
 from .tiling import RowBandAccumulator, TileGrid, TileWindow, default_tile_size, pad_to
@@ -225,7 +225,7 @@ def run_change_detection(
         grid = TileGrid(pair.height, pair.width, tile_size, overlap)
         summary.width, summary.height = pair.width, pair.height
         summary.tiles_total = len(grid)
-        scalings = _plan_scalings(pair, card)
+        scalings = _plan_scalings(pair, card, progress)
         summary.scaling_t1, summary.scaling_t2 = scalings[0].description, scalings[1].description
         heads = _Heads(card, learns_threshold=bool(getattr(network, "learns_threshold", False)))
         progress.info(f"device: {summary.device} ({summary.device_reason}); precision: {precision_reason}")
@@ -358,16 +358,25 @@ def _record(summary: RunSummary, result: StageResult) -> None:
     summary.polygons = result.polygons
 
 
-def _plan_scalings(pair: RasterPair, card: ModelCard) -> tuple[BandScaling, BandScaling]:
-    """Scaling of both dates, from valid pixels only (see :meth:`.io.RasterPair.valid_sample`)."""
+def _plan_scalings(pair: RasterPair, card: ModelCard,
+                   progress: Progress | None = None) -> tuple[BandScaling, BandScaling]:
+    """Scaling of both dates, from valid pixels only (see :meth:`.io.RasterPair.valid_sample`).
+
+    Bands whose values lie far from what the model was trained on (other units) are logged as warnings.
+    """
     dtypes1, dtypes2 = pair.dtypes()
+    scales1, scales2 = pair.file_scales()
     values1, values2 = pair.valid_sample()
     if not values1.shape[1]:
         raise InputError("T1 and T2 have no valid pixel in common (all nodata, masked or NaN where they "
                          "overlap); check the nodata values and that both images cover the same area")
     valid = np.ones((1, values1.shape[1]), dtype=bool)
-    s1 = plan_scaling(dtypes1, values1[:, None, :], valid, card.scaling, card.mean_t1, card.std_t1)
-    s2 = plan_scaling(dtypes2, values2[:, None, :], valid, card.scaling, card.mean_t2, card.std_t2)
+    s1 = plan_scaling(dtypes1, values1[:, None, :], valid, card.scaling, card.mean_t1, card.std_t1, scales1)
+    s2 = plan_scaling(dtypes2, values2[:, None, :], valid, card.scaling, card.mean_t2, card.std_t2, scales2)
+    if progress is not None:
+        for label, plan, values in (("T1", s1, values1), ("T2", s2, values2)):
+            for warning in far_from_training(plan, values[:, None, :], valid, label):
+                progress.info(f"warning: {warning}")
     return s1, s2
 
 

@@ -292,7 +292,11 @@ class Raster:
         self.dtypes = tuple(_numpy_type(band.DataType) for band in bands)
         self.complex = tuple(bool(gdal.DataTypeIsComplex(band.DataType)) for band in bands)
         self.nodata = bands[0].GetNoDataValue() if bands else None
+        #: Each band's declared ``value = raw * scale + offset`` (1 and 0 where the file declares none).
+        self.scales = tuple(float(band.GetScale() or 1.0) for band in bands)
+        self.offsets = tuple(float(band.GetOffset() or 0.0) for band in bands)
         self.mask_flags = tuple(band.GetMaskFlags() for band in bands)
+        self.descriptions = tuple(band.GetDescription() or "" for band in bands)
         self.colorinterp = tuple(gdal.GetColorInterpretationName(band.GetColorInterpretation()).lower()
                                  for band in bands)
         self.gcp_count = dataset.GetGCPCount()
@@ -689,6 +693,12 @@ class RasterPair:
         d2 = tuple(self._src2.dtypes[b - 1] for b in self.bands_t2)
         return d1, d2
 
+    def file_scales(self) -> tuple[tuple[tuple[float, float], ...], tuple[tuple[float, float], ...]]:
+        """``(scale, offset)`` each selected band's file declares (GDAL's ``value = raw * scale + offset``)."""
+        s1 = tuple((self._src1.scales[b - 1], self._src1.offsets[b - 1]) for b in self.bands_t1)
+        s2 = tuple((self._src2.scales[b - 1], self._src2.offsets[b - 1]) for b in self.bands_t2)
+        return s1, s2
+
     def pixel_area_m2(self, rows: np.ndarray) -> np.ndarray:
         """Ground area of one pixel in each of ``rows`` (processing-area rows), in m²."""
         return pixel_area_m2(self.crs, self.transform, rows)
@@ -1021,6 +1031,34 @@ def _failed_writes(path: Path) -> Iterator[None]:
         gdal.PopErrorHandler()
     if failures:
         raise OSError(f"cannot write {path}: {failures[0]}")
+
+
+def write_array(path: str | os.PathLike[str], values: np.ndarray, crs: CRS | None, transform: GeoTransform, *,
+                scales: Sequence[tuple[float, float]] | None = None) -> None:
+    """Write a small ``[bands, rows, cols]`` array as a deflate-compressed, pixel-interleaved GeoTIFF.
+
+    For tiles and other arrays that fit in memory (the products go through :class:`RasterWriter`).
+    ``scales`` are each band's ``(scale, offset)``, declared in the file so that readers take the
+    values in their real units.
+    """
+    from osgeo import gdal_array
+
+    bands, height, width = values.shape
+    with gdal_session():
+        dataset = gdal.GetDriverByName("GTiff").Create(
+            str(path), width, height, bands, gdal_array.NumericTypeCodeToGDALTypeCode(values.dtype.type),
+            ["COMPRESS=DEFLATE", "INTERLEAVE=PIXEL"])
+        dataset.SetGeoTransform(transform.to_gdal())
+        if crs is not None:
+            dataset.SetProjection(crs.to_wkt())
+        for index in range(bands):
+            band = dataset.GetRasterBand(index + 1)
+            band.WriteArray(values[index])
+            if scales is not None:
+                band.SetScale(float(scales[index][0]))
+                band.SetOffset(float(scales[index][1]))
+        dataset.FlushCache()
+        dataset = None
 
 
 class RasterWriter:

@@ -559,3 +559,100 @@ def write_scene(folder: str | os.PathLike[str], classes: Sequence[LandCoverClass
         what=f"scene pair of {size} x {size} px; T2 in {t2_crs or crs}; truth_*.tif on T1's grid", seed=seed),
         encoding="utf-8")
     return paths
+
+
+# --- Multispectral scenes: classes alike in RGB, apart in the near infrared ------------------------
+
+#: SECOND's class codes a multispectral scene uses: water, bare ground, low vegetation (grass) and
+#: playground (artificial turf, which is coloured like grass but reflects little near-infrared light).
+MULTISPECTRAL_CODES = (1, 2, 3, 6)
+_GRASS, _TURF = 3, 6
+
+#: Surface reflectance (0..1) of each code in red, green, blue and near infrared: grass and turf share
+#: their colour and differ only in the near infrared, as living and plastic vegetation do.
+_REFLECTANCE = {1: (0.02, 0.04, 0.06, 0.01), 2: (0.20, 0.17, 0.13, 0.25), _GRASS: (0.05, 0.10, 0.04, 0.40),
+                _TURF: (0.05, 0.10, 0.04, 0.08)}
+
+
+def multispectral_signatures(bands: int, *, seed: int = 0) -> np.ndarray:
+    """Reflectance ``[7, bands]`` of SECOND's codes 0..6 in bands red, green, blue, near infrared, then more.
+
+    Bands after the fourth (red edge, short-wave infrared ...) are drawn per code from ``seed``, equal for
+    grass and turf, so the near infrared (band 4) is the only band that tells them apart. Codes the scenes
+    do not use get zeros.
+    """
+    if bands < 1:
+        raise ValueError(f"a scene needs at least one band, got {bands}")
+    rng = np.random.default_rng(seed)
+    table = np.zeros((7, max(bands, 4)), np.float64)
+    for code, values in _REFLECTANCE.items():
+        table[code, :4] = values
+    for band in range(4, bands):
+        table[list(_REFLECTANCE), band] = rng.uniform(0.03, 0.35, len(_REFLECTANCE))
+        table[_TURF, band] = table[_GRASS, band]
+    return table[:, :bands]
+
+
+def make_multispectral_scene(size: int, *, seed: int = 0, changes: int = 8) -> Scene:
+    """Blobby water, ground, grass and turf at T1; at T2 ``changes`` rectangles where grass became turf and
+    turf grass (pitches laid or dug up): every change is invisible in red, green and blue."""
+    rng = np.random.default_rng(seed)
+    blobs = make_scene(size, size, len(MULTISPECTRAL_CODES), seed=seed, changes=0).labels_t1
+    labels_t1 = np.asarray(MULTISPECTRAL_CODES, np.uint8)[blobs - 1]
+    labels_t2 = labels_t1.copy()
+    for _ in range(changes):
+        h, w = (int(rng.integers(max(2, size // 8), max(3, size // 3))) for _ in range(2))
+        r, c = int(rng.integers(0, size - h)), int(rng.integers(0, size - w))
+        region = labels_t1[r:r + h, c:c + w]
+        swapped = np.where(region == _GRASS, _TURF, np.where(region == _TURF, _GRASS, region))
+        labels_t2[r:r + h, c:c + w] = swapped
+    return Scene(labels_t1, labels_t2)
+
+
+def render_multispectral(labels: np.ndarray, signatures: np.ndarray, *, seed: int = 0,
+                         noise: float = 0.01) -> np.ndarray:
+    """uint16 reflectance x 10000 ``[bands, H, W]`` (Sentinel-2 L2A's convention) of ``labels``.
+
+    A smooth illumination field scales every band alike and each pixel gets sensor noise, so a class is a
+    band ratio more than a fixed value.
+    """
+    rng = np.random.default_rng(seed)
+    height, width = labels.shape
+    light = 1.0 + 0.15 * (_upsample(rng.random((4, 4)), height, width) - 0.5)
+    image = signatures[labels].transpose(2, 0, 1) * light[None]
+    image = image + rng.normal(0.0, noise, image.shape)
+    return np.clip(np.rint(image * 10000), 1, 10000).astype(np.uint16)
+
+
+def write_multispectral_scene(folder: str | os.PathLike[str], *, size: int = 256, bands: int = 4, seed: int = 0,
+                              changes: int = 8, crs: str = "EPSG:32633", resolution: float = 10.0) -> ScenePaths:
+    """Two dates of ``bands``-band uint16 reflectance on one grid (:func:`make_multispectral_scene`) and their
+    ground truth, as :func:`write_scene` writes it (SECOND's codes, so ``prepare --classes second`` reads it)."""
+    from .encode import fromto_codes
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    scene = make_multispectral_scene(size, seed=seed, changes=changes)
+    signatures = multispectral_signatures(bands, seed=seed)
+    transform = Affine(resolution, 0.0, 500000.0, 0.0, -resolution, 5000000.0)
+    t1, t2 = (write_geotiff(folder / f"t{n}.tif", render_multispectral(labels, signatures, seed=seed + n), crs=crs,
+                            transform=transform, nodata=0)
+              for n, labels in ((1, scene.labels_t1), (2, scene.labels_t2)))
+    names = ("Red", "Green", "Blue", "NIR", *(f"Extra {n}" for n in range(5, bands + 1)))[:bands]
+    for path in (t1, t2):  # described as a multispectral product describes its bands
+        with rasterio.open(path, "r+") as dst:
+            for band, name in enumerate(names, start=1):
+                dst.set_band_description(band, name)
+    changed = scene.changed
+    fromto = fromto_codes(scene.labels_t1, scene.labels_t2, changed, 6)
+    paths = ScenePaths(
+        t1, t2,
+        write_geotiff(folder / "truth_t1.tif", scene.labels_t1[None], crs=crs, transform=transform),
+        write_geotiff(folder / "truth_t2.tif", scene.labels_t2[None], crs=crs, transform=transform),
+        write_geotiff(folder / "truth_change.tif", changed.astype(np.uint8)[None], crs=crs, transform=transform),
+        write_geotiff(folder / "truth_fromto.tif", fromto[None], crs=crs, transform=transform),
+    )
+    (folder / "README.txt").write_text(_NOTICE.format(
+        what=f"multispectral scene pair of {size} x {size} px, {bands} bands of uint16 reflectance x 10000", seed=seed),
+        encoding="utf-8")
+    return paths

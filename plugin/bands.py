@@ -4,9 +4,10 @@ A 4-band Landsat image (SWIR1, NIR, Red, Green) fed as bands 1-3 into a model
 trained on RGB runs without error and gives nonsense. The files often say what
 their bands are, in the band description or the colour interpretation, so each
 run logs the bands used per date with both, and warns when they contradict the
-model's band order. Every model this software makes (all dataset presets) is
-trained on true-colour red, green, blue, in that order, so a 3-band model expects
-exactly those; for other band counts nothing is assumed.
+model's band order. A model trained on a set that ``training_cli prepare`` cut
+carries what its source files said each band was, and its bands are expected; a
+3-band model without that record (every dataset preset) is trained on true-colour
+red, green, blue, in that order; for other band counts nothing is assumed.
 """
 
 from __future__ import annotations
@@ -72,18 +73,38 @@ def _meaning(description: str, interpretation: int) -> str | None:
     return _COLOUR_INTERPRETATIONS.get(interpretation)
 
 
-def contradictions(infos: Sequence[BandInfo], expected: Sequence[str] | None) -> list[str]:
-    """Plain-words problems where a band's description or colour says something other than the model expects."""
+def contradictions(infos: Sequence[BandInfo], expected: Sequence[str | None] | None) -> list[str]:
+    """Plain-words problems where a band's description or colour says something other than the model expects
+    (an expectation of ``None`` accepts any band)."""
     if not expected or len(infos) != len(expected):
         return []
     problems = []
     for position, (info, wanted) in enumerate(zip(infos, expected, strict=True), start=1):
-        if info.meaning is not None and info.meaning != wanted:
+        if info.meaning is not None and wanted is not None and info.meaning != wanted:
             problems.append(f"input band {position} of the model should be {wanted}, but band {info} looks like "
                             f"{info.meaning}")
     return problems
 
 
-def expected_bands(band_count: int) -> tuple[str, ...] | None:
-    """What the model's input bands should hold, in order, when that is known."""
+def expected_bands(band_count: int, described: Sequence[Sequence[str]] | None = None) -> tuple[str | None, ...] | None:
+    """What the model's input bands should hold, in order, when that is known.
+
+    Args:
+        band_count: Bands the model takes per date.
+        described: ``[description, colour interpretation name]`` of each band of the training imagery, as the
+            model card records them (``training.data.band_descriptions``); ``None`` when it does not.
+    """
+    if described:
+        colours = {name.lower(): value for value, name in (
+            (gdal.GCI_RedBand, "red"), (gdal.GCI_GreenBand, "green"), (gdal.GCI_BlueBand, "blue"),
+            (gdal.GCI_AlphaBand, "alpha"))}
+        meanings = tuple(_meaning(str(d[0]), colours.get(str(d[1]).lower(), gdal.GCI_Undefined)) for d in described)
+        return meanings if len(meanings) == band_count and any(meanings) else None
     return RGB if band_count == len(RGB) else None
+
+
+def trained_bands(training: dict, date: str) -> list[list[str]] | None:
+    """The card's record of what the training imagery's bands of ``date`` (``"t1"``/``"t2"``) were, if any."""
+    data = training.get("data") if isinstance(training, dict) else None
+    described = data.get("band_descriptions") if isinstance(data, dict) else None
+    return described.get(date) if isinstance(described, dict) else None

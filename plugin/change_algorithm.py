@@ -127,9 +127,12 @@ PARAMETER_HELP = {
     "INPUT_T1": "The earlier image. Its grid (CRS, pixel size, extent) is the grid of every output.",
     "INPUT_T2": "The later image of the same area; any CRS, resolution or extent: it is warped onto T1's grid.",
     "MODEL": "A model file (.pt) made with this plugin's training tool. 'Model information' shows its contents.",
-    "BANDS_T1": "Bands of T1 in the order the model expects (red, green, blue for every model this software "
-                "makes). Empty: the bands the model file names, usually 1, 2, 3.",
-    "BANDS_T2": "Bands of T2 in the order the model expects. Empty: the bands the model file names.",
+    "BANDS_T1": "Bands of T1 in the order the model expects, as many as it takes (three, red, green, blue, for "
+                "the published datasets' models; four or more for a model trained on your own bands, e.g. red, "
+                "green, blue, near infrared). Empty: the bands the model file names ('Model information' lists "
+                "them). Another number of bands than the model's is refused.",
+    "BANDS_T2": "Bands of T2 in the order the model expects, as many as for T1. Empty: the bands the model file "
+                "names.",
     "TILE_SIZE": "Side of the squares the scene is cut into. 0 (recommended): the size the model was trained with, "
                  "or 256 px if it was trained on smaller crops (more context per tile, fewer tiles: better and "
                  "faster, as measured).",

@@ -136,9 +136,7 @@ def describe_card(card: Any) -> list[tuple[str, str]]:
     classes = "; ".join(f"{e.value} {e.label} ({e.hex_color})" for e in _class_entries(card)) \
         or "none (binary model: change / no change)"
     options = ", ".join(f"{k}={v}" for k, v in card.options.items() if k != "pretrained")
-    scaling = card.scaling
-    scaling_text = (f"{scaling.method} {scaling.low:g}-{scaling.high:g} %" if scaling.method == "percentile"
-                    else f"range {scaling.minimum:g}-{scaling.maximum:g}")
+    units = card.scaling.units
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted(card.metrics.items())) or "none recorded"
     resize = card.training_resize
     resized = [] if resize is None else [(
@@ -156,9 +154,9 @@ def describe_card(card: Any) -> list[tuple[str, str]]:
         *resized,
         ("Bands of T1", _numbers(card.bands_t1)),
         ("Bands of T2", _numbers(card.bands_t2)),
-        ("Normalisation T1", f"mean {_numbers(card.mean_t1)}, std {_numbers(card.std_t1)} (0-255 units)"),
-        ("Normalisation T2", f"mean {_numbers(card.mean_t2)}, std {_numbers(card.std_t2)} (0-255 units)"),
-        ("Input that is not 8-bit", f"scaled to 0-255 by {scaling_text}"),
+        ("Normalisation T1", f"mean {_numbers(card.mean_t1)}, std {_numbers(card.std_t1)} ({units})"),
+        ("Normalisation T2", f"mean {_numbers(card.mean_t2)}, std {_numbers(card.std_t2)} ({units})"),
+        ("Input scaling", card.scaling.describe()),
         ("Training data", card.dataset if card.dataset != "untrained" else
          "none: UNTRAINED (written by the training tool's 'init', random weights); its maps are noise until it is "
          "trained"),

@@ -21,7 +21,7 @@ from ..core.models.card import ModelCard
 from ..core.models.checkpoint import read_card
 from ..core.products import Legends
 from ..core.tiling import default_tile_size
-from .bands import contradictions, expected_bands, read_bands
+from .bands import contradictions, expected_bands, read_bands, trained_bands
 from .change_algorithm import RunRequest
 from .cleanup import publish, removed_on_failure
 from .destinations import csv_beside_report
@@ -87,8 +87,10 @@ def _run(request: RunRequest, card: ModelCard, feedback: QgsProcessingFeedback, 
         infos = read_bands(path, bands)
         bands_used[label] = ", ".join(map(str, infos))
         feedback.pushInfo(f"{label} bands used, in the model's order: {bands_used[label]}")
-        warnings += [f"{label}: {problem}; choose the bands in the model's order (red, green, blue) under "
-                     f"'Bands of {label}'" for problem in contradictions(infos, expected_bands(len(bands)))]
+        expected = expected_bands(len(bands), trained_bands(card.training, label.lower()))
+        order = ", ".join(meaning or "any" for meaning in expected or ())
+        warnings += [f"{label}: {problem}; choose the bands in the model's order ({order}) under "
+                     f"'Bands of {label}'" for problem in contradictions(infos, expected)]
     for warning in warnings:
         _warn(feedback, warning)
 

@@ -31,7 +31,7 @@ from core.models.card import ModelCard
 from core.synthetic import write_geotiff
 
 from .datasets import CLASSES, ChangeDataset, list_samples
-from .datasets.reading import IMAGE_SUFFIXES, decode_binary, decode_palette, read_image, read_rgb
+from .datasets.reading import IMAGE_SUFFIXES, decode_binary, decode_palette, read_image, read_pixels
 
 #: Prediction folders per dataset format, semantic (T1, T2) and binary.
 SEMANTIC_FOLDERS = {"second": ("label1", "label2"), "landsat-scd": ("labelA", "labelB"), "binary": ("label1", "label2")}
@@ -51,7 +51,10 @@ class Prediction:
 
 
 def check_compatible(card: ModelCard, dataset: ChangeDataset) -> None:
-    """Refuse a semantic model whose classes do not match a semantic dataset's."""
+    """Refuse a model whose band count or (semantic) classes do not match the dataset's."""
+    if dataset.bands and dataset.bands != len(card.bands_t1):
+        raise InputError(f"the model takes {len(card.bands_t1)} bands per date but the images of the dataset "
+                         f"({dataset.samples[0].t1} ...) have {dataset.bands}; use a model trained on these bands")
     if card.task == "semantic" and dataset.task == "semantic" and card.num_classes != len(dataset.classes):
         raise InputError(f"the model has {card.num_classes} classes ({', '.join(card.class_names)}) but the "
                          f"{dataset.format} data has {len(dataset.classes)}; use a model trained for this dataset")
@@ -70,14 +73,17 @@ def engine_predictions(model: tuple[nn.Module, ModelCard], dataset: ChangeDatase
     """Run each pair of ``dataset`` through the engine and yield its prediction (in dataset order)."""
     card = model[1]
     # never int8: scores must not depend on the CPU, and each pair would be calibrated and checked again
-    options = RunOptions(device=device, batch_size=batch_size, backend=backend, precision=precision, int8=False)
+    # the pair's pictures hold the model's bands in the model's order, whatever band numbers its card names
+    bands = tuple(range(1, len(card.bands_t1) + 1))
+    options = RunOptions(device=device, batch_size=batch_size, backend=backend, precision=precision, int8=False,
+                         bands_t1=bands, bands_t2=bands)
     scratch = Path(tempfile.mkdtemp(prefix="scd-evaluate-"))
     try:
         for sample in _progress(dataset.samples, len(dataset.samples), "predicting"):
             pair_dir = scratch / "pair"
             pair_dir.mkdir()
-            t1 = write_geotiff(pair_dir / "t1.tif", read_rgb(sample.t1))
-            t2 = write_geotiff(pair_dir / "t2.tif", read_rgb(sample.t2))
+            t1 = write_geotiff(pair_dir / "t1.tif", read_pixels(sample.t1))
+            t2 = write_geotiff(pair_dir / "t2.tif", read_pixels(sample.t2))
             if card.task == "semantic":
                 outputs = OutputPaths(t1_classes=pair_dir / "c1.tif", t2_classes=pair_dir / "c2.tif",
                                       change_mask=pair_dir / "change.tif")

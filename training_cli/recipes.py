@@ -37,7 +37,10 @@ STAGE_DEFAULTS: dict[str, Any] = {
 TRAIN_DEFAULTS: dict[str, Any] = {
     "pretrained": "imagenet", "batch_size": 8, "crop": 256, "augment": "dihedral", "workers": 4,
     "seed": 0, "precision": "auto", "select": "miou", "val_batch_size": 0,
+    "init_from": "none", "class_weights": "none",
 }
+#: ``train.class_weights`` words (or a list of one positive number per land-cover class).
+CLASS_WEIGHT_CHOICES = ("none", "balanced")
 
 
 def default_recipe_path(model: str) -> Path:
@@ -78,9 +81,10 @@ def apply_overrides(recipe: Mapping[str, Any], flags: Mapping[str, Any], assignm
 
     ``flags`` are the convenience options: ``epochs`` (every stage), ``lr`` (the first stage;
     later stages keep their ratio to it), ``batch_size``, ``crop``, ``workers``, ``seed``,
-    ``pretrained`` (``None`` leaves a value alone). ``assignments`` are ``KEY=VALUE`` items with a
-    dotted key (``train.crop=256``, ``stages.2.lr=0.001``, ``options.clusters=4``, stage numbers
-    from 1) and a TOML value (a bare word is taken as text).
+    ``pretrained``, ``init_from``, ``class_weights`` (``None`` leaves a value alone).
+    ``assignments`` are ``KEY=VALUE`` items with a dotted key (``train.crop=256``,
+    ``stages.2.lr=0.001``, ``options.clusters=4``, stage numbers from 1) and a TOML value (a bare
+    word is taken as text).
     """
     merged = copy.deepcopy(dict(recipe))
     merged.setdefault("options", {})
@@ -95,7 +99,7 @@ def apply_overrides(recipe: Mapping[str, Any], flags: Mapping[str, Any], assignm
         first = float(merged["stages"][0].get("lr", flags["lr"]))
         for stage in merged["stages"]:
             stage["lr"] = float(flags["lr"]) * float(stage.get("lr", first)) / first
-    for key in ("batch_size", "crop", "workers", "seed", "pretrained"):
+    for key in ("batch_size", "crop", "workers", "seed", "pretrained", "init_from", "class_weights"):
         if flags.get(key) is not None:
             merged["train"][key] = flags[key]
     for item in assignments:
@@ -126,6 +130,15 @@ def check_recipe(recipe: Mapping[str, Any]) -> None:
     if not isinstance(train["workers"], int) or train["workers"] < 0:
         raise InputError(f"recipe: train.workers must be 0 or more, got {train['workers']!r}")
     _choice("train.augment", train["augment"], AUGMENTATIONS)
+    weights = train["class_weights"]
+    if isinstance(weights, list):
+        if not weights or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in weights):
+            raise InputError(f"recipe: train.class_weights must be positive numbers, one per land-cover class, "
+                             f"got {weights!r}")
+    else:
+        _choice("train.class_weights", weights, CLASS_WEIGHT_CHOICES)
+    if not isinstance(train["init_from"], str) or not train["init_from"]:
+        raise InputError(f"recipe: train.init_from must be a model file or \"none\", got {train['init_from']!r}")
     _choice("train.select", train["select"], SELECT_METRICS)
     _choice("data.normalisation", recipe["data"]["normalisation"], NORMALISATIONS)
     resize = recipe["data"].get("resize")

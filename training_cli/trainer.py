@@ -50,7 +50,15 @@ from core import encode
 from core.devices import select_device, select_precision
 from core.errors import InputError
 from core.models import registry
-from core.models.base import CHANGE_PROB, CHANGE_THRESHOLD, SEM_LOGITS_T1, SEM_LOGITS_T2, VALID, plain_backward
+from core.models.base import (
+    CHANGE_PROB,
+    CHANGE_THRESHOLD,
+    CLASS_WEIGHTS,
+    SEM_LOGITS_T1,
+    SEM_LOGITS_T2,
+    VALID,
+    plain_backward,
+)
 from core.models.card import ModelCard
 from core.models.checkpoint import FORMAT_NAME, state_dict_sha256, write_payload
 
@@ -198,6 +206,139 @@ def build_network(recipe: Mapping[str, Any], card: ModelCard, *, start_from_pret
     if str(source).lower() == "imagenet":
         return model, "ImageNet-1k (torchvision IMAGENET1K_V1)"
     return model, f"local weights file {Path(str(source)).name}"
+
+
+def init_from_model(model: nn.Module, card: ModelCard, path: Path) -> dict[str, Any]:
+    """Start ``model`` (built for ``card``) from the weights of the model file ``path`` (``train --init-from``).
+
+    Every tensor of the same name and shape is copied. The first convolution of a model of another
+    band count is carried over by :func:`core.models.backbones.adapt_input_weights` (the rule ImageNet
+    weights get); every other tensor that does not fit, such as the heads of another legend, keeps its
+    fresh initialisation. The file must hold the same network built with the same options (apart from
+    its classes and bands), so that the copied weights mean what they meant there.
+
+    Returns:
+        What was done, for the log and the model card: ``file``, ``sha256`` (of the file's bytes, so the
+        model started from can be identified later), ``model``, ``dataset``, ``classes``, ``bands``,
+        ``copied`` (a count), ``adapted`` and ``new`` (tensor names) and a one-line ``description``.
+
+    Raises:
+        InputError: The file cannot be read, or holds another network or one built otherwise.
+    """
+    from core.errors import CheckpointError
+    from core.models.backbones import adapt_input_weights
+    from core.models.checkpoint import load_checkpoint
+
+    try:
+        source, source_card = load_checkpoint(path)
+    except CheckpointError as error:
+        raise InputError(f"--init-from: {error}") from None
+    if source_card.model != card.model:
+        raise InputError(f"--init-from: {path} holds a {source_card.model} network, but this run trains "
+                         f"{card.model}; fine-tuning starts from the same network (--model {source_card.model})")
+    free = ("num_classes", "in_channels", "pretrained")
+    theirs = {k: v for k, v in source_card.options.items() if k not in free}
+    ours = {k: v for k, v in card.options.items() if k not in free}
+    spec_defaults = registry.get_spec(card.model).default_options
+    theirs, ours = ({**{k: v for k, v in spec_defaults.items() if k not in free}, **o} for o in (theirs, ours))
+    if theirs != ours:
+        different = ", ".join(f"{k}: file {theirs.get(k)!r}, this run {ours.get(k)!r}"
+                              for k in sorted(theirs.keys() | ours.keys()) if theirs.get(k) != ours.get(k))
+        raise InputError(f"--init-from: {path} was built with other options ({different}); give this run the "
+                         "same ones (--set options.NAME=VALUE) to fine-tune it")
+    old_bands, new_bands = len(source_card.bands_t1), len(card.bands_t1)
+    given = source.state_dict()
+    state = model.state_dict()
+    copied, adapted, new = [], [], []
+    for name, tensor in state.items():
+        old = given.get(name)
+        if old is not None and old.shape == tensor.shape:
+            tensor.copy_(old)
+            copied.append(name)
+        elif (old is not None and old_bands != new_bands and tensor.ndim == 4 and old.ndim == 4
+              and (old.shape[1], tensor.shape[1]) == (old_bands, new_bands)
+              and (old.shape[0], *old.shape[2:]) == (tensor.shape[0], *tensor.shape[2:])):
+            tensor.copy_(adapt_input_weights(old, new_bands))
+            adapted.append(name)
+        else:
+            new.append(name)
+    if len(copied) < len(state) // 2:
+        raise InputError(f"--init-from: only {len(copied)} of the {len(state)} tensors of {path} fit this network; "
+                         "it is not a model to fine-tune from")
+    parts = [f"{len(copied)} tensors copied"]
+    if adapted:
+        parts.append(f"first convolution adapted from {old_bands} to {new_bands} bands ({', '.join(adapted)})")
+    if new:
+        reason = (f"{source_card.num_classes} -> {card.num_classes} classes"
+                  if source_card.num_classes != card.num_classes else "shapes differ")
+        parts.append(f"{len(new)} started new ({reason}: {', '.join(new[:4])}{', ...' if len(new) > 4 else ''})")
+    return {
+        "file": path.name, "sha256": _file_sha256(path), "model": source_card.model,
+        "dataset": source_card.dataset, "classes": list(source_card.class_names), "bands": old_bands,
+        "copied": len(copied), "adapted": adapted, "new": new,
+        "description": f"fine-tuned from {path.name} ({source_card.dataset}; {'; '.join(parts)})",
+    }
+
+
+#: ``balanced`` class weights are capped at this, so a class of a handful of pixels does not dominate the loss.
+MAX_CLASS_WEIGHT = 10.0
+
+
+def resolve_class_weights(setting: Any, data: TrainingData) -> torch.Tensor | None:
+    """The recipe's ``train.class_weights`` as the ``[N + 1]`` tensor the semantic losses take (or ``None``).
+
+    A list gives the weights of classes 1..N; ``"balanced"`` is median-frequency balancing over the training
+    split's changed pixels of both dates (a class's weight is the median class frequency divided by its own,
+    capped at :data:`MAX_CLASS_WEIGHT`; a class absent from the split weighs 1).
+
+    Raises:
+        InputError: Weights for a binary network, or a list of another length than the legend.
+    """
+    if setting in (None, "none"):
+        return None
+    card = data.card
+    if card.task != "semantic":
+        raise InputError(f"train.class_weights weights land-cover classes, but {card.model} is a binary network; "
+                         "leave it out")
+    if isinstance(setting, list):
+        if len(setting) != card.num_classes:
+            raise InputError(f"train.class_weights has {len(setting)} values but the legend has {card.num_classes} "
+                             f"classes ({', '.join(card.class_names)}); give one weight per class, in that order")
+        return torch.tensor([1.0, *map(float, setting)], dtype=torch.float32)
+    counts = class_pixels(data.train, card.num_classes)[1:]
+    present = counts > 0
+    if not present.any():
+        raise InputError("train.class_weights = \"balanced\": the training split has no changed pixel with a "
+                         "land-cover label to count")
+    frequency = counts / counts.sum()
+    median = float(np.median(frequency[present]))
+    weights = np.where(present, np.minimum(median / np.where(present, frequency, 1.0), MAX_CLASS_WEIGHT), 1.0)
+    return torch.tensor([1.0, *weights.tolist()], dtype=torch.float32)
+
+
+def class_pixels(dataset: Dataset, num_classes: int) -> np.ndarray:
+    """Pixels of each class 0..N in the semantic labels of both dates (a dataset's own count when it has one)."""
+    if hasattr(dataset, "class_pixels"):
+        return np.asarray(dataset.class_pixels(), np.float64)
+    counts = np.zeros(num_classes + 1, np.float64)
+    for index in range(len(dataset)):  # type: ignore[arg-type]
+        item = dataset[index]
+        for key in ("sem_t1", "sem_t2"):
+            labels = item[key].reshape(-1).long()
+            if VALID in item:
+                labels = labels[item[VALID].reshape(-1) > 0.5]
+            counts += np.bincount(labels.numpy(), minlength=num_classes + 1)[:num_classes + 1]
+    return counts
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # --- Schedules -----------------------------------------------------------------------------------
@@ -459,6 +600,9 @@ class Trainer:
         self.best_epoch: int | None = None
         self.best_metrics: dict[str, float] = {}
         self.backbone_start = ""
+        #: What ``train.init_from`` started the network from (:func:`init_from_model`), or ``None``.
+        self.init_from: dict[str, Any] | None = None
+        self.class_weights = resolve_class_weights(self.train_cfg.get("class_weights", "none"), data)
 
     # -- set-up
 
@@ -487,6 +631,10 @@ class Trainer:
             "recipe": self.recipe,
             "data": self.data.description,
             "backbone_start": self.backbone_start,
+            **({"init_from": {k: v for k, v in self.init_from.items() if k != "description"}}
+               if self.init_from else {}),
+            **({"class_weights": [round(float(w), 6) for w in self.class_weights[1:]]}
+               if self.class_weights is not None else {}),
             "best_epoch": self.best_epoch,
             "epochs_done": len(self.history),
             "selected_by": self.train_cfg["select"],
@@ -504,7 +652,14 @@ class Trainer:
         torch.manual_seed(seed)  # the same seed builds the same initial network
         random.seed(seed)
         np.random.seed(seed % (1 << 32))
-        model, self.backbone_start = build_network(self.recipe, self.data.card, start_from_pretrained=state is None)
+        init_from = self.train_cfg.get("init_from", "none")
+        if state is None and init_from not in (None, "", "none"):
+            model = registry.build_model(self.data.card.model, **{**self.data.card.options, "pretrained": None})
+            self.init_from = init_from_model(model, self.data.card, Path(str(init_from)))
+            self.backbone_start = self.init_from["description"]
+        else:
+            model, self.backbone_start = build_network(self.recipe, self.data.card,
+                                                       start_from_pretrained=state is None)
         if state is not None:
             model.load_state_dict(state["model"])
             progress = state["progress"]
@@ -513,6 +668,7 @@ class Trainer:
             self.best_epoch = progress["best_epoch"]
             self.best_metrics = json.loads(progress["best_metrics"])
             self.backbone_start = progress["backbone_start"]
+            self.init_from = json.loads(progress.get("init_from", "null"))
         else:
             progress = {"stage": 0, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "global_epoch": 0}
         model.to(self.device)
@@ -662,6 +818,8 @@ class Trainer:
         t2 = _to_device(batch["t2"], self.device)
         # ``valid`` goes with the labels: every loss leaves the pixels without a label out of every term.
         targets = {k: batch[k].to(self.device, non_blocking=True) for k in TARGET_KEYS if k in batch}
+        if self.class_weights is not None:
+            targets[CLASS_WEIGHTS] = self.class_weights.to(self.device)
         sync = plain or not self.processes.distributed
         context = contextlib.nullcontext() if sync else network.no_sync()  # type: ignore[operator]
         optimizer.zero_grad(set_to_none=True)
@@ -688,7 +846,7 @@ class Trainer:
         metrics = self.best_metrics if name == BEST else self._latest_metrics()
         saved = {**progress, "stage": stage_index, "epoch": epoch, "best_score": self.best_score,
                  "best_epoch": self.best_epoch, "best_metrics": json.dumps(self.best_metrics),
-                 "backbone_start": self.backbone_start}
+                 "backbone_start": self.backbone_start, "init_from": json.dumps(self.init_from)}
         weights = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
         card = self._card(metrics)
         # A model file (evaluate, predict and the plugin read it as is) that also carries the training state.

@@ -59,7 +59,7 @@ class ResNetEncoder(nn.Module):
         net = constructor(weights=None, replace_stride_with_dilation=list(dilate))
         load_pretrained(net, name, pretrained)
         if in_channels != 3:
-            net.conv1 = _adapt_first_conv(net.conv1, in_channels)
+            net.conv1 = _first_conv_for(net.conv1, in_channels, adapt=pretrained not in (None, ""))
         self.name = name
         self.channels = channels
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu)
@@ -75,14 +75,49 @@ class ResNetEncoder(nn.Module):
         return [stem, f1, f2, f3, f4]
 
 
-def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
-    """A stem convolution for ``in_channels`` bands that keeps the RGB filters' mean response."""
+def adapt_input_weights(weight: torch.Tensor, channels: int) -> torch.Tensor:
+    """A convolution kernel ``[out, C, kh, kw]`` adapted to ``channels`` input bands, as timm does it.
+
+    This is ``timm.models.adapt_input_conv``'s rule (the one torchgeo's multispectral
+    ResNets follow too), so a network started here behaves like one started there:
+
+    * one band: the sum of the kernels over the input channels (a grey image gives
+      the response the colour image of the same brightness gave);
+    * any other count: the kernels repeated cyclically (band ``i`` gets kernel ``i mod C``,
+      so bands 1..3 in red, green, blue order keep ImageNet's red, green and blue
+      filters) and scaled by ``C / channels``, so that the activations keep the magnitude
+      the following batch norm was trained with (exactly, for an input of one value in
+      every band, when ``channels`` is a multiple of ``C``; on average otherwise).
+
+    Also used by ``train --init-from`` to carry a model's first convolution to another
+    band count (``C`` is then that model's band count).
+    """
+    if channels < 1:
+        raise ValueError(f"in_channels must be at least 1, got {channels}")
+    source = weight.shape[1]
+    if channels == source:
+        return weight.clone()
+    if channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeats = -(-channels // source)
+    return weight.repeat(1, repeats, 1, 1)[:, :channels] * (source / channels)
+
+
+def _first_conv_for(conv: nn.Conv2d, in_channels: int, *, adapt: bool) -> nn.Conv2d:
+    """The stem convolution for ``in_channels`` bands.
+
+    With pretrained weights (``adapt``) they are carried over by :func:`adapt_input_weights`;
+    without, the new convolution keeps PyTorch's own initialisation of a fresh layer, as
+    torchvision's constructor would give it for that many bands.
+    """
     if in_channels < 1:
         raise ValueError(f"in_channels must be at least 1, got {in_channels}")
     new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=False)
-    with torch.no_grad():
-        mean_filter = conv.weight.mean(dim=1, keepdim=True)
-        new.weight.copy_(mean_filter.repeat(1, in_channels, 1, 1) * (3.0 / in_channels))
+    if adapt:
+        with torch.no_grad():
+            new.weight.copy_(adapt_input_weights(conv.weight, in_channels))
+    else:  # torchvision's ResNet initialisation of its convolutions
+        nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
     return new
 
 

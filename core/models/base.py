@@ -41,6 +41,11 @@ AUX_PREFIX = "aux_"
 #: 0 where it carries none (Landsat-SCD's blank areas, the padding of images smaller than the crop).
 VALID = "valid"
 
+#: Target key of the optional class weights of the semantic losses: float ``[N + 1]``, the weight of a pixel of
+#: class ``k`` in the land-cover cross-entropy (index 0, "no change", is never a target). The recipe's
+#: ``train.class_weights`` puts it there; absent, every class weighs 1.
+CLASS_WEIGHTS = "class_weights"
+
 #: Spatial sizes given to a network must be multiples of this (output stride 32).
 SIZE_MULTIPLE = 32
 
@@ -107,6 +112,12 @@ def masked_change(change: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return torch.where(weights > 0.5, change, torch.zeros_like(change))
 
 
+def class_weights(targets: Mapping[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor | None:
+    """The targets' :data:`CLASS_WEIGHTS` as float32 on ``like``'s device, or ``None`` (every class weighs 1)."""
+    weights = targets.get(CLASS_WEIGHTS)
+    return None if weights is None else weights.to(like.device, torch.float32)
+
+
 def all_parameters(model: nn.Module) -> list[dict[str, Any]]:
     """One parameter group holding every parameter of the network."""
     return [{"name": "network", "params": list(model.parameters())}]
@@ -143,7 +154,9 @@ class TrainingSpec:
         loss: ``(outputs, targets, stage_index) -> terms``; ``terms["loss"]`` is minimised, the
             other terms are logged. Targets follow the dataset items: ``change`` ``[B, 1, H, W]``
             float 0/1, ``valid`` ``[B, 1, H, W]`` float (1 = labelled; may be absent: all labelled)
-            and, for semantic networks, ``sem_t1`` / ``sem_t2`` ``[B, H, W]`` long. Every term must
+            and, for semantic networks, ``sem_t1`` / ``sem_t2`` ``[B, H, W]`` long and optionally
+            ``class_weights`` ``[N + 1]`` (:data:`CLASS_WEIGHTS`, :func:`class_weights`), which the
+            land-cover cross-entropy terms weight their pixels by. Every term must
             leave the pixels with ``valid`` 0 out (:func:`valid_mask`, :func:`masked_mean`,
             :func:`masked_labels`): their targets are meaningless.
         stages: The training stages, run in order (most networks have one).

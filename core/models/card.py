@@ -21,6 +21,9 @@ FORMAT_VERSION = 1
 
 RGB = tuple[int, int, int]
 
+#: Bands per date a network takes unless its ``in_channels`` option says otherwise (red, green, blue).
+RGB_BANDS = 3
+
 
 @dataclass(frozen=True)
 class LandCoverClass:
@@ -53,13 +56,25 @@ def check_class_name(name: object, where: str) -> str:
     return name
 
 
+#: Input scaling methods (:class:`InputScaling`): the two that stretch non-8-bit input to 0..255, and the one
+#: that takes every band in its own units.
+SCALING_METHODS = ("percentile", "range", "statistics")
+
+
 @dataclass(frozen=True)
 class InputScaling:
-    """How non-8-bit input is brought to the 0-255 range the statistics are in.
+    """How input pixels are brought to the units the card's per-band statistics are in.
 
-    8-bit input is always taken as is. ``method`` is ``"range"`` (linear from
-    ``minimum``..``maximum``) or ``"percentile"`` (a per-band ``low``..``high``
-    percentile stretch computed from the scene itself).
+    ``method``:
+
+    * ``"percentile"`` (the default) and ``"range"``: the statistics are in 0..255 units. 8-bit
+      input is taken as is; other types are stretched to 0..255, per band between the scene's
+      ``low``..``high`` percentiles, or linearly from ``minimum``..``maximum``.
+    * ``"statistics"``: the statistics are in the imagery's own units, computed on the training
+      split (uint16 reflectance such as Sentinel-2 L2A's 0..10000, Landsat Collection 2's scaled
+      integers, float reflectance). Every data type, 8-bit included, is taken in those units (the
+      file's own scale and offset applied where it declares them, as GDAL defines them) and
+      normalised by the statistics alone: nothing is stretched or divided by 255.
     """
 
     method: str = "percentile"
@@ -69,12 +84,29 @@ class InputScaling:
     high: float = 98.0
 
     def __post_init__(self) -> None:
-        if self.method not in ("range", "percentile"):
-            raise ValueError(f"input scaling method must be 'range' or 'percentile', got {self.method!r}")
+        if self.method not in SCALING_METHODS:
+            raise ValueError(f"input scaling method must be one of {', '.join(map(repr, SCALING_METHODS))}, "
+                             f"got {self.method!r}")
         if self.method == "range" and not self.maximum > self.minimum:
             raise ValueError(f"scaling range is empty: {self.minimum}..{self.maximum}")
         if self.method == "percentile" and not 0 <= self.low < self.high <= 100:
             raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.low}, {self.high}")
+
+    @property
+    def units(self) -> str:
+        """The units the card's per-band statistics are in, in words."""
+        if self.method == "statistics":
+            return "the imagery's own units"
+        return "0-255 units"
+
+    def describe(self) -> str:
+        """One line for an analyst: how input of each data type is scaled."""
+        if self.method == "statistics":
+            return ("every data type in its own units (the file's scale and offset applied where it declares them), "
+                    "normalised by the statistics")
+        if self.method == "percentile":
+            return f"8-bit as is; other types: percentile {self.low:g}-{self.high:g} % stretch to 0-255"
+        return f"8-bit as is; other types: range {self.minimum:g}-{self.maximum:g} stretched to 0-255"
 
 
 @dataclass(frozen=True)
@@ -123,8 +155,8 @@ class ModelCard:
         change_color: Colour of "change" in binary masks.
         tile_size: Inference tile size (the training crop).
         bands_t1, bands_t2: Default 1-based input bands per date, in model order.
-        scaling: How non-8-bit input is scaled to 0..255.
-        mean_t1, std_t1, mean_t2, std_t2: Per-date, per-band normalisation in 0..255 units.
+        scaling: How input is brought to the units of the statistics (0..255, or the imagery's own).
+        mean_t1, std_t1, mean_t2, std_t2: Per-date, per-band normalisation, in the units ``scaling`` names.
         dataset: What the weights were trained on ("untrained" for ``init``).
         training_resize: How the training pairs were resized before cropping (Landsat-SCD's 416 px
             tiles to 512), or ``None`` when they were used at their own resolution. Cards written

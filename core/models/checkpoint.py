@@ -60,7 +60,7 @@ from ..files import atomic_write_with
 from ..version import __version__
 from . import registry
 from .base import ChangeModel
-from .card import FORMAT_VERSION, PRESETS, ModelCard, Preset, get_preset
+from .card import FORMAT_VERSION, PRESETS, RGB_BANDS, ModelCard, Preset, get_preset
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +253,8 @@ def make_card(
             f"preset {preset_obj.name!r} normalises {len(preset_obj.mean_t1)} bands, but {len(bands)} bands "
             f"were chosen ({bands}); choose {len(preset_obj.mean_t1)} bands"
         )
+    if len(bands) != RGB_BANDS:  # the networks' default takes three; any other count is an option of theirs
+        merged.setdefault("in_channels", len(bands))
     in_channels = merged.get("in_channels", len(bands))
     if in_channels != len(bands):
         raise InputError(f"option in_channels={in_channels} does not match the {len(bands)} bands chosen ({bands})")

@@ -239,6 +239,53 @@ def test_bands_are_logged_and_contradictions_and_untrained_models_flagged(scd_pr
     assert "WGS 84 / UTM zone 33N (EPSG:32633)" in page and "1 x 1 m" in page
 
 
+def test_a_model_of_four_bands_runs_on_four_bands_and_refuses_three_naming_both_counts(
+        scd_provider, image_pair, make_feedback, tmp_path):
+    """NAIP-like imagery (red, green, blue, near infrared) with a four-band model file; the band parameters take
+    any number of bands, and a choice of another count is refused before anything is written."""
+    import dataclasses as dc
+
+    import torch
+
+    from core.models.card import PRESETS
+    from core.models.checkpoint import make_card, save_checkpoint
+    from core.models.registry import build_model
+
+    preset = dc.replace(PRESETS["second"], mean_t1=(110.0,) * 4, std_t1=(50.0,) * 4, mean_t2=(110.0,) * 4,
+                        std_t2=(50.0,) * 4)
+    card = make_card("gapl_scd", preset, options={"backbone": "resnet18"}, tile_size=64, bands=(1, 2, 3, 4))
+    described = [["Red", "red"], ["Green", "green"], ["Blue", "blue"], ["B8 NIR", "undefined"]]  # as prepare records
+    card = dc.replace(card, training={"data": {"band_descriptions": {"t1": described, "t2": described}}})
+    torch.manual_seed(0)
+    model = tmp_path / "naip-4band.pt"
+    save_checkpoint(model, build_model("gapl_scd", **card.options), card)
+    four = [four_band_copy(path, tmp_path / f"naip-{n}.tif", ("Red", "Green", "Blue", "NIR"))
+            for n, path in enumerate(image_pair, start=1)]
+    target = tmp_path / "fromto.tif"
+    feedback = make_feedback()
+    processing.run("scd:semanticchange", inputs(four, model, OUTPUT_FROMTO=str(target)), feedback=feedback)
+    assert read(target).shape == (96, 96)
+    assert "T1 bands used, in the model's order: 1 ('Red', colour Gray), 2 ('Green'" in feedback.log
+    assert "4 ('NIR', colour Undefined)" in feedback.log
+    assert not [w for w in feedback.warnings if w.startswith(("T1:", "T2:"))]
+    # the bands in another order than the model learned them: flagged against what it learned
+    feedback = make_feedback()
+    processing.run("scd:semanticchange", inputs(four, model, BANDS_T1=[4, 1, 2, 3], OUTPUT_FROMTO=str(target),
+                                                ), feedback=feedback)
+    (swapped, *_) = [w for w in feedback.warnings if w.startswith("T1:")]
+    assert "input band 1 of the model should be red, but band 4 ('NIR'" in swapped and "looks like infrared" in swapped
+    assert "model's order (red, green, blue, infrared)" in swapped
+
+    refused = tmp_path / "refused.tif"
+    with pytest.raises(QgsProcessingException,
+                       match=r"the model takes 4 bands per date but 3 were chosen for T1 \(.*naip-1\.tif\)"):
+        processing.run("scd:semanticchange", inputs(four, model, BANDS_T1=[1, 2, 3], BANDS_T2=[1, 2, 3],
+                                                    OUTPUT_FROMTO=str(refused)))
+    with pytest.raises(QgsProcessingException, match=r"band 4 was requested for T1 \(.*\), which has 3 bands"):
+        processing.run("scd:semanticchange", inputs(image_pair, model, OUTPUT_FROMTO=str(refused)))
+    assert not refused.exists()
+
+
 def test_legend_travels_with_the_file(scd_provider, semantic_model, image_pair, tmp_path):
     """Outside QGIS too (other GIS, qgis_process): colour table, category names and a .qml beside the raster."""
     target = tmp_path / "fromto.tif"

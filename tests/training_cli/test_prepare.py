@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,93 @@ def test_tiles_outside_the_labels_footprint_are_skipped(tmp_path: Path, scene) -
                  "--out", str(out), "--tile", "64", "--split", "1,0,0"]) == 0
     tiles = _tiles(out)
     assert tiles and all(_t1_offset(scene, t)[1] < 128 for t in tiles)
+
+
+@pytest.fixture(scope="module")
+def multispectral(tmp_path_factory: pytest.TempPathFactory) -> synthetic.ScenePaths:
+    """Five bands of uint16 reflectance x 10000 (red, green, blue, near infrared, one more)."""
+    return synthetic.write_multispectral_scene(tmp_path_factory.mktemp("ms"), size=128, bands=5, seed=3)
+
+
+def test_prepare_keeps_any_bands_in_their_own_units_and_records_training_statistics(tmp_path: Path,
+                                                                                   multispectral) -> None:
+    out = tmp_path / "ms"
+    assert main(["prepare", "--t1", str(multispectral.t1), "--t2", str(multispectral.t2), "--labels",
+                 str(multispectral.truth_t1), "--labels-t2", str(multispectral.truth_t2), "--out", str(out),
+                 "--tile", "64", "--block", "1", "--split", "0.5,0.5,0", "--bands-t1", "4,3,2,5"]) == 0
+    record = json.loads((out / "prepare.json").read_text())
+    assert record["bands_t1"] == record["bands_t2"] == [4, 3, 2, 5]  # T2 takes T1's numbers unless told
+    assert record["scaling"] == "statistics" and record["dtype_t1"] == "uint16"
+    assert [d[0] for d in record["band_descriptions_t1"]] == ["NIR", "Blue", "Green", "Extra 5"]
+    tiles = _tiles(out)
+    with rasterio.open(multispectral.t1) as src:
+        source = src.read([4, 3, 2, 5])
+    pixels = []
+    for tile in tiles:
+        row, col = _t1_offset(multispectral, tile)
+        path = out / tile["split"] / "im1" / tile["name"].replace(".png", ".tif")
+        with rasterio.open(path) as written:
+            values = written.read()
+            assert written.dtypes[0] == "uint16" and written.count == 4
+        assert np.array_equal(values, source[:, row:row + 64, col:col + 64])  # the values themselves: no stretch
+        if tile["split"] == "train":
+            pixels.append(values.reshape(4, -1))
+    train = np.concatenate(pixels, axis=1).astype(np.float64)
+    statistics = record["statistics"]
+    np.testing.assert_allclose(statistics["mean_t1"], train.mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(statistics["std_t1"], train.std(axis=1), rtol=1e-5)
+    assert statistics["split"] == "train" and statistics["pixels"] == train.shape[1]
+    # the dataset reads the four bands, normalised by those statistics by default
+    dataset = open_dataset(out, split="train")
+    item = dataset[0]
+    counted = sum(np.bincount(d[key].reshape(-1).numpy(), minlength=7) for d in dataset for key in ("sem_t1", "sem_t2"))
+    assert np.array_equal(dataset.class_pixels(), counted)  # what balanced class weights count, labels only
+    assert item["t1"].shape == (4, 64, 64)
+    row, col = _t1_offset(multispectral, next(t for t in tiles if t["split"] == "train"))
+    expected = (source[:, row:row + 64, col:col + 64] - np.array(statistics["mean_t1"])[:, None, None]) \
+        / np.array(statistics["std_t1"])[:, None, None]
+    np.testing.assert_allclose(item["t1"].numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_prepare_applies_a_declared_scale_and_offset_and_keeps_it_on_the_tiles(tmp_path: Path, multispectral) -> None:
+    """A Sentinel-2 L2A file of processing baseline 04.00 declares scale 0.0001 and offset -0.1 (-1000 DN)."""
+    declared = tmp_path / "t2-n0400.tif"
+    with rasterio.open(multispectral.t2) as src:
+        profile, data = src.profile, src.read()
+    with rasterio.open(declared, "w", **profile) as dst:
+        dst.write(data + 1000)
+        dst.scales, dst.offsets = [0.0001] * 5, [-0.1] * 5
+    out = tmp_path / "declared"
+    assert main(["prepare", "--t1", str(multispectral.t1), "--t2", str(declared), "--labels",
+                 str(multispectral.truth_change), "--out", str(out), "--tile", "64", "--split", "1,0,0"]) == 0
+    record = json.loads((out / "prepare.json").read_text())
+    assert record["bands_t2"] == [1, 2, 3, 4, 5]  # every band by default
+    statistics = record["statistics"]
+    # T2's statistics are reflectance (0..1); T1's stay in its own DN
+    np.testing.assert_allclose(statistics["mean_t2"], data.reshape(5, -1).mean(axis=1) / 10000, rtol=0.05)
+    assert statistics["mean_t1"][0] > 100
+    tile = _tiles(out)[0]
+    with rasterio.open(out / "train" / "B" / tile["name"].replace(".png", ".tif")) as written:
+        assert written.scales == (0.0001,) * 5 and written.offsets == (-0.1,) * 5
+    item = open_dataset(out, split="train", mean=(0.0,) * 5, std=(1.0,) * 5)[0]
+    row, col = _t1_offset(multispectral, tile)
+    np.testing.assert_allclose(item["t2"].numpy(), data[:, row:row + 64, col:col + 64] / 10000, atol=1e-6)
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    (["--bands-t1", "4,3,2,5", "--bands-t2", "3,2,1"], "4 bands for T1 ("),
+    ([], "5 bands for T1 ("),
+])
+def test_dates_with_different_band_counts_are_refused_naming_both_counts(tmp_path: Path, multispectral, capsys,
+                                                                        options: list[str], said: str) -> None:
+    three = tmp_path / "t2-rgb.tif"
+    with rasterio.open(multispectral.t2) as src:
+        profile, data = src.profile, src.read([1, 2, 3])
+    with rasterio.open(three, "w", **(profile | {"count": 3})) as dst:
+        dst.write(data)
+    out = tmp_path / "refused"
+    assert main(["prepare", "--t1", str(multispectral.t1), "--t2", str(three), "--labels",
+                 str(multispectral.truth_change), "--out", str(out), "--tile", "64", *options]) == 2
+    error = capsys.readouterr().err
+    assert said in error and f"{multispectral.t1}" in error and "but 3 for T2" in error and str(three) in error
+    assert not out.exists() and not list(tmp_path.glob(".refused*"))

@@ -8,9 +8,14 @@ split is by spatial blocks of tiles: every block of ``--block x --block`` tiles
 goes wholly to train, val or test, so neighbouring tiles (which look alike)
 rarely end up on both sides of a split, and no pixel is in two tiles.
 
-Images that are not 8-bit are stretched to 8-bit with the per-band 2-98 %
-percentiles of the whole scene, which is what the engine does to non-8-bit
-input with a default model card, so training and inference see the same values.
+Bands: any number N >= 1 per date (``--bands-t1 4,3,2,8``), the same N for both
+dates. Three 8-bit bands are written as PNG pictures; anything else (other band
+counts, uint16 or float reflectance) as GeoTIFF tiles that keep the imagery's own
+values and the file's declared scale and offset: nothing is stretched or divided
+by 255. Per-band statistics of each date are computed on the training split's valid
+pixels and recorded in ``prepare.json``; ``train`` puts them, the band numbers and
+the scaling rule in the model card, so the engine scales a scene exactly as the
+network saw its training tiles.
 """
 
 from __future__ import annotations
@@ -25,9 +30,18 @@ from typing import Any
 import numpy as np
 
 from core.errors import InputError
-from core.io import RasterPair, Window, dataset_mask, gdal_session, open_raster, read_bands, warp_onto
+from core.io import (
+    RasterPair,
+    Window,
+    dataset_mask,
+    gdal_session,
+    open_raster,
+    read_bands,
+    warp_onto,
+    write_array,
+)
 from core.models.card import InputScaling
-from core.preprocess import BandScaling, plan_scaling
+from core.preprocess import plan_scaling
 from core.synthetic import LAYOUT_FOLDERS
 from training_cli.datasets import CLASSES
 from training_cli.outputs import staged_folder
@@ -75,8 +89,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="skip tiles with less than this share of valid pixels (default 0.5)")
     parser.add_argument("--classes", default="second", choices=("second", "landsat-scd"),
                         help="class list of semantic labels (default second: 1 water ... 6 playground)")
-    parser.add_argument("--bands-t1", default="1,2,3", metavar="B,B,B", help="T1 bands in RGB order")
-    parser.add_argument("--bands-t2", default="1,2,3", metavar="B,B,B", help="T2 bands in RGB order")
+    parser.add_argument("--bands-t1", metavar="B,B,...",
+                        help="T1 bands in the order the model takes them, any number, e.g. 4,3,2,8 (default: every "
+                             "band of T1 that is not alpha)")
+    parser.add_argument("--bands-t2", metavar="B,B,...",
+                        help="T2 bands in the same order, as many as T1's (default: the numbers of --bands-t1, or "
+                             "every band of T2 that is not alpha)")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the block assignment")
     return parser
 
@@ -93,9 +111,41 @@ def _parse_shares(text: str) -> tuple[float, float, float]:
 
 def _parse_bands(text: str, option: str) -> tuple[int, ...]:
     try:
-        return tuple(int(v) for v in text.split(","))
+        bands = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise InputError(f"{option} needs band numbers like 1,2,3; got {text!r}") from None
+        bands = ()
+    if not bands or min(bands) < 1:
+        raise InputError(f"{option} needs band numbers from 1 up, separated by commas, like 4,3,2,8; got {text!r}")
+    return bands
+
+
+def choose_bands(t1: Path, t2: Path, bands_t1: str | None, bands_t2: str | None) -> tuple[tuple[int, ...],
+                                                                                         tuple[int, ...]]:
+    """The bands of each date: as given, or by default every band that is not alpha; the same count for both.
+
+    Raises:
+        InputError: The dates get different band counts (the message names both counts and both files), or a
+            band list is not numbers.
+    """
+    first = _parse_bands(bands_t1, "--bands-t1") if bands_t1 else _image_bands(t1)
+    second = first if bands_t1 and not bands_t2 else (
+        _parse_bands(bands_t2, "--bands-t2") if bands_t2 else _image_bands(t2))
+    if len(first) != len(second):
+        given = "--bands-t1/--bands-t2 name" if bands_t1 or bands_t2 else "the files have"
+        raise InputError(f"{given} {len(first)} bands for T1 ({t1}: {_listed(first)}) but {len(second)} for T2 "
+                         f"({t2}: {_listed(second)}); both dates need the same bands in the same order: choose "
+                         "them with --bands-t1 and --bands-t2")
+    return first, second
+
+
+def _image_bands(path: Path) -> tuple[int, ...]:
+    """Every band of a raster that is not an alpha band."""
+    with open_raster(path) as src:
+        return tuple(i for i, name in enumerate(src.colorinterp, start=1) if name != "alpha") or (1,)
+
+
+def _listed(bands: tuple[int, ...]) -> str:
+    return f"band{'s' if len(bands) != 1 else ''} {','.join(map(str, bands))}"
 
 
 class _Labels:
@@ -123,11 +173,59 @@ class _Labels:
         self._src.close()
 
 
-def _to_8bit(image: np.ndarray, valid: np.ndarray, scaling: BandScaling) -> np.ndarray:
-    scaled = scaling.apply(image.copy())  # mean 0 / std 1 in the plan below: just the 0..255 stretch
-    scaled = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    scaled[:, ~valid] = 0
-    return scaled
+class TileImages:
+    """How one date's tiles are written: PNG pictures for three 8-bit bands, else GeoTIFF in the imagery's units.
+
+    GeoTIFF tiles keep the source's data type (integer values of a warped date rounded), carry each band's
+    declared scale and offset (which the dataset reader applies, as the engine does), and hold 0 where the
+    date has no data, which is what the engine puts there too. :meth:`add_statistics` sums each band's
+    values (scale and offset applied) over the valid pixels of the training tiles.
+    """
+
+    def __init__(self, dtypes: tuple[str, ...], scales: tuple[tuple[float, float], ...]) -> None:
+        self.dtype = np.result_type(*dtypes)
+        self.scales = scales
+        self.picture = len(dtypes) == 3 and self.dtype == np.uint8 and all(v == (1.0, 0.0) for v in scales)
+        self.suffix = ".png" if self.picture else ".tif"
+        self.to_units = plan_scaling(dtypes, np.zeros((len(dtypes), 1, 1), np.float32), np.ones((1, 1), bool),
+                                     InputScaling(method="statistics"), (0.0,) * len(dtypes),
+                                     (1.0,) * len(dtypes), scales)
+        self.sums = np.zeros(len(dtypes), np.float64)
+        self.squares = np.zeros(len(dtypes), np.float64)
+        self.pixels = 0
+
+    @property
+    def eight_bit(self) -> bool:
+        """8-bit values that mean what they say (no declared scale or offset): the 0..255 rule applies."""
+        return bool(self.dtype == np.uint8) and all(v == (1.0, 0.0) for v in self.scales)
+
+    def write(self, path: Path, image: np.ndarray, valid: np.ndarray, crs: Any, transform: Any) -> None:
+        """Write one tile (``image`` float32 ``[bands, H, W]`` as :meth:`RasterPair.read` gives it); a GeoTIFF
+        tile is georeferenced (``crs``, ``transform``), so it can be looked at over the scene in QGIS."""
+        values = np.where(valid, image, 0)
+        if np.issubdtype(self.dtype, np.integer):
+            info = np.iinfo(self.dtype)
+            values = np.clip(np.rint(values), info.min, info.max)
+        values = values.astype(self.dtype)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.picture:
+            _save(path, values.transpose(1, 2, 0))
+            return
+        write_array(path, values, crs, transform, scales=self.scales)
+
+    def add_statistics(self, image: np.ndarray, valid: np.ndarray) -> None:
+        """Add the valid pixels of a training tile to the per-band sums."""
+        values = self.to_units.apply(image[:, valid][:, None, :].astype(np.float32)).astype(np.float64)
+        self.sums += values.sum(axis=(1, 2))
+        self.squares += np.square(values).sum(axis=(1, 2))
+        self.pixels += int(valid.sum())
+
+    def statistics(self) -> tuple[list[float], list[float]]:
+        """Per-band mean and standard deviation of the pixels added (in the imagery's units)."""
+        mean = self.sums / max(self.pixels, 1)
+        std = np.sqrt(np.maximum(self.squares / max(self.pixels, 1) - np.square(mean), 0.0))
+        floor = np.maximum(np.abs(mean) * 1e-6, 1e-6)  # a constant band still divides by something positive
+        return [float(f"{v:.6g}") for v in mean], [float(f"{v:.6g}") for v in np.maximum(std, floor)]
 
 
 def assign_blocks(tiles: list[tuple[int, int]], block: int, shares: tuple[float, float, float],
@@ -167,20 +265,21 @@ def run(args: argparse.Namespace) -> int:
     for path in (args.t1, args.t2, args.labels, *([args.labels_t2] if semantic else [])):
         if Path(path).resolve().is_relative_to(args.out.resolve()):
             raise InputError(f"{path} lies inside --out {args.out}; choose an output folder of its own")
-    pair = RasterPair(args.t1, args.t2, _parse_bands(args.bands_t1, "--bands-t1"),
-                      _parse_bands(args.bands_t2, "--bands-t2"), needed_bands=3)
+    bands_t1, bands_t2 = choose_bands(args.t1, args.t2, args.bands_t1, args.bands_t2)
+    pair = RasterPair(args.t1, args.t2, bands_t1, bands_t2, needed_bands=len(bands_t1))
     label_views: list[_Labels] = []
     try:
         label_views.append(_Labels(args.labels, pair))
         if semantic:
             label_views.append(_Labels(args.labels_t2, pair))
-        scalings = _plan_8bit(pair)
+        images = tuple(TileImages(dtypes, scales) for dtypes, scales in zip(pair.dtypes(), pair.file_scales(),
+                                                                             strict=True))
         rows, cols = pair.height // args.tile, pair.width // args.tile
         if rows == 0 or cols == 0:
             raise InputError(f"the area both dates cover is {pair.width} x {pair.height} px, smaller than one "
                              f"--tile {args.tile}; choose a smaller tile")
         with staged_folder(args.out) as staging:
-            written = _write_tiles(args, pair, label_views, scalings, staging, rows, cols, shares, format,
+            written = _write_tiles(args, pair, label_views, images, staging, rows, cols, shares, format,
                                    palette)
     finally:
         for view in label_views:
@@ -198,19 +297,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plan_8bit(pair: RasterPair) -> tuple[BandScaling, BandScaling]:
-    dtypes = pair.dtypes()
-    sample1, sample2, valid = pair.sample()
-    zero, one = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    return (plan_scaling(dtypes[0], sample1, valid, InputScaling(), zero, one),
-            plan_scaling(dtypes[1], sample2, valid, InputScaling(), zero, one))
-
-
 def _write_tiles(args: argparse.Namespace, pair: RasterPair, label_views: list[_Labels],
-                 scalings: tuple[BandScaling, BandScaling], staging: Path, rows: int, cols: int,
+                 images: tuple[TileImages, TileImages], staging: Path, rows: int, cols: int,
                  shares: tuple[float, float, float], format: str, palette: np.ndarray) -> list[dict[str, Any]]:
-    from PIL import Image
-
     tile = args.tile
     folders = LAYOUT_FOLDERS[format]
     kept: list[tuple[int, int, float]] = []
@@ -226,6 +315,7 @@ def _write_tiles(args: argparse.Namespace, pair: RasterPair, label_views: list[_
         raise InputError(f"every tile has less than {args.min_valid:.0%} valid pixels; check the nodata of the "
                          "inputs or lower --min-valid")
     splits = assign_blocks([(r, c) for r, c, _ in kept], args.block, shares, args.seed)
+    has_train = "train" in splits.values()  # statistics of the training split (of every tile if it has none)
     records = []
     for grid_row, grid_col, _ in kept:
         row, col = grid_row * tile, grid_col * tile
@@ -237,9 +327,11 @@ def _write_tiles(args: argparse.Namespace, pair: RasterPair, label_views: list[_
         split = splits[(grid_row, grid_col)]
         name = f"r{row:06d}_c{col:06d}.png"
         base = staging / split
-        for folder, image, scaling in ((folders[0], image1, scalings[0]), (folders[1], image2, scalings[1])):
-            (base / folder).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(_to_8bit(image, valid, scaling).transpose(1, 2, 0)).save(base / folder / name)
+        for folder, image, writer in ((folders[0], image1, images[0]), (folders[1], image2, images[1])):
+            writer.write((base / folder / name).with_suffix(writer.suffix), image, valid, pair.crs,
+                         pair.transform.for_window(col, row))
+            if split == "train" or not has_train:
+                writer.add_statistics(image, valid)
         label_valid = valid & np.logical_and.reduce([v for _, v in labels])
         if format == "binary":
             change = _binary_values(labels[0][0], label_valid, label_views[0].path)
@@ -265,9 +357,34 @@ def _write_tiles(args: argparse.Namespace, pair: RasterPair, label_views: list[_
         "split": list(shares), "seed": args.seed, "min_valid": args.min_valid,
         "classes": args.classes if format == "second" else None,
         "crs": pair.crs.to_string(), "transform": list(pair.transform)[:6],
-        "scaling_t1": scalings[0].description, "scaling_t2": scalings[1].description,
+        **_bands_record(pair, images, has_train, (args.t1, args.t2)),
     }, indent=2), encoding="utf-8")
     return records
+
+
+def _bands_record(pair: RasterPair, images: tuple[TileImages, TileImages], has_train: bool,
+                  paths: tuple[Path, Path]) -> dict[str, Any]:
+    """What ``train`` needs to know of the bands: which, in what units, and their training statistics."""
+    mean_t1, std_t1 = images[0].statistics()
+    mean_t2, std_t2 = images[1].statistics()
+    eight_bit = images[0].eight_bit and images[1].eight_bit
+    return {
+        "bands_t1": list(pair.bands_t1), "bands_t2": list(pair.bands_t2),
+        "band_descriptions_t1": _described(paths[0], pair.bands_t1),
+        "band_descriptions_t2": _described(paths[1], pair.bands_t2),
+        "dtype_t1": str(images[0].dtype), "dtype_t2": str(images[1].dtype),
+        # plain 8-bit imagery keeps the default rule (taken as is); anything else is taken in its own units
+        "scaling": "percentile" if eight_bit else "statistics",
+        "statistics": {"mean_t1": mean_t1, "std_t1": std_t1, "mean_t2": mean_t2, "std_t2": std_t2,
+                       "split": "train" if has_train else "all", "pixels": images[0].pixels},
+    }
+
+
+def _described(path: Path, bands: tuple[int, ...]) -> list[list[str]]:
+    """``[description, colour interpretation]`` of each band, as the file states them (for the model card, so that
+    the plugin can check a scene's bands against the ones the model learned from)."""
+    with open_raster(path) as src:
+        return [[src.descriptions[b - 1], src.colorinterp[b - 1]] for b in bands]
 
 
 def _save(path: Path, array: np.ndarray) -> None:

@@ -19,7 +19,7 @@ import torch
 
 from core.errors import InputError
 from core.models import registry
-from core.models.card import PRESETS, TrainingResize
+from core.models.card import PRESETS, InputScaling, TrainingResize
 from core.models.checkpoint import make_card
 
 from ..recipes import apply_overrides, format_recipe, load_recipe
@@ -40,6 +40,9 @@ examples:
       --print-config
   # your own recipe file (copy one from training_cli/configs/) and continue after a crash or Ctrl-C
   python -m training_cli train --config my-gapl.toml --data SECOND/ --format second --out runs/gapl --resume
+  # a set from prepare (any bands), fine-tuned from an existing model, rare classes weighted up
+  python -m training_cli train --model lsafnet --data my-scd/ --init-from second-lsafnet.pt \
+      --class-weights balanced --out runs/mine
   # two GPUs (or two CPU processes) on one machine
   torchrun --nproc-per-node 2 -m training_cli train --model gapl_scd --data SECOND/ --format second --out runs/g
 """
@@ -48,6 +51,8 @@ examples:
 _PRESET_OF_FORMAT = {"second": "second", "landsat-scd": "landsat-scd", "binary": "binary"}
 #: Formats whose published per-date statistics ``normalisation = "preset"`` uses.
 _PUBLISHED_STATISTICS = ("second", "landsat-scd")
+#: The recipe's ``[data]`` keys of explicit statistics.
+_STATISTICS = ("mean_t1", "std_t1", "mean_t2", "std_t2")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -74,6 +79,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, metavar="N", help="random seed")
     parser.add_argument("--pretrained", metavar="PATH", help="backbone start: 'imagenet' (default, torchvision's "
                         "weights), a local torchvision .pth file, or 'none'")
+    parser.add_argument("--init-from", metavar="MODEL.pt",
+                        help="fine-tune a model file of the same network: every weight that fits is copied, the first "
+                             "convolution is adapted when the band count differs, heads for other classes start new; "
+                             "the card records it (recipe train.init_from)")
+    parser.add_argument("--class-weights", metavar="W,W,...|balanced",
+                        help="weights of the land-cover classes 1..N in the semantic losses, or 'balanced' (median "
+                             "frequency of the training split's changed pixels, capped at 10x); default none")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any recipe value, e.g. train.augment=\"flips\" or stages.1.epochs=10 (repeatable)")
     parser.add_argument("--print-config", action="store_true", help="print the merged recipe and exit")
@@ -84,7 +96,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     recipe = apply_overrides(load_recipe(args.model, args.config), {
         "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "crop": args.crop,
-        "workers": args.workers, "seed": args.seed, "pretrained": args.pretrained,
+        "workers": args.workers, "seed": args.seed, "pretrained": args.pretrained, "init_from": args.init_from,
+        "class_weights": _class_weights(args.class_weights),
     }, args.set)
     if args.print_config:
         print(format_recipe(recipe))
@@ -98,9 +111,28 @@ def run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _class_weights(text: str | None) -> str | list[float] | None:
+    """``--class-weights`` as the recipe holds it: a word, or one number per class."""
+    if text is None or text.strip().lower() in ("none", "balanced"):
+        return None if text is None else text.strip().lower()
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise InputError(f"--class-weights needs 'balanced', 'none' or one number per class like 1,4,1,2; "
+                         f"got {text!r}") from None
+
+
 def open_training_data(recipe: dict[str, Any], root: Path, data_format: str | None) -> TrainingData:
-    """The training and validation splits of ``root``, normalised as the recipe says, and the card to train."""
-    from ..datasets import open_dataset
+    """The training and validation splits of ``root``, normalised as the recipe says, and the card to train.
+
+    The band count comes from the images (any number, the same for both dates and every pair), and with it
+    the network's ``in_channels``. The statistics are, in this order: the recipe's ``data.mean_t1`` ...; the
+    ones ``prepare`` computed on the set's training split; a format's published ones (``normalisation =
+    "preset"``, three bands only); else computed here on the training split. A set that ``prepare`` wrote
+    gives the card its band numbers and its scaling rule (its imagery's own units unless 8-bit); any other
+    set of images that are not 8-bit is taken in its own units too.
+    """
+    from ..datasets import dataset_bands, is_eight_bit, open_dataset, prepared_bands
 
     spec = registry.get_spec(recipe["model"])
     data_format = data_format or ("second" if spec.task == "semantic" else "binary")
@@ -110,14 +142,23 @@ def open_training_data(recipe: dict[str, Any], root: Path, data_format: str | No
     crop = int(recipe["train"]["crop"])
     given = recipe["data"]
     resize = given.get("resize")
-    if all(k in given for k in ("mean_t1", "std_t1", "mean_t2", "std_t2")):
-        stats = tuple(tuple(float(v) for v in given[k]) for k in ("mean_t1", "std_t1", "mean_t2", "std_t2"))
+    bands = dataset_bands(root, data_format, "train")
+    prepared = prepared_bands(root)
+    if all(k in given for k in _STATISTICS):
+        stats = tuple(tuple(float(v) for v in given[k]) for k in _STATISTICS)
         source = "recipe"
-    elif given["normalisation"] == "preset" and data_format in _PUBLISHED_STATISTICS:
+        for key, values in zip(_STATISTICS, stats, strict=True):
+            if len(values) != bands:
+                raise InputError(f"recipe: data.{key} has {len(values)} values but the images of {root} have "
+                                 f"{bands} bands; give one value per band")
+    elif prepared is not None:
+        stats = (prepared.mean_t1, prepared.std_t1, prepared.mean_t2, prepared.std_t2)
+        source = prepared.source
+    elif given["normalisation"] == "preset" and data_format in _PUBLISHED_STATISTICS and bands == len(preset.mean_t1):
         stats = (preset.mean_t1, preset.std_t1, preset.mean_t2, preset.std_t2)
         source = f"published {preset.name} statistics"
     else:
-        raw = open_dataset(root, data_format, "train", crop=None, mean=(0.0,) * 3, std=(1.0,) * 3,
+        raw = open_dataset(root, data_format, "train", crop=None, mean=(0.0,) * bands, std=(1.0,) * bands,
                            resize=resize)
         stats = dataset_statistics(raw)
         source = "computed on the training split"
@@ -125,13 +166,24 @@ def open_training_data(recipe: dict[str, Any], root: Path, data_format: str | No
     norm = {"mean": mean_t1, "std": std_t1, "mean_t2": mean_t2, "std_t2": std_t2, "resize": resize}
     train = open_dataset(root, data_format, "train", crop=crop, **norm)
     val = open_dataset(root, data_format, "val", crop=None, **norm)
-    card = make_card(spec.name, preset, options=recipe.get("options", {}), tile_size=crop,
+    if val.bands != train.bands:
+        raise InputError(f"the validation images ({val.samples[0].t1} ...) have {val.bands} bands but the training "
+                         f"images ({train.samples[0].t1} ...) have {train.bands}; every pair needs the same bands")
+    band_numbers = (prepared.bands_t1, prepared.bands_t2) if prepared else (tuple(range(1, bands + 1)),) * 2
+    statistics_preset = dataclasses.replace(preset, mean_t1=tuple(mean_t1), std_t1=tuple(std_t1),
+                                            mean_t2=tuple(mean_t2), std_t2=tuple(std_t2))
+    card = make_card(spec.name, statistics_preset, options=recipe.get("options", {}), tile_size=crop,
+                     bands=band_numbers[0],
                      dataset=f"{data_format} dataset {root.name} ({len(train)} training pairs)")
+    own_units = prepared.scaling == "statistics" if prepared else not is_eight_bit(root, data_format, "train")
     resized = training_resize((train, val), resize)
-    card = dataclasses.replace(card, mean_t1=tuple(mean_t1), std_t1=tuple(std_t1), mean_t2=tuple(mean_t2),
-                               std_t2=tuple(std_t2), training_resize=resized)
+    card = dataclasses.replace(card, bands_t2=band_numbers[1], training_resize=resized,
+                               scaling=InputScaling(method="statistics") if own_units else card.scaling)
     description = {"root": str(root), "format": data_format, "train_pairs": len(train), "val_pairs": len(val),
-                   "normalisation": source}
+                   "bands": bands, "normalisation": source}
+    if prepared is not None and prepared.descriptions_t1:  # what the bands were, for the plugin's band check
+        description["band_descriptions"] = {"t1": [list(d) for d in prepared.descriptions_t1],
+                                            "t2": [list(d) for d in prepared.descriptions_t2]}
     return TrainingData(train, val, card, description)
 
 

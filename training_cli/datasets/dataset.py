@@ -3,8 +3,10 @@
 Every item is a dict of tensors, the same for every format, so the trainer never
 branches on the dataset:
 
-* ``t1``, ``t2``: float32 ``[C, H, W]``, each date normalised with its own mean
-  and standard deviation (given in 0..255 units, as in the model card);
+* ``t1``, ``t2``: float32 ``[C, H, W]`` (any number of bands ``C``, the same in every
+  pair), each date normalised with its own mean and standard deviation (in the
+  units of the images: 0..255 for 8-bit pictures, the imagery's own for GeoTIFF
+  reflectance; as in the model card);
 * ``change``: float32 ``[1, H, W]``, 1 where something changed;
 * ``valid``: float32 ``[1, H, W]``, 0 where there is no label (Landsat-SCD's
   blank areas, padding of images smaller than the crop), 1 elsewhere;
@@ -26,9 +28,7 @@ resume relies on, and move both dates, every label and ``valid`` together.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,35 +39,13 @@ from core.errors import InputError
 from core.models.card import LANDSAT_SCD_CLASSES, SECOND_CLASSES, LandCoverClass
 
 from .layouts import Sample
-from .reading import INVALID, decode_binary, decode_landsat_fromto, decode_palette, read_image, read_rgb
+from .reading import INVALID, decode_binary, decode_landsat_fromto, decode_palette, image_shape, read_image, read_pixels
 
 NO_CHANGE_COLOUR = (255, 255, 255)
 
 #: Land-cover classes 1..N per semantic format (class 0 is "no change").
 CLASSES: dict[str, tuple[LandCoverClass, ...]] = {"second": SECOND_CLASSES, "landsat-scd": LANDSAT_SCD_CLASSES,
                                                   "binary": ()}
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """``(height, width)`` of an image from its header."""
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import rasterio
-        from rasterio.errors import NotGeoreferencedWarning
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                with rasterio.open(path) as src:
-                    return src.height, src.width
-        except rasterio.errors.RasterioIOError as error:
-            raise InputError(f"{path}: cannot be read as an image ({error})") from None
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except Exception as error:  # noqa: BLE001 - a broken file becomes a message naming it
-        raise InputError(f"{path}: cannot be read as an image ({error})") from None
 
 
 def crop_starts(length: int, crop: int) -> list[int]:
@@ -85,7 +63,8 @@ class ChangeDataset(Dataset):
         samples: The pairs (from :func:`training_cli.datasets.layouts.list_samples`).
         format: ``second``, ``landsat-scd`` or ``binary``.
         crop: Window size, or ``None`` for whole images.
-        mean_t1, std_t1, mean_t2, std_t2: Per-band normalisation of each date, in 0..255 units.
+        mean_t1, std_t1, mean_t2, std_t2: Per-band normalisation of each date, in the images' units (one value
+            per band).
         resize: Resize every pair to ``resize x resize`` first (Landsat-SCD: 416 -> 512 as LSAFNet does);
             bilinear for images, nearest for labels.
         mask_invalid: Landsat-SCD: pixels white (255) in every band of both dates carry no label.
@@ -105,7 +84,19 @@ class ChangeDataset(Dataset):
         self.std = [np.asarray(s, np.float32)[:, None, None] for s in (std_t1, std_t2)]
         if crop is not None and crop < 1:
             raise InputError(f"crop must be a positive size, got {crop}")
-        self.sizes = [self._check_sizes(sample) for sample in self.samples]
+        shapes = [self._check_shapes(sample) for sample in self.samples]
+        self.sizes = [size for _, size in shapes]
+        #: Bands per date, the same in every pair (0 for a dataset without pairs).
+        self.bands = shapes[0][0] if shapes else 0
+        for sample, (bands, _) in zip(self.samples, shapes, strict=True):
+            if bands != self.bands:
+                raise InputError(f"{sample.t1}: {bands} bands, but {self.samples[0].t1} has {self.bands}; every "
+                                 "pair of a dataset must have the same bands")
+        for label, values in (("T1", mean_t1), ("T2", mean_t2)):
+            if shapes and len(values) != self.bands:
+                raise InputError(f"the {label} normalisation has {len(values)} values per band, but the images "
+                                 f"({self.samples[0].t1} ...) have {self.bands} bands; give one mean and one "
+                                 "standard deviation per band (the model card's, or statistics of this data)")
         self.windows: list[tuple[int, int, int]] = []
         for index, (height, width) in enumerate(self.sizes):
             if resize:
@@ -121,14 +112,19 @@ class ChangeDataset(Dataset):
         return (NO_CHANGE_COLOUR, *(c.color for c in self.classes))
 
     @staticmethod
-    def _check_sizes(sample: Sample) -> tuple[int, int]:
-        size = image_size(sample.t1)
+    def _check_shapes(sample: Sample) -> tuple[int, tuple[int, int]]:
+        """Bands per date and ``(height, width)`` of a pair, refusing dates of different band counts or sizes."""
+        bands, *size = image_shape(sample.t1)
+        bands_t2, *size_t2 = image_shape(sample.t2)
+        if bands_t2 != bands:
+            raise InputError(f"{sample.t2}: {bands_t2} bands, but its T1 {sample.t1} has {bands}; both dates must "
+                             "have the same bands, in the same order")
         for path in (sample.t2, *sample.labels):
-            other = image_size(path)
+            other = size_t2 if path == sample.t2 else list(image_shape(path)[1:])
             if other != size:
                 raise InputError(f"{path}: {other[1]} x {other[0]} px, but {sample.t1} is {size[1]} x {size[0]} px; "
                                  "both dates and the labels of a pair must have the same size")
-        return size
+        return bands, (size[0], size[1])
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -139,7 +135,7 @@ class ChangeDataset(Dataset):
         Label planes: ``sem_t1, sem_t2, valid`` for semantic formats, ``change, valid`` for binary.
         """
         sample = self.samples[index]
-        image1, image2 = read_rgb(sample.t1), read_rgb(sample.t2)
+        image1, image2 = read_pixels(sample.t1), read_pixels(sample.t2)
         for path, image in ((sample.t1, image1), (sample.t2, image2)):
             if image.shape[0] != self.mean[0].shape[0]:
                 raise InputError(f"{path}: {image.shape[0]} bands, but the normalisation has "
@@ -157,6 +153,17 @@ class ChangeDataset(Dataset):
             planes = [np.zeros((height, width), np.int64)] * (2 if self.task == "semantic" else 1)
         labels = np.stack([*planes, valid])
         return image1.astype(np.float32), image2.astype(np.float32), labels
+
+    def class_pixels(self) -> np.ndarray:
+        """Pixels of each class 0..N in the labels of both dates over every pair (labels only: no image is read);
+        pixels without a label are not counted."""
+        counts = np.zeros(len(self.classes) + 1, np.int64)
+        for sample, size in zip(self.samples, self.sizes, strict=True):
+            planes = self._labels(sample, size) if self.task == "semantic" else None
+            for plane in planes or ():
+                labelled = plane[(plane >= 0) & (plane <= len(self.classes))]
+                counts += np.bincount(labelled.ravel(), minlength=len(self.classes) + 1)
+        return counts
 
     def _labels(self, sample: Sample, size: tuple[int, int]) -> list[np.ndarray] | None:
         if sample.label_kind == "none":

@@ -70,10 +70,74 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
-def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
-    """An image with its alpha band dropped (4 bands -> 3), ``[bands, H, W]``."""
+def read_pixels(path: str | os.PathLike[str]) -> np.ndarray:
+    """The image bands of a dataset picture, ``[bands, H, W]``, in the units a network is normalised in.
+
+    A PNG's alpha band is left out (RGBA -> RGB), and so is a GeoTIFF band whose colour interpretation is
+    alpha; every other band is kept, so a GeoTIFF holds any number of bands (``prepare --bands-t1 4,3,2,8``).
+    A GeoTIFF band that declares a scale or offset (GDAL's ``value = raw * scale + offset``, e.g. a
+    reflectance scale of 0.0001) is returned with it applied, as float32, the way the engine reads it.
+
+    Raises:
+        InputError: The file is missing or cannot be decoded.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in _RASTERIO_SUFFIXES:
+        image = read_image(path)
+        return image[:3] if image.shape[0] == 4 else image
     image = read_image(path)
-    return image[:3] if image.shape[0] == 4 else image
+    alpha, scales, offsets = _tiff_band_facts(path)
+    keep = [band for band in range(image.shape[0]) if not alpha[band]]
+    if all((scales[b], offsets[b]) in ((1.0, 0.0), (0.0, 0.0)) for b in keep):
+        return image[keep] if len(keep) < image.shape[0] else image
+    pixels = image[keep].astype(np.float32)
+    for index, band in enumerate(keep):
+        pixels[index] = pixels[index] * np.float32(scales[band] or 1.0) + np.float32(offsets[band])
+    return pixels
+
+
+def image_shape(path: str | os.PathLike[str]) -> tuple[int, int, int]:
+    """``(bands, height, width)`` of a dataset picture from its header, bands counted as :func:`read_pixels` gives
+    them (alpha left out, a palette image as three colour bands).
+
+    Raises:
+        InputError: The file cannot be read as an image.
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() in _RASTERIO_SUFFIXES:
+            import rasterio
+            from rasterio.enums import ColorInterp
+            from rasterio.errors import NotGeoreferencedWarning
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(path) as src:
+                    bands = sum(1 for c in src.colorinterp if c != ColorInterp.alpha)
+                    return bands, src.height, src.width
+        from PIL import Image
+
+        with Image.open(path) as image:
+            count = len(image.getbands())
+            bands = 3 if image.mode in ("P", "PA", "CMYK", "YCbCr", "LA", "RGBA") else count
+            return bands, image.height, image.width
+    except Exception as error:  # noqa: BLE001 - a broken file becomes a message naming it
+        if not path.is_file():
+            raise InputError(f"{path}: file not found") from None
+        raise InputError(f"{path}: cannot be read as an image ({error})") from None
+
+
+def _tiff_band_facts(path: Path) -> tuple[list[bool], list[float], list[float]]:
+    """Per band of a GeoTIFF: whether it is alpha, its scale and its offset."""
+    import rasterio
+    from rasterio.enums import ColorInterp
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path) as src:
+            return ([c == ColorInterp.alpha for c in src.colorinterp], [float(v) for v in src.scales],
+                    [float(v) for v in src.offsets])
 
 
 def decode_palette(label: np.ndarray, palette: Sequence[RGB], path: str | os.PathLike[str],

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import Average, Scale, TrainingSpec, TrainingStage, masked_labels, masked_mean, valid_mask
+from ..base import Average, Scale, TrainingSpec, TrainingStage, class_weights, masked_labels, masked_mean, valid_mask
 
 #: Keeps ``log`` finite when the change loss has to be rebuilt from probabilities.
 _PROB_EPS = 1e-7
@@ -53,8 +53,9 @@ def compute_loss(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tens
         weights' variances ``sigma1_sq``, ``sigma2_sq`` (detached, for logging).
     """
     weights = valid_mask(targets, outputs["change_prob"])
-    sem1 = _semantic_ce(outputs["sem_logits_t1"], masked_labels(targets["sem_t1"], weights, 0))
-    sem2 = _semantic_ce(outputs["sem_logits_t2"], masked_labels(targets["sem_t2"], weights, 0))
+    per_class = class_weights(targets, outputs["sem_logits_t1"])
+    sem1 = _semantic_ce(outputs["sem_logits_t1"], masked_labels(targets["sem_t1"], weights, 0), per_class)
+    sem2 = _semantic_ce(outputs["sem_logits_t2"], masked_labels(targets["sem_t2"], weights, 0), per_class)
     loss_ss = (sem1 + sem2) / 2  # eq. 16
     loss_cd = _change_ce(outputs, targets["change"], weights)  # eq. 17
     zero = loss_ss.new_zeros(())
@@ -114,11 +115,17 @@ def project_conflicting(g_a: torch.Tensor, g_b: torch.Tensor) -> torch.Tensor:
     return g_a - coefficient * g_b
 
 
-def _semantic_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the labelled (non-zero) pixels; 0 when there are none."""
+def _semantic_ce(logits: torch.Tensor, labels: torch.Tensor, per_class: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy over the labelled (non-zero) pixels; 0 when there are none.
+
+    With ``per_class`` weights (the recipe's class weights) it is their weighted mean, as PyTorch's own.
+    """
     labels = labels.long()
-    per_pixel = F.cross_entropy(logits.float(), labels, ignore_index=0, reduction="sum")
-    return per_pixel / (labels != 0).sum().clamp_min(1)
+    per_pixel = F.cross_entropy(logits.float(), labels, weight=per_class, ignore_index=0, reduction="sum")
+    if per_class is None:
+        return per_pixel / (labels != 0).sum().clamp_min(1)
+    total = torch.where(labels != 0, per_class[labels], torch.zeros_like(per_class[labels])).sum()
+    return torch.where(total > 0, per_pixel / torch.where(total > 0, total, torch.ones_like(total)), per_pixel * 0)
 
 
 def _change_ce(outputs: dict[str, torch.Tensor], change: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

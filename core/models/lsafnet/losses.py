@@ -5,7 +5,8 @@
   model gives them (training mode) and from clamped probabilities otherwise.
 * ``L_SS`` (eq. 15): per-pixel cross-entropy over the N + 1 logits with
   ``ignore_index=0``: only changed pixels carry a land-cover label. A batch without a
-  single labelled pixel contributes 0 (instead of PyTorch's NaN).
+  single labelled pixel contributes 0 (instead of PyTorch's NaN). With the recipe's
+  class weights it is their weighted mean (a user's option for unbalanced legends).
 * ``L_SC`` (eq. 17, from Bi-SRNet) with the intended sign convention (eq. 17 as
   printed has the sign inverted): per pixel, with ``x_t`` the softmax over the
   land-cover logits 1..N (channel 0 dropped, as in the code), unchanged pixels cost
@@ -27,6 +28,7 @@ from ..base import (
     SEM_LOGITS_T1,
     SEM_LOGITS_T2,
     TrainingSpec,
+    class_weights,
     masked_change,
     masked_labels,
     masked_mean,
@@ -60,8 +62,9 @@ def compute_loss(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tens
     bcd = masked_mean(F.binary_cross_entropy_with_logits(logits, change, reduction="none"), weights)
     logits1 = outputs[SEM_LOGITS_T1].float()
     logits2 = outputs[SEM_LOGITS_T2].float()
-    ss1 = _masked_cross_entropy(logits1, masked_labels(targets["sem_t1"], weights, IGNORE_INDEX))
-    ss2 = _masked_cross_entropy(logits2, masked_labels(targets["sem_t2"], weights, IGNORE_INDEX))
+    per_class = class_weights(targets, logits1)
+    ss1 = _masked_cross_entropy(logits1, masked_labels(targets["sem_t1"], weights, IGNORE_INDEX), per_class)
+    ss2 = _masked_cross_entropy(logits2, masked_labels(targets["sem_t2"], weights, IGNORE_INDEX), per_class)
     sc = semantic_consistency_loss(logits1, logits2, change, weights)
     total = bcd + SS_WEIGHT * (ss1 + ss2) + sc
     return {"loss": total, "bcd": bcd, "ss_t1": ss1, "ss_t2": ss2, "sc": sc}
@@ -83,11 +86,13 @@ def semantic_consistency_loss(logits1: torch.Tensor, logits2: torch.Tensor, chan
     return masked_mean(per_pixel, weights.reshape(cos.shape))
 
 
-def _masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
+                          per_class: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy over the labelled pixels, a weighted mean when ``per_class`` weights are given."""
     target = target.long()
     if not bool((target != IGNORE_INDEX).any()):
         return logits.sum() * 0.0
-    return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(logits, target, weight=per_class, ignore_index=IGNORE_INDEX)
 
 
 def training_loss(

@@ -251,3 +251,21 @@ def test_pixels_without_a_label_are_left_out_of_every_loss_term(built: Built) ->
             scale = float(grad.abs().max()) or 1.0
             torch.testing.assert_close(grads_dirty[name], grad, rtol=1e-4, atol=1e-5 * scale + rounding,
                                        msg=f"{stage.name}: gradient of {name}")
+
+
+@pytest.mark.parametrize("name", model_names())
+@pytest.mark.parametrize("bands", [1, 10])
+def test_every_network_takes_any_number_of_bands(name: str, bands: int) -> None:
+    """``in_channels`` is every network's option: its first convolution takes N bands and the outputs are the
+    contract's."""
+    torch.manual_seed(0)
+    model = build_model(name, in_channels=bands, **LIGHT_OPTIONS.get(name, ({},))[0]).eval()
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.in_channels == bands
+    x1, x2 = random_pair(1, 64, 64, channels=bands)
+    with torch.inference_mode():
+        outputs = model(x1, x2)
+    assert outputs[CHANGE_PROB].shape == (1, 1, 64, 64)
+    assert torch.isfinite(outputs[CHANGE_PROB]).all()
+    with pytest.raises(RuntimeError):
+        model(*random_pair(1, 64, 64, channels=3 if bands != 3 else 4))
